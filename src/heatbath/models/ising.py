@@ -1,0 +1,243 @@
+"""Ising models / Boltzmann machines: E(s) = -β (Σ_i b_i s_i + Σ_(i,j) J_ij s_i s_j), and their training moments."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Key
+
+from heatbath.block_management import DEFAULT_NODE_SHAPE_DTYPES, Block
+from heatbath.block_sampling import (
+    BlockGibbsSpec,
+    BlockSamplingProgram,
+    FactorSamplingProgram,
+    SamplingSchedule,
+    sample_with_observation,
+)
+from heatbath.errors import HeatbathError, StateError
+from heatbath.models.discrete_ebm import SpinEBMFactor, SpinGibbsConditional, spin_values
+from heatbath.models.ebm import AbstractFactorizedEBM, EBMFactor
+from heatbath.observers import MomentAccumulatorObserver
+from heatbath.pgm import AbstractNode
+from heatbath.validation import check_finite
+
+__all__ = [
+    "IsingEBM",
+    "IsingSamplingProgram",
+    "IsingTrainingSpec",
+    "hinton_init",
+    "estimate_moments",
+    "estimate_kl_grad",
+]
+
+
+class IsingEBM(AbstractFactorizedEBM):
+    r"""An Ising model $\mathcal{E}(s) = -\beta(\sum_i b_i s_i + \sum_{(i,j)} J_{ij} s_i s_j)$.
+
+    **Attributes:** `nodes` and `biases` (one bias per node), `edges` and `weights` (one per edge), `beta`.
+    """
+
+    nodes: list[AbstractNode] = eqx.field(static=True)
+    edges: list[tuple[AbstractNode, AbstractNode]] = eqx.field(static=True)
+    biases: Float[Array, " nodes"]
+    weights: Float[Array, " edges"]
+    beta: Float[Array, ""]
+
+    def __init__(
+        self,
+        nodes: Sequence[AbstractNode],
+        edges: Sequence[tuple[AbstractNode, AbstractNode]],
+        biases: Array,
+        weights: Array,
+        beta: Array | float = 1.0,
+    ):
+        nodes, edges = list(nodes), [tuple(e) for e in edges]
+        biases, weights = jnp.asarray(biases), jnp.asarray(weights)
+        if biases.shape != (len(nodes),):
+            raise HeatbathError(f"IsingEBM biases have shape {tuple(biases.shape)}; expected ({len(nodes)},), one per node.")
+        if weights.shape != (len(edges),):
+            raise HeatbathError(f"IsingEBM weights have shape {tuple(weights.shape)}; expected ({len(edges)},), one per edge.")
+        if any(len(e) != 2 for e in edges):
+            raise HeatbathError("Every IsingEBM edge must be a pair of nodes (u, v).")
+        for name, arr in (("biases", biases), ("weights", weights), ("beta", beta)):
+            check_finite(arr, f"IsingEBM {name}")
+        self.nodes, self.edges = nodes, edges
+        self.biases = biases if jnp.issubdtype(biases.dtype, jnp.floating) else biases.astype(jnp.float32)
+        self.weights = weights if jnp.issubdtype(weights.dtype, jnp.floating) else weights.astype(jnp.float32)
+        self.beta = jnp.asarray(beta, jnp.float32)
+        self.node_shape_dtypes = DEFAULT_NODE_SHAPE_DTYPES
+
+    @property
+    def factors(self) -> list[EBMFactor]:
+        factors: list[EBMFactor] = []
+        if self.nodes:
+            factors.append(SpinEBMFactor([Block(self.nodes)], self.beta * self.biases))
+        if self.edges:
+            u, v = zip(*self.edges)
+            factors.append(SpinEBMFactor([Block(u), Block(v)], self.beta * self.weights))
+        return factors
+
+
+class IsingSamplingProgram(FactorSamplingProgram):
+    """Block Gibbs for an `IsingEBM`: a spin Gibbs conditional on every free block."""
+
+    def __init__(self, ebm: IsingEBM, free_blocks, clamped_blocks):
+        spec = BlockGibbsSpec(free_blocks, clamped_blocks, ebm.node_shape_dtypes)
+        super().__init__(spec, [SpinGibbsConditional()] * len(spec.free_blocks), ebm.factors, [])
+
+
+class IsingTrainingSpec(eqx.Module):
+    """An Ising EBM with the two programs needed for KL gradients.
+
+    The positive phase clamps `data_blocks` and `conditioning_blocks` and samples
+    `positive_sampling_blocks`; the negative phase clamps only `conditioning_blocks`.
+    """
+
+    ebm: IsingEBM
+    program_positive: BlockSamplingProgram
+    program_negative: BlockSamplingProgram
+    schedule_positive: SamplingSchedule
+    schedule_negative: SamplingSchedule
+    data_blocks: list[Block] = eqx.field(static=True)
+    conditioning_blocks: list[Block] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        ebm: IsingEBM,
+        data_blocks: Sequence[Block],
+        conditioning_blocks: Sequence[Block],
+        positive_sampling_blocks,
+        negative_sampling_blocks,
+        schedule_positive: SamplingSchedule,
+        schedule_negative: SamplingSchedule,
+    ):
+        self.ebm = ebm
+        self.data_blocks = [Block(b) for b in data_blocks]
+        self.conditioning_blocks = [Block(b) for b in conditioning_blocks]
+        self.program_positive = IsingSamplingProgram(
+            ebm, positive_sampling_blocks, self.data_blocks + self.conditioning_blocks
+        )
+        self.program_negative = IsingSamplingProgram(ebm, negative_sampling_blocks, self.conditioning_blocks)
+        self.schedule_positive = schedule_positive
+        self.schedule_negative = schedule_negative
+
+
+def hinton_init(
+    key: Key[Array, ""], model: IsingEBM, blocks: Sequence[Block], batch_shape: tuple[int, ...]
+) -> list[Bool[Array, "*batch block"]]:
+    r"""Draw each spin independently from its marginal with no neighbours: $P(s_i = +1) = \sigma(2\beta b_i)$.
+
+    (THRML documents σ(βb); the marginal of an isolated spin with P ∝ exp(βbs) is σ(2βb), used here.)
+    Nodes without a bias in `model` start at P = 1/2.
+    """
+    index = {node: i for i, node in enumerate(model.nodes)}
+    keys = jax.random.split(key, max(len(blocks), 1))
+    out = []
+    for k, block in zip(keys, blocks):
+        ids = np.array([index.get(n, -1) for n in Block(block).nodes], dtype=np.int64)
+        bias = jnp.where(jnp.asarray(ids >= 0), model.biases[np.maximum(ids, 0)], 0.0) if len(model.nodes) else jnp.zeros(len(ids))
+        p = jax.nn.sigmoid(2.0 * model.beta * bias)
+        out.append(jax.random.bernoulli(k, p, tuple(batch_shape) + (len(ids),)))
+    return out
+
+
+def _spin_transform(states, blocks):
+    return [spin_values(s) if s.dtype == jnp.bool_ else s.astype(jnp.float32) for s in states]
+
+
+def estimate_moments(
+    key: Key[Array, ""],
+    first_moment_nodes: Sequence[AbstractNode],
+    second_moment_edges: Sequence[tuple[AbstractNode, AbstractNode]],
+    program: BlockSamplingProgram,
+    schedule: SamplingSchedule,
+    init_state: list[Array],
+    clamped_data: list[Array],
+):
+    """Sample averages ⟨s_i⟩ and ⟨s_i s_j⟩ (spins as ±1) from one chain; returns `(first [n], second [e])`."""
+    spec = [[(n,) for n in first_moment_nodes], [tuple(e) for e in second_moment_edges]]
+    present = [i for i, moments in enumerate(spec) if moments]
+    if not present:
+        return jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32)
+    observer = MomentAccumulatorObserver([spec[i] for i in present], _spin_transform)
+    sums, _ = sample_with_observation(key, program, schedule, init_state, clamped_data, observer.init(), observer)
+    out = [jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32)]
+    for i, total in zip(present, sums):
+        out[i] = total / schedule.n_samples
+    return out[0], out[1]
+
+
+def _check_training_inputs(spec: IsingTrainingSpec, data, conditioning_values, init_pos, init_neg) -> int:
+    data, conditioning_values = list(data), list(conditioning_values)
+    if len(data) != len(spec.data_blocks):
+        raise StateError(f"Got {len(data)} data arrays for {len(spec.data_blocks)} data blocks; give one per block.")
+    if len(conditioning_values) != len(spec.conditioning_blocks):
+        raise StateError(
+            f"Got {len(conditioning_values)} conditioning arrays for {len(spec.conditioning_blocks)} conditioning blocks."
+        )
+    batch = None
+    for i, (d, block) in enumerate(zip(data, spec.data_blocks)):
+        if jnp.ndim(d) != 2 or jnp.shape(d)[1] != len(block):
+            raise StateError(f"data[{i}] has shape {tuple(jnp.shape(d))}; expected [batch, {len(block)}].")
+        if batch is not None and jnp.shape(d)[0] != batch:
+            raise StateError("All data arrays must have the same batch size.")
+        batch = jnp.shape(d)[0]
+    for i, x in enumerate(jax.tree.leaves(init_pos)):
+        if batch is not None and (jnp.ndim(x) != 3 or jnp.shape(x)[1] != batch):
+            raise StateError(
+                f"init_state_positive[{i}] has shape {tuple(jnp.shape(x))}; expected [n_chains, batch={batch}, nodes]."
+            )
+    for i, x in enumerate(jax.tree.leaves(init_neg)):
+        if jnp.ndim(x) != 2:
+            raise StateError(f"init_state_negative[{i}] has shape {tuple(jnp.shape(x))}; expected [n_chains, nodes].")
+    return batch or 0
+
+
+def estimate_kl_grad(
+    key: Key[Array, ""],
+    training_spec: IsingTrainingSpec,
+    bias_nodes: Sequence[AbstractNode],
+    weight_edges: Sequence[tuple[AbstractNode, AbstractNode]],
+    data: list[Array],
+    conditioning_values: list[Array],
+    init_state_positive: list[Array],
+    init_state_negative: list[Array],
+):
+    r"""Monte Carlo KL gradient of an Ising model: ΔW = -β(⟨s_i s_j⟩₊ - ⟨s_i s_j⟩₋), Δb = -β(⟨s_i⟩₊ - ⟨s_i⟩₋).
+
+    The positive phase clamps each data row (with `n_chains` chains per row, from `init_state_positive`
+    of shape [n_chains, batch, nodes]); the negative phase samples the model (`init_state_negative`
+    [n_chains, nodes]). Returns `(weight_grads, bias_grads, positive_moments, negative_moments)`.
+    """
+    _check_training_inputs(training_spec, data, conditioning_values, init_state_positive, init_state_negative)
+    data, cond = list(data), list(conditioning_values)
+    key_pos, key_neg = jax.random.split(key)
+
+    def positive(k, init, data_row):
+        return estimate_moments(
+            k, bias_nodes, weight_edges, training_spec.program_positive, training_spec.schedule_positive, init, data_row + cond
+        )
+
+    def negative(k, init):
+        return estimate_moments(
+            k, bias_nodes, weight_edges, training_spec.program_negative, training_spec.schedule_negative, init, cond
+        )
+
+    n_pos_chains = jax.tree.leaves(init_state_positive)[0].shape[0] if jax.tree.leaves(init_state_positive) else 1
+    batch = data[0].shape[0] if data else 1
+    keys_pos = jax.random.split(key_pos, (n_pos_chains, batch))
+    over_batch = jax.vmap(positive, in_axes=(0, 0, 0))
+    over_chains = jax.vmap(over_batch, in_axes=(0, 0, None))
+    pos_first, pos_second = over_chains(keys_pos, list(init_state_positive), data)
+    n_neg_chains = jax.tree.leaves(init_state_negative)[0].shape[0]
+    neg_first, neg_second = jax.vmap(negative)(jax.random.split(key_neg, n_neg_chains), list(init_state_negative))
+    pos = (jnp.mean(pos_first, axis=(0, 1)), jnp.mean(pos_second, axis=(0, 1)))
+    neg = (jnp.mean(neg_first, axis=0), jnp.mean(neg_second, axis=0))
+    beta = training_spec.ebm.beta
+    weight_grads = -beta * (pos[1] - neg[1])
+    bias_grads = -beta * (pos[0] - neg[0])
+    return weight_grads, bias_grads, pos, neg
