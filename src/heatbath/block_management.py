@@ -32,6 +32,8 @@ __all__ = [
     "make_empty_block_state",
     "verify_block_state",
     "sd_key",
+    "node_positions",
+    "take_nodes",
     "lookup_node_sd",
 ]
 
@@ -89,15 +91,17 @@ class Block(Generic[NodeT]):
 
     def __init__(self, nodes: Iterable[NodeT]):
         if isinstance(nodes, Block):
-            nodes = nodes.nodes
+            self.nodes = nodes.nodes
+            return
         nodes = tuple(nodes)
-        if not all(isinstance(n, AbstractNode) for n in nodes):
-            first = next(n for n in nodes if not isinstance(n, AbstractNode))
+        types = set(map(type, nodes))  # one C-speed pass; the checks below are per type, not per node
+        not_nodes = [t for t in types if not issubclass(t, AbstractNode)]
+        if not_nodes:
+            first = next(n for n in nodes if type(n) is not_nodes[0])
             raise HeatbathError(
                 f"Block nodes must be heatbath nodes (subclasses of AbstractNode); got {type(first).__name__} "
                 f"{first!r}. Create variables with e.g. SpinNode() or CategoricalNode()."
             )
-        types = set(map(type, nodes))
         if len(types) > 1:
             names = ", ".join(sorted(t.__name__ for t in types))
             raise HeatbathError(
@@ -127,11 +131,7 @@ class Block(Generic[NodeT]):
         return Block(self.nodes + Block(other).nodes)
 
     def __contains__(self, node: object) -> bool:
-        return node in self._node_set
-
-    @cached_property
-    def _node_set(self) -> frozenset:
-        return frozenset(self.nodes)
+        return any(n is node for n in self.nodes)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Block) and self.nodes == other.nodes
@@ -308,7 +308,8 @@ def block_state_to_global(block_state: list[_State], spec: BlockSpec) -> list[_G
     return out
 
 
-def _positions_of(nodes: Block, spec: BlockSpec) -> tuple[int, np.ndarray]:
+def node_positions(nodes: Block, spec: BlockSpec) -> tuple[int, np.ndarray]:
+    """Like `get_node_locations`, but the positions stay a static numpy array (for use while tracing)."""
     ids = spec.node_ids(nodes.nodes if isinstance(nodes, Block) else nodes)
     if ids.size == 0:
         raise HeatbathError("Cannot locate an empty block of nodes.")
@@ -320,7 +321,7 @@ def _positions_of(nodes: Block, spec: BlockSpec) -> tuple[int, np.ndarray]:
 
 def get_node_locations(nodes: Block, spec: BlockSpec) -> tuple[int, Int[Array, " nodes"]]:
     """Where a block of nodes lives in the global state: `(index into the global list, positions)`."""
-    sd, pos = _positions_of(nodes, spec)
+    sd, pos = node_positions(nodes, spec)
     return sd, jnp.asarray(pos)
 
 
@@ -339,7 +340,7 @@ def from_global_state(
     """The states of `blocks_to_extract`, read out of a global state of `spec_from`."""
     out = []
     for block in blocks_to_extract:
-        sd, pos = _positions_of(block, spec_from)
+        sd, pos = node_positions(block, spec_from)
         out.append(jax.tree.map(lambda leaf: take_nodes(leaf, pos), global_state[sd]))
     return out
 

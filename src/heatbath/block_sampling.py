@@ -310,13 +310,13 @@ def _check_category_ranges(program: BlockSamplingProgram, global_state):
 
 
 def _initial_global(program: BlockSamplingProgram, state_free, state_clamp):
-    state_free, state_clamp = list(state_free), list(state_clamp)
     verify_block_state(
         program.gibbs_spec.free_blocks, state_free, program.gibbs_spec.node_shape_dtypes, what="free-block state"
     )
     verify_block_state(
         program.gibbs_spec.clamped_blocks, state_clamp, program.gibbs_spec.node_shape_dtypes, what="clamped-block state"
     )
+    state_free, state_clamp = list(state_free), list(state_clamp)
     _check_per_chain_shapes(program.gibbs_spec, state_free, state_clamp)
     global_state = block_state_to_global(state_free + state_clamp, program.gibbs_spec)
     return _check_category_ranges(program, global_state)
@@ -378,8 +378,8 @@ def sample_with_observation(
     if not isinstance(schedule, SamplingSchedule):
         raise HeatbathError(f"schedule must be a SamplingSchedule, got {type(schedule).__name__}.")
     spec = program.gibbs_spec
-    state_clamp = list(state_clamp)
     global_state = _initial_global(program, init_chain_state, state_clamp)
+    state_clamp = list(state_clamp)
     sampler_states = _init_sampler_states(program)
     key_warmup, key_samples = jax.random.split(key)
     global_state, sampler_states = _run_sweeps(key_warmup, program, global_state, sampler_states, schedule.n_warmup)

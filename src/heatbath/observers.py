@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Int, PyTree
 
-from heatbath.block_management import Block, _positions_of, take_nodes
+from heatbath.block_management import Block, node_positions, take_nodes
 from heatbath.errors import HeatbathError
 from heatbath.pgm import AbstractNode
 
@@ -55,7 +55,7 @@ def _read_nodes(program: "BlockSamplingProgram", state_free, state_clamped, bloc
             out.append(jax.tree.map(lambda leaf: take_nodes(leaf, local), states[b]))
         else:
             # Nodes spread over several blocks: gather from the concatenated entry of their structure.
-            sd, pos = _positions_of(Block(block), spec)
+            sd, pos = node_positions(Block(block), spec)
             members = spec.block_to_global_slice_spec[sd]
             entry = jax.tree.map(lambda *leaves: jnp.concatenate(leaves, axis=0), *[states[b] for b in members])
             out.append(jax.tree.map(lambda leaf: take_nodes(leaf, pos), entry))
@@ -88,8 +88,8 @@ class MomentAccumulatorObserver(AbstractObserver):
 
     blocks_to_sample: list[Block]
     flat_nodes_list: list[AbstractNode] = eqx.field(static=True)
-    flat_to_type_slices_list: list[np.ndarray] = eqx.field(static=True)
-    flat_to_full_moment_slices: list[np.ndarray] = eqx.field(static=True)
+    flat_to_type_slices_list: list[np.ndarray]
+    flat_to_full_moment_slices: list[np.ndarray]
     f_transform: Callable = eqx.field(static=True)
 
     def __init__(self, moment_spec: Sequence[Sequence[Sequence[AbstractNode]]], f_transform: Callable = _identity_transform):

@@ -16,7 +16,7 @@ from jaxtyping import Array, Float
 from heatbath.block_management import Block, NodeShapeDtypes
 from heatbath.block_sampling import BlockGibbsSpec, FactorSamplingProgram
 from heatbath.errors import HeatbathError
-from heatbath.models.ebm import AbstractFactorizedEBM, EBMFactor
+from heatbath.models.ebm import AbstractFactorizedEBM, EBMFactor, pair_blocks
 from heatbath.pgm import AbstractNode, CategoricalNode
 from heatbath.validation import check_finite
 
@@ -56,11 +56,19 @@ class CategoricalEBM(AbstractFactorizedEBM):
     None means zero), `edges` (pairs of nodes), `weights` [n_edges, K, K], `beta` (inverse temperature).
     """
 
-    nodes: list[AbstractNode] = eqx.field(static=True)
-    edges: list[tuple[AbstractNode, AbstractNode]] = eqx.field(static=True)
     biases: Float[Array, "nodes k"]
     weights: Float[Array, "edges k k"]
     beta: Float[Array, ""]
+    _node_block: Block = eqx.field(static=True, repr=False)
+    _edge_blocks: tuple[Block, ...] = eqx.field(static=True, repr=False)
+
+    @property
+    def nodes(self) -> list[AbstractNode]:
+        return list(self._node_block.nodes)
+
+    @property
+    def edges(self) -> list[tuple[AbstractNode, AbstractNode]]:
+        return list(zip(*(b.nodes for b in self._edge_blocks)))
     n_categories: int = eqx.field(static=True)
 
     def __init__(
@@ -71,11 +79,11 @@ class CategoricalEBM(AbstractFactorizedEBM):
         weights: Array | None = None,
         beta: float | Array = 1.0,
     ):
-        nodes, edges = list(nodes), [tuple(e) for e in edges]
+        nodes, edge_blocks = list(nodes), pair_blocks(edges, "CategoricalEBM")
         if not nodes:
             raise HeatbathError("CategoricalEBM needs at least one node.")
         k = _infer_k(nodes, biases, weights)
-        n, m = len(nodes), len(edges)
+        n, m = len(nodes), (len(edge_blocks[0]) if edge_blocks else 0)
         if biases is None:
             biases = jnp.zeros((n, k), jnp.float32)
         biases = jnp.asarray(biases)
@@ -90,11 +98,12 @@ class CategoricalEBM(AbstractFactorizedEBM):
             raise HeatbathError(
                 f"CategoricalEBM weights have shape {tuple(weights.shape)}; expected [n_edges, K, K] = ({m}, {k}, {k})."
             )
-        if any(len(e) != 2 for e in edges):
-            raise HeatbathError("Every CategoricalEBM edge must be a pair of nodes (u, v).")
         for name, arr in (("biases", biases), ("weights", weights), ("beta", beta)):
             check_finite(arr, f"CategoricalEBM {name}")
-        self.nodes, self.edges = nodes, edges
+        # Nodes and edges are kept as Blocks (static, leafless PyTrees), built once: the factors are
+        # requested on every program build and energy trace.
+        self._node_block = Block(nodes)
+        self._edge_blocks = edge_blocks
         self.biases = biases.astype(jnp.float32) if not jnp.issubdtype(biases.dtype, jnp.floating) else biases
         self.weights = weights.astype(jnp.float32) if not jnp.issubdtype(weights.dtype, jnp.floating) else weights
         self.beta = jnp.asarray(beta, jnp.float32)
@@ -106,10 +115,9 @@ class CategoricalEBM(AbstractFactorizedEBM):
     def factors(self) -> list[EBMFactor]:
         from heatbath.models.discrete_ebm import CategoricalEBMFactor, SquareCategoricalEBMFactor
 
-        factors: list[EBMFactor] = [CategoricalEBMFactor([Block(self.nodes)], self.beta * self.biases)]
-        if self.edges:
-            u, v = zip(*self.edges)
-            factors.append(SquareCategoricalEBMFactor([Block(u), Block(v)], self.beta * self.weights))
+        factors: list[EBMFactor] = [CategoricalEBMFactor([self._node_block], self.beta * self.biases)]
+        if self._edge_blocks:
+            factors.append(SquareCategoricalEBMFactor(list(self._edge_blocks), self.beta * self.weights))
         return factors
 
 

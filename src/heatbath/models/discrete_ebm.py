@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from heatbath.block_management import Block, BlockSpec, get_node_locations, take_nodes
+from heatbath.block_management import Block, BlockSpec, node_positions, take_nodes
 from heatbath.conditional_samplers import BernoulliConditional, SoftmaxConditional
 from heatbath.errors import HeatbathError
 from heatbath.factor import WeightedFactor
@@ -119,12 +119,12 @@ class DiscreteEBMFactor(EBMFactor, WeightedFactor):
         w = self.weights
         term = jnp.ones(jnp.shape(w)[:1], w.dtype)
         for group in self.spin_node_groups:
-            sd, pos = get_node_locations(group, block_spec)
-            term = term * spin_values(take_nodes(global_state[sd], np.asarray(pos)), w.dtype)
+            sd, pos = node_positions(group, block_spec)
+            term = term * spin_values(take_nodes(global_state[sd], pos), w.dtype)
         index = [jnp.arange(jnp.shape(w)[0])]
         for group in self.categorical_node_groups:
-            sd, pos = get_node_locations(group, block_spec)
-            index.append(take_nodes(global_state[sd], np.asarray(pos)).astype(jnp.int32))
+            sd, pos = node_positions(group, block_spec)
+            index.append(take_nodes(global_state[sd], pos).astype(jnp.int32))
         return -jnp.sum(term * w[tuple(index)])
 
     def to_interaction_groups(self) -> list[InteractionGroup]:

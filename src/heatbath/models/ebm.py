@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from functools import lru_cache
+from operator import itemgetter
 from typing import Mapping, Sequence
 
 import equinox as eqx
@@ -20,10 +21,11 @@ from heatbath.block_management import (
     block_state_to_global,
     sd_key,
 )
+from heatbath.errors import HeatbathError
 from heatbath.factor import AbstractFactor
 from heatbath.pgm import AbstractNode
 
-__all__ = ["AbstractEBM", "AbstractFactorizedEBM", "FactorizedEBM", "EBMFactor", "spec_for_blocks"]
+__all__ = ["AbstractEBM", "AbstractFactorizedEBM", "FactorizedEBM", "EBMFactor", "spec_for_blocks", "pair_blocks"]
 
 
 class AbstractEBM(eqx.Module):
@@ -87,3 +89,13 @@ class FactorizedEBM(AbstractFactorizedEBM):
     @property
     def factors(self) -> list[EBMFactor]:
         return self._factors
+
+
+def pair_blocks(edges: Sequence[tuple[AbstractNode, AbstractNode]], owner: str) -> tuple[Block, ...]:
+    """Edges as two parallel blocks (first endpoints, second endpoints); () when there are no edges."""
+    edges = list(edges)
+    if not edges:
+        return ()
+    if set(map(len, edges)) != {2}:
+        raise HeatbathError(f"Every {owner} edge must be a pair of nodes (u, v).")
+    return Block(map(itemgetter(0), edges)), Block(map(itemgetter(1), edges))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Sequence
 
 import equinox as eqx
@@ -20,7 +21,7 @@ from heatbath.block_sampling import (
 )
 from heatbath.errors import HeatbathError, StateError
 from heatbath.models.discrete_ebm import SpinEBMFactor, SpinGibbsConditional, spin_values
-from heatbath.models.ebm import AbstractFactorizedEBM, EBMFactor
+from heatbath.models.ebm import AbstractFactorizedEBM, EBMFactor, pair_blocks
 from heatbath.observers import MomentAccumulatorObserver
 from heatbath.pgm import AbstractNode
 from heatbath.validation import check_finite
@@ -41,11 +42,19 @@ class IsingEBM(AbstractFactorizedEBM):
     **Attributes:** `nodes` and `biases` (one bias per node), `edges` and `weights` (one per edge), `beta`.
     """
 
-    nodes: list[AbstractNode] = eqx.field(static=True)
-    edges: list[tuple[AbstractNode, AbstractNode]] = eqx.field(static=True)
     biases: Float[Array, " nodes"]
     weights: Float[Array, " edges"]
     beta: Float[Array, ""]
+    _node_block: Block = eqx.field(static=True, repr=False)
+    _edge_blocks: tuple[Block, ...] = eqx.field(static=True, repr=False)
+
+    @property
+    def nodes(self) -> list[AbstractNode]:
+        return list(self._node_block.nodes)
+
+    @property
+    def edges(self) -> list[tuple[AbstractNode, AbstractNode]]:
+        return list(zip(*(b.nodes for b in self._edge_blocks)))
 
     def __init__(
         self,
@@ -55,17 +64,19 @@ class IsingEBM(AbstractFactorizedEBM):
         weights: Array,
         beta: Array | float = 1.0,
     ):
-        nodes, edges = list(nodes), [tuple(e) for e in edges]
+        nodes, edge_blocks = list(nodes), pair_blocks(edges, "IsingEBM")
+        n_edges = len(edge_blocks[0]) if edge_blocks else 0
         biases, weights = jnp.asarray(biases), jnp.asarray(weights)
         if biases.shape != (len(nodes),):
             raise HeatbathError(f"IsingEBM biases have shape {tuple(biases.shape)}; expected ({len(nodes)},), one per node.")
-        if weights.shape != (len(edges),):
-            raise HeatbathError(f"IsingEBM weights have shape {tuple(weights.shape)}; expected ({len(edges)},), one per edge.")
-        if any(len(e) != 2 for e in edges):
-            raise HeatbathError("Every IsingEBM edge must be a pair of nodes (u, v).")
+        if weights.shape != (n_edges,):
+            raise HeatbathError(f"IsingEBM weights have shape {tuple(weights.shape)}; expected ({n_edges},), one per edge.")
         for name, arr in (("biases", biases), ("weights", weights), ("beta", beta)):
             check_finite(arr, f"IsingEBM {name}")
-        self.nodes, self.edges = nodes, edges
+        # Nodes and edges are kept as Blocks (static, leafless PyTrees), built once: the factors are
+        # requested on every program build and energy trace.
+        self._node_block = Block(nodes)
+        self._edge_blocks = edge_blocks
         self.biases = biases if jnp.issubdtype(biases.dtype, jnp.floating) else biases.astype(jnp.float32)
         self.weights = weights if jnp.issubdtype(weights.dtype, jnp.floating) else weights.astype(jnp.float32)
         self.beta = jnp.asarray(beta, jnp.float32)
@@ -74,11 +85,10 @@ class IsingEBM(AbstractFactorizedEBM):
     @property
     def factors(self) -> list[EBMFactor]:
         factors: list[EBMFactor] = []
-        if self.nodes:
-            factors.append(SpinEBMFactor([Block(self.nodes)], self.beta * self.biases))
-        if self.edges:
-            u, v = zip(*self.edges)
-            factors.append(SpinEBMFactor([Block(u), Block(v)], self.beta * self.weights))
+        if len(self._node_block):
+            factors.append(SpinEBMFactor([self._node_block], self.beta * self.biases))
+        if self._edge_blocks:
+            factors.append(SpinEBMFactor(list(self._edge_blocks), self.beta * self.weights))
         return factors
 
 
@@ -134,12 +144,15 @@ def hinton_init(
     (THRML documents σ(βb); the marginal of an isolated spin with P ∝ exp(βbs) is σ(2βb), used here.)
     Nodes without a bias in `model` start at P = 1/2.
     """
-    index = {node: i for i, node in enumerate(model.nodes)}
+    model_nodes = model._node_block.nodes
+    index = dict(zip(model_nodes, range(len(model_nodes))))
     keys = jax.random.split(key, max(len(blocks), 1))
     out = []
     for k, block in zip(keys, blocks):
-        ids = np.array([index.get(n, -1) for n in Block(block).nodes], dtype=np.int64)
-        bias = jnp.where(jnp.asarray(ids >= 0), model.biases[np.maximum(ids, 0)], 0.0) if len(model.nodes) else jnp.zeros(len(ids))
+        nodes = Block(block).nodes
+        ids = np.fromiter(map(index.get, nodes, repeat(-1)), dtype=np.int64, count=len(nodes))
+        known = jnp.asarray(ids >= 0)
+        bias = jnp.where(known, model.biases[np.maximum(ids, 0)], 0.0) if model_nodes else jnp.zeros(len(ids))
         p = jax.nn.sigmoid(2.0 * model.beta * bias)
         out.append(jax.random.bernoulli(k, p, tuple(batch_shape) + (len(ids),)))
     return out

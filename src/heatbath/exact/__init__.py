@@ -1,0 +1,45 @@
+"""Exact references: enumeration of small discrete models, and the exact 2D Ising model (Onsager, Kaufman)."""
+
+from heatbath.exact.enumeration import (
+    MAX_ENUMERATED_STATES,
+    ExactDistribution,
+    exact_distribution,
+    expectation,
+    infer_state_counts,
+    log_partition_function,
+    marginals,
+    spin_moments,
+)
+from heatbath.exact.ising2d import (
+    BETA_CRITICAL,
+    FiniteLatticeExact,
+    exact_finite_lattice,
+    kaufman_energy_per_site,
+    kaufman_log_z,
+    kaufman_specific_heat,
+    onsager_energy_per_site,
+    onsager_free_energy,
+    onsager_magnetization,
+    onsager_specific_heat,
+)
+
+__all__ = [
+    "MAX_ENUMERATED_STATES",
+    "ExactDistribution",
+    "exact_distribution",
+    "log_partition_function",
+    "infer_state_counts",
+    "marginals",
+    "expectation",
+    "spin_moments",
+    "BETA_CRITICAL",
+    "FiniteLatticeExact",
+    "exact_finite_lattice",
+    "kaufman_log_z",
+    "kaufman_energy_per_site",
+    "kaufman_specific_heat",
+    "onsager_free_energy",
+    "onsager_energy_per_site",
+    "onsager_specific_heat",
+    "onsager_magnetization",
+]
