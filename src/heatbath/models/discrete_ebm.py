@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from heatbath.block_management import Block, BlockSpec, node_positions, take_nodes
+from heatbath.block_management import Block, BlockSpec, FrozenTypeMap, node_positions, take_nodes
 from heatbath.conditional_samplers import BernoulliConditional, SoftmaxConditional
 from heatbath.errors import HeatbathError
 from heatbath.factor import WeightedFactor
@@ -72,7 +72,7 @@ class DiscreteEBMFactor(EBMFactor, WeightedFactor):
 
     spin_node_groups: list[Block]
     categorical_node_groups: list[Block]
-    is_spin: dict = eqx.field(static=True)
+    is_spin: FrozenTypeMap = eqx.field(static=True)
 
     def __init__(self, spin_node_groups: Sequence[Block], categorical_node_groups: Sequence[Block], weights: Array):
         spin_node_groups = [Block(g) for g in spin_node_groups]
@@ -100,7 +100,7 @@ class DiscreteEBMFactor(EBMFactor, WeightedFactor):
                 )
             if len(g):
                 is_spin[g.node_type] = False
-        self.is_spin = is_spin
+        self.is_spin = FrozenTypeMap(is_spin)
         self._check_categories()
 
     def _check_categories(self) -> None:
