@@ -30,6 +30,7 @@ from heatbath.conditional_samplers import AbstractConditionalSampler
 from heatbath.errors import HeatbathError, StateError
 from heatbath.interaction import InteractionGroup
 from heatbath.pgm import AbstractNode
+from heatbath.validation import array_namespace
 
 __all__ = [
     "BlockGibbsSpec",
@@ -153,7 +154,7 @@ class BlockSamplingProgram(eqx.Module):
         self.interaction_groups = groups
         self.tables = tables
         self.per_block_interactions = [
-            [jax.tree.map(lambda w, ix=e.index: jnp.asarray(w)[ix], groups[e.group].interaction) for e in entries]
+            [jax.tree.map(lambda w, ix=e.index: _take_padded(w, ix), groups[e.group].interaction) for e in entries]
             for entries in tables.per_block
         ]
         self.per_block_interaction_active = [[jnp.asarray(e.active) for e in entries] for entries in tables.per_block]
@@ -175,6 +176,12 @@ class FactorSamplingProgram(BlockSamplingProgram):
         for factor in factors:
             groups.extend(factor.to_interaction_groups())
         super().__init__(gibbs_spec, samplers, groups + list(other_interaction_groups))
+
+
+def _take_padded(w, index: np.ndarray):
+    """`w[index]`: the padded [n, k, ...] parameters of one block (on the host when `w` is concrete)."""
+    xp = array_namespace(w)
+    return jnp.asarray(xp.asarray(w)[index])
 
 
 # ---------------------------------------------------------------------------------------------

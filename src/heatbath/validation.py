@@ -7,7 +7,7 @@ import numpy as np
 
 from heatbath.errors import HeatbathError
 
-__all__ = ["check_finite", "is_concrete"]
+__all__ = ["check_finite", "is_concrete", "array_namespace"]
 
 
 def is_concrete(x) -> bool:
@@ -23,3 +23,13 @@ def check_finite(x, what: str) -> None:
     if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise HeatbathError(f"{what} contain {bad} NaN or infinite value(s); replace them with finite numbers.")
+
+
+def array_namespace(*arrays):
+    """numpy when every array holds concrete values, else jax.numpy.
+
+    Program construction reshapes and gathers parameters once; doing that in numpy on concrete
+    arrays avoids compiling a small XLA kernel per shape, while traced parameters (inside jit or
+    grad, e.g. during training) keep flowing through jax.numpy.
+    """
+    return np if all(is_concrete(a) for a in arrays) else jax.numpy

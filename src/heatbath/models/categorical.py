@@ -16,7 +16,7 @@ from jaxtyping import Array, Float
 from heatbath.block_management import Block, NodeShapeDtypes
 from heatbath.block_sampling import BlockGibbsSpec, FactorSamplingProgram
 from heatbath.errors import HeatbathError
-from heatbath.models.ebm import AbstractFactorizedEBM, EBMFactor, pair_blocks
+from heatbath.models.ebm import AbstractFactorizedEBM, EBMFactor, pair_blocks, scaled
 from heatbath.pgm import AbstractNode, CategoricalNode
 from heatbath.validation import check_finite
 
@@ -115,9 +115,9 @@ class CategoricalEBM(AbstractFactorizedEBM):
     def factors(self) -> list[EBMFactor]:
         from heatbath.models.discrete_ebm import CategoricalEBMFactor, SquareCategoricalEBMFactor
 
-        factors: list[EBMFactor] = [CategoricalEBMFactor([self._node_block], self.beta * self.biases)]
+        factors: list[EBMFactor] = [CategoricalEBMFactor([self._node_block], scaled(self.beta, self.biases))]
         if self._edge_blocks:
-            factors.append(SquareCategoricalEBMFactor(list(self._edge_blocks), self.beta * self.weights))
+            factors.append(SquareCategoricalEBMFactor(list(self._edge_blocks), scaled(self.beta, self.weights)))
         return factors
 
 

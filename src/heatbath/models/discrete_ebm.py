@@ -21,7 +21,7 @@ from heatbath.errors import HeatbathError
 from heatbath.factor import WeightedFactor
 from heatbath.interaction import InteractionGroup
 from heatbath.models.ebm import EBMFactor
-from heatbath.validation import check_finite
+from heatbath.validation import array_namespace, check_finite
 
 __all__ = [
     "DiscreteEBMInteraction",
@@ -135,7 +135,7 @@ class DiscreteEBMFactor(EBMFactor, WeightedFactor):
             groups.append(InteractionGroup(DiscreteEBMInteraction(len(spins) - 1, w), head, tails))
         for q, head in enumerate(cats):
             tails = spins + cats[:q] + cats[q + 1 :]
-            wq = jnp.moveaxis(w, 1 + q, 1)
+            wq = array_namespace(w).moveaxis(w, 1 + q, 1)
             groups.append(InteractionGroup(DiscreteEBMInteraction(len(spins), wq), head, tails))
         return groups
 
@@ -157,7 +157,9 @@ def merge_interaction_groups(groups: list[InteractionGroup]) -> list[Interaction
         if len(members) == 1:
             out.append(members[0])
             continue
-        interaction = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *[m.interaction for m in members])
+        interaction = jax.tree.map(
+            lambda *xs: array_namespace(*xs).concatenate(xs, axis=0), *[m.interaction for m in members]
+        )
         head = Block(sum((m.head_nodes.nodes for m in members), ()))
         tails = [Block(sum((m.tail_nodes[t].nodes for m in members), ())) for t in range(len(members[0].tail_nodes))]
         out.append(InteractionGroup(interaction, head, tails))

@@ -24,8 +24,9 @@ from heatbath.block_management import (
 from heatbath.errors import HeatbathError
 from heatbath.factor import AbstractFactor
 from heatbath.pgm import AbstractNode
+from heatbath.validation import array_namespace
 
-__all__ = ["AbstractEBM", "AbstractFactorizedEBM", "FactorizedEBM", "EBMFactor", "spec_for_blocks", "pair_blocks"]
+__all__ = ["AbstractEBM", "AbstractFactorizedEBM", "FactorizedEBM", "EBMFactor", "spec_for_blocks", "pair_blocks", "scaled"]
 
 
 class AbstractEBM(eqx.Module):
@@ -99,3 +100,9 @@ def pair_blocks(edges: Sequence[tuple[AbstractNode, AbstractNode]], owner: str) 
     if set(map(len, edges)) != {2}:
         raise HeatbathError(f"Every {owner} edge must be a pair of nodes (u, v).")
     return Block(map(itemgetter(0), edges)), Block(map(itemgetter(1), edges))
+
+
+def scaled(beta, weights):
+    """β·W for a factor: on the host when both are concrete (no per-shape kernel compile), traced otherwise."""
+    xp = array_namespace(beta, weights)
+    return xp.asarray(beta, dtype=weights.dtype) * xp.asarray(weights)

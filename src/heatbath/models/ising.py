@@ -21,7 +21,7 @@ from heatbath.block_sampling import (
 )
 from heatbath.errors import HeatbathError, StateError
 from heatbath.models.discrete_ebm import SpinEBMFactor, SpinGibbsConditional, spin_values
-from heatbath.models.ebm import AbstractFactorizedEBM, EBMFactor, pair_blocks
+from heatbath.models.ebm import AbstractFactorizedEBM, EBMFactor, pair_blocks, scaled
 from heatbath.observers import MomentAccumulatorObserver
 from heatbath.pgm import AbstractNode
 from heatbath.validation import check_finite
@@ -86,9 +86,9 @@ class IsingEBM(AbstractFactorizedEBM):
     def factors(self) -> list[EBMFactor]:
         factors: list[EBMFactor] = []
         if len(self._node_block):
-            factors.append(SpinEBMFactor([self._node_block], self.beta * self.biases))
+            factors.append(SpinEBMFactor([self._node_block], scaled(self.beta, self.biases)))
         if self._edge_blocks:
-            factors.append(SpinEBMFactor(list(self._edge_blocks), self.beta * self.weights))
+            factors.append(SpinEBMFactor(list(self._edge_blocks), scaled(self.beta, self.weights)))
         return factors
 
 
