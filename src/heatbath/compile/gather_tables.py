@@ -160,10 +160,12 @@ def _record_sampler_and_node_bounds(spec, samplers, limits) -> None:
             k = getattr(samplers[b], "n_categories", None)
             if isinstance(k, (int, np.integer)):
                 limits[sl] = np.minimum(limits[sl], int(k))
-        sizes = [getattr(n, "num_states", None) for n in block.nodes] if hasattr(block.nodes[0], "num_states") else []
-        if sizes and any(s is not None for s in sizes):
-            arr = np.array([np.iinfo(np.int64).max if s is None else s for s in sizes], dtype=np.int64)
-            limits[sl] = np.minimum(limits[sl], arr)
+        if hasattr(block.nodes[0], "num_states"):
+            # map/getattr run in C; None (no declared size) becomes NaN and sets no limit
+            sizes = np.array(list(map(getattr, block.nodes, repeat("num_states"), repeat(None))), dtype=float)
+            declared = ~np.isnan(sizes)
+            if declared.any():
+                limits[sl] = np.where(declared, np.minimum(limits[sl], np.nan_to_num(sizes, nan=0).astype(np.int64)), limits[sl])
 
 
 def _limits_per_entry(spec, limits) -> list[np.ndarray | None]:

@@ -1,0 +1,27 @@
+"""Fast sampling kernels for special structures: batch-minor layout, fused updates, cheap counter-based bits."""
+
+from heatbath.kernels.checkerboard import (
+    LatticeIsingState,
+    Measurements,
+    energy_per_site,
+    init_lattice,
+    key_words,
+    magnetization_per_site,
+    random_bits,
+    run_lattice,
+    sweep,
+    threefry2x32,
+)
+
+__all__ = [
+    "LatticeIsingState",
+    "Measurements",
+    "init_lattice",
+    "sweep",
+    "run_lattice",
+    "energy_per_site",
+    "magnetization_per_site",
+    "random_bits",
+    "key_words",
+    "threefry2x32",
+]
