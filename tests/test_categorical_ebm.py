@@ -5,11 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from heatbath import CategoricalNode
 from heatbath.block_management import Block
-from heatbath.block_sampling import BlockGibbsSpec, SamplingSchedule, sample_states
+from heatbath.block_sampling import SamplingSchedule, sample_states
 from heatbath.exact import exact_distribution
 from heatbath.models.discrete_ebm import CategoricalEBM
 from heatbath.sampling_programs import CategoricalSamplingProgram, IsingSamplingProgram  # noqa: F401 (re-export)

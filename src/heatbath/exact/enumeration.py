@@ -16,7 +16,7 @@ from jaxtyping import Array, Float
 
 from heatbath.block_management import Block, lookup_node_sd
 from heatbath.errors import HeatbathError
-from heatbath.models.discrete_ebm import DiscreteEBMFactor, spin_values
+from heatbath.models.discrete_ebm import DiscreteEBMFactor
 from heatbath.models.ebm import AbstractEBM
 
 __all__ = [

@@ -5,13 +5,11 @@ from heatbath.kernels.checkerboard import (
     Measurements,
     energy_per_site,
     init_lattice,
-    key_words,
     magnetization_per_site,
-    random_bits,
     run_lattice,
     sweep,
-    threefry2x32,
 )
+from heatbath.kernels.counter_rng import key_words, random_bits, threefry2x32
 
 __all__ = [
     "LatticeIsingState",

@@ -21,7 +21,7 @@ from heatbath.errors import HeatbathError
 from heatbath.factor import WeightedFactor
 from heatbath.interaction import InteractionGroup
 from heatbath.models.ebm import EBMFactor
-from heatbath.validation import array_namespace, check_finite
+from heatbath.validation import array_namespace
 
 __all__ = [
     "DiscreteEBMInteraction",

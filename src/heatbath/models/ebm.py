@@ -19,7 +19,6 @@ from heatbath.block_management import (
     BlockSpec,
     _State,
     block_state_to_global,
-    sd_key,
 )
 from heatbath.errors import HeatbathError
 from heatbath.factor import AbstractFactor
