@@ -38,9 +38,6 @@ __all__ = [
     "run_lattice",
     "energy_per_site",
     "magnetization_per_site",
-    "threefry2x32",
-    "random_bits",
-    "key_words",
 ]
 
 

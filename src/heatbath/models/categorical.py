@@ -16,7 +16,7 @@ from jaxtyping import Array, Float
 from heatbath.block_management import Block, NodeShapeDtypes
 from heatbath.block_sampling import BlockGibbsSpec, FactorSamplingProgram
 from heatbath.errors import HeatbathError
-from heatbath.models.ebm import AbstractFactorizedEBM, EBMFactor, pair_blocks, scaled
+from heatbath.models.ebm import AbstractPairwiseEBM, EBMFactor, pair_blocks, scaled
 from heatbath.pgm import AbstractNode, CategoricalNode
 from heatbath.validation import check_finite
 
@@ -49,7 +49,7 @@ def _infer_k(nodes, biases, weights) -> int:
     return candidates.pop()
 
 
-class CategoricalEBM(AbstractFactorizedEBM):
+class CategoricalEBM(AbstractPairwiseEBM):
     """A categorical (Potts) EBM; mirrors `IsingEBM` with K-vectors for biases and K×K matrices for couplings.
 
     **Arguments:** `nodes` (categorical nodes), `biases` [n_nodes, K] (a single node may take [K];
@@ -59,16 +59,6 @@ class CategoricalEBM(AbstractFactorizedEBM):
     biases: Float[Array, "nodes k"]
     weights: Float[Array, "edges k k"]
     beta: Float[Array, ""]
-    _node_block: Block = eqx.field(static=True, repr=False)
-    _edge_blocks: tuple[Block, ...] = eqx.field(static=True, repr=False)
-
-    @property
-    def nodes(self) -> list[AbstractNode]:
-        return list(self._node_block.nodes)
-
-    @property
-    def edges(self) -> list[tuple[AbstractNode, AbstractNode]]:
-        return list(zip(*(b.nodes for b in self._edge_blocks)))
     n_categories: int = eqx.field(static=True)
 
     def __init__(
@@ -100,8 +90,6 @@ class CategoricalEBM(AbstractFactorizedEBM):
             )
         for name, arr in (("biases", biases), ("weights", weights), ("beta", beta)):
             check_finite(arr, f"CategoricalEBM {name}")
-        # Nodes and edges are kept as Blocks (static, leafless PyTrees), built once: the factors are
-        # requested on every program build and energy trace.
         self._node_block = Block(nodes)
         self._edge_blocks = edge_blocks
         self.biases = biases.astype(jnp.float32) if not jnp.issubdtype(biases.dtype, jnp.floating) else biases

@@ -25,7 +25,16 @@ from heatbath.factor import AbstractFactor
 from heatbath.pgm import AbstractNode
 from heatbath.validation import array_namespace
 
-__all__ = ["AbstractEBM", "AbstractFactorizedEBM", "FactorizedEBM", "EBMFactor", "spec_for_blocks", "pair_blocks", "scaled"]
+__all__ = [
+    "AbstractEBM",
+    "AbstractFactorizedEBM",
+    "AbstractPairwiseEBM",
+    "FactorizedEBM",
+    "EBMFactor",
+    "spec_for_blocks",
+    "pair_blocks",
+    "scaled",
+]
 
 
 class AbstractEBM(eqx.Module):
@@ -89,6 +98,26 @@ class FactorizedEBM(AbstractFactorizedEBM):
     @property
     def factors(self) -> list[EBMFactor]:
         return self._factors
+
+
+class AbstractPairwiseEBM(AbstractFactorizedEBM):
+    """An EBM with one term per node and one per edge (Ising, Potts).
+
+    Nodes and edges are kept as Blocks (static, leafless PyTrees) built once in `__init__`: the
+    factors are requested on every program build and energy trace, and a list field of 10^6 nodes
+    would be walked by every PyTree operation on the model.
+    """
+
+    _node_block: Block = eqx.field(static=True, repr=False)
+    _edge_blocks: tuple[Block, ...] = eqx.field(static=True, repr=False)
+
+    @property
+    def nodes(self) -> list[AbstractNode]:
+        return list(self._node_block.nodes)
+
+    @property
+    def edges(self) -> list[tuple[AbstractNode, AbstractNode]]:
+        return list(zip(*(b.nodes for b in self._edge_blocks)))
 
 
 def pair_blocks(edges: Sequence[tuple[AbstractNode, AbstractNode]], owner: str) -> tuple[Block, ...]:

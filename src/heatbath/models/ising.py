@@ -21,7 +21,7 @@ from heatbath.block_sampling import (
 )
 from heatbath.errors import HeatbathError, StateError
 from heatbath.models.discrete_ebm import SpinEBMFactor, SpinGibbsConditional, spin_values
-from heatbath.models.ebm import AbstractFactorizedEBM, EBMFactor, pair_blocks, scaled
+from heatbath.models.ebm import AbstractPairwiseEBM, EBMFactor, pair_blocks, scaled
 from heatbath.observers import MomentAccumulatorObserver
 from heatbath.pgm import AbstractNode
 from heatbath.validation import check_finite
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 
-class IsingEBM(AbstractFactorizedEBM):
+class IsingEBM(AbstractPairwiseEBM):
     r"""An Ising model $\mathcal{E}(s) = -\beta(\sum_i b_i s_i + \sum_{(i,j)} J_{ij} s_i s_j)$.
 
     **Attributes:** `nodes` and `biases` (one bias per node), `edges` and `weights` (one per edge), `beta`.
@@ -45,16 +45,6 @@ class IsingEBM(AbstractFactorizedEBM):
     biases: Float[Array, " nodes"]
     weights: Float[Array, " edges"]
     beta: Float[Array, ""]
-    _node_block: Block = eqx.field(static=True, repr=False)
-    _edge_blocks: tuple[Block, ...] = eqx.field(static=True, repr=False)
-
-    @property
-    def nodes(self) -> list[AbstractNode]:
-        return list(self._node_block.nodes)
-
-    @property
-    def edges(self) -> list[tuple[AbstractNode, AbstractNode]]:
-        return list(zip(*(b.nodes for b in self._edge_blocks)))
 
     def __init__(
         self,
@@ -73,8 +63,6 @@ class IsingEBM(AbstractFactorizedEBM):
             raise HeatbathError(f"IsingEBM weights have shape {tuple(weights.shape)}; expected ({n_edges},), one per edge.")
         for name, arr in (("biases", biases), ("weights", weights), ("beta", beta)):
             check_finite(arr, f"IsingEBM {name}")
-        # Nodes and edges are kept as Blocks (static, leafless PyTrees), built once: the factors are
-        # requested on every program build and energy trace.
         self._node_block = Block(nodes)
         self._edge_blocks = edge_blocks
         self.biases = biases if jnp.issubdtype(biases.dtype, jnp.floating) else biases.astype(jnp.float32)
