@@ -206,3 +206,17 @@ def test_tail_node_missing_from_program(chain):
     nodes, model, _, _ = chain
     with pytest.raises(HeatbathError, match="in neither a free nor a clamped block"):
         IsingSamplingProgram(model, [Block([nodes[0]])], [])
+
+
+def test_sampler_returning_the_wrong_kind_of_dtype(chain):
+    from heatbath.models import SpinGibbsConditional
+
+    class FloatSpins(SpinGibbsConditional):
+        def sample_given_parameters(self, key, parameters, sampler_state, output_sd):
+            return jax.random.uniform(key, output_sd.shape), sampler_state
+
+    nodes, model, blocks, _ = chain
+    spec = BlockGibbsSpec(blocks, [])
+    program = FactorSamplingProgram(spec, [FloatSpins(), FloatSpins()], model.factors, [])
+    with pytest.raises(HeatbathError, match=r"returned dtype float32, but the block is stored as bool"):
+        _run(program, [jnp.zeros(2, bool), jnp.zeros(2, bool)])

@@ -216,7 +216,11 @@ def _sample_block_from_global(key, program: BlockSamplingProgram, b: int, global
 
 
 def _conform(state, output_sd, b, sampler):
-    """Check a sampler's output against the block's template (a wrong dtype would silently corrupt the state)."""
+    """Check a sampler's output against the block's template.
+
+    A different dtype of the same kind (float64 for float32) is cast; another kind (float for bool)
+    would silently corrupt the state, so it is an error.
+    """
     out_leaves, out_tree = jax.tree.flatten(state)
     sd_leaves, sd_tree = jax.tree.flatten(output_sd)
     if out_tree != sd_tree:
@@ -231,7 +235,12 @@ def _conform(state, output_sd, b, sampler):
                 f"Sampler {type(sampler).__name__} for free block {b} returned shape {tuple(jnp.shape(leaf))}, "
                 f"expected {tuple(sd.shape)} (output_sd.shape)."
             )
-        fixed.append(leaf if leaf.dtype == sd.dtype else leaf.astype(sd.dtype))
+        if np.dtype(leaf.dtype).kind != np.dtype(sd.dtype).kind:
+            raise HeatbathError(
+                f"Sampler {type(sampler).__name__} for free block {b} returned dtype {leaf.dtype}, but the block is "
+                f"stored as {np.dtype(sd.dtype)}; return output_sd.dtype (e.g. draw.astype(output_sd.dtype))."
+            )
+        fixed.append(leaf if leaf.dtype == sd.dtype else leaf.astype(sd.dtype))  # e.g. float64 -> float32
     return jax.tree.unflatten(sd_tree, fixed)
 
 
