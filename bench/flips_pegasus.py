@@ -5,7 +5,9 @@ couplings N(0, 0.3²), biases N(0, 1), β = 1, the same colouring into independe
 `color_graph`, applied to both), the same schedule (`n_sweeps` warm-up sweeps, one sample), and the
 same call: `jax.jit(jax.vmap(lambda k: sample_states(k, program, schedule, init, [], [Block(nodes)])))`
 over `chains` keys. Flips/ns = sweeps × spins × chains / seconds, from the best of `--repeats`
-timed calls after one compiling call. Both libraries run in one process on the same device.
+timed calls after one compiling call. Both libraries run in one process on the same device. A third
+column runs the same program through heatbath's batched fast path (`sample_states_batched`: chains
+as the contiguous axis, counter-based random words), the one-line alternative to the vmap call.
 
     .venv-bench/bin/python bench/flips_pegasus.py [--chains 100 1000 10000] [--sweeps 100] [--repeats 3]
 
@@ -61,6 +63,23 @@ def flips_per_ns(lib, model_inputs, chains: int, sweeps: int, repeats: int) -> f
     return sweeps * len(nodes) * chains / best / 1e9
 
 
+def batched_flips_per_ns(model_inputs, chains: int, sweeps: int, repeats: int) -> float:
+    """The same model and schedule on heatbath's batched fast path (`sample_states_batched`)."""
+    from heatbath.kernels.batched import sample_states_batched
+
+    program, init, nodes, Block, SamplingSchedule, _ = build("heatbath", *model_inputs)
+    schedule = SamplingSchedule(sweeps, 1, 1)
+    init = [jnp.zeros((chains,) + x.shape, x.dtype) for x in init]
+    run = lambda k: sample_states_batched(k, program, schedule, init, [], [Block(nodes)])  # noqa: E731
+    jax.block_until_ready(run(jax.random.key(1)))
+    best = float("inf")
+    for i in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(run(jax.random.key(2 + i)))
+        best = min(best, time.perf_counter() - start)
+    return sweeps * len(nodes) * chains / best / 1e9
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chains", type=int, nargs="+", default=[100, 1000, 10000])
@@ -78,11 +97,12 @@ def main(argv=None) -> None:
               rng.normal(0, 0.3, len(edge_index)).astype(np.float32))
     print(f"Pegasus P(14): {n_nodes} spins, {len(edge_index)} edges, {colours.max() + 1} colours; "
           f"{args.sweeps} sweeps; device {jax.devices()[0].device_kind}; jax {jax.__version__}")
-    print(f"{'chains':>8} {'heatbath flips/ns':>18} {'THRML flips/ns':>15} {'ratio':>7}")
+    print(f"{'chains':>8} {'THRML':>9} {'heatbath vmap':>14} {'ratio':>7} {'heatbath batched':>17} {'ratio':>7}  (flips/ns)")
     for chains in args.chains:
-        ours = flips_per_ns("heatbath", inputs, chains, args.sweeps, args.repeats)
         theirs = float("nan") if args.no_thrml else flips_per_ns("thrml", inputs, chains, args.sweeps, args.repeats)
-        print(f"{chains:>8} {ours:>18.2f} {theirs:>15.2f} {ours / theirs:>7.2f}", flush=True)
+        ours = flips_per_ns("heatbath", inputs, chains, args.sweeps, args.repeats)
+        fast = batched_flips_per_ns(inputs, chains, args.sweeps, args.repeats)
+        print(f"{chains:>8} {theirs:>9.2f} {ours:>14.2f} {ours / theirs:>7.2f} {fast:>17.2f} {fast / theirs:>7.2f}", flush=True)
 
 
 if __name__ == "__main__":
