@@ -32,7 +32,7 @@ from heatbath.errors import HeatbathError, IndependenceError, StateError
 from heatbath.factor import AbstractFactor, WeightedFactor
 from heatbath.interaction import InteractionGroup
 from heatbath.observers import AbstractObserver, MomentAccumulatorObserver, StateObserver
-from heatbath.pgm import AbstractNode, CategoricalNode, SpinNode
+from heatbath.pgm import AbstractNode, CategoricalNode, ContinuousNode, SpinNode
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,7 @@ __all__ = [
     "AbstractNode",
     "SpinNode",
     "CategoricalNode",
+    "ContinuousNode",
     "Block",
     "BlockSpec",
     "block_state_to_global",

@@ -19,7 +19,7 @@ import numpy as np
 from jaxtyping import Array, Int, PyTree, Shaped
 
 from heatbath.errors import HeatbathError, StateError
-from heatbath.pgm import AbstractNode, CategoricalNode, SpinNode
+from heatbath.pgm import AbstractNode, CategoricalNode, ContinuousNode, SpinNode
 
 __all__ = [
     "Block",
@@ -173,7 +173,11 @@ def sd_key(sd: PyTree[jax.ShapeDtypeStruct]) -> Hashable:
 
 
 DEFAULT_NODE_SHAPE_DTYPES = NodeShapeDtypes(
-    {SpinNode: jax.ShapeDtypeStruct((), jnp.bool_), CategoricalNode: jax.ShapeDtypeStruct((), jnp.uint8)}
+    {
+        SpinNode: jax.ShapeDtypeStruct((), jnp.bool_),
+        CategoricalNode: jax.ShapeDtypeStruct((), jnp.uint8),
+        ContinuousNode: jax.ShapeDtypeStruct((), jnp.float32),
+    }
 )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Hashable
 
-__all__ = ["AbstractNode", "SpinNode", "CategoricalNode", "describe_node"]
+__all__ = ["AbstractNode", "SpinNode", "CategoricalNode", "ContinuousNode", "describe_node"]
 
 
 class AbstractNode:
@@ -62,6 +62,12 @@ class CategoricalNode(AbstractNode):
         if num_states is not None and (int(num_states) != num_states or num_states < 1):
             raise ValueError(f"CategoricalNode num_states must be a positive integer, got {num_states!r}.")
         self.num_states = None if num_states is None else int(num_states)
+
+
+class ContinuousNode(AbstractNode):
+    """A real-valued variable, stored as a float32 scalar by default (Gaussian and Metropolis samplers)."""
+
+    __slots__ = ()
 
 
 def describe_node(node: AbstractNode, index: int | None = None) -> str:

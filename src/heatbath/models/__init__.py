@@ -11,6 +11,16 @@ from heatbath.models.discrete_ebm import (
     SquareCategoricalEBMFactor,
     SquareDiscreteEBMFactor,
 )
+from heatbath.models.continuous import (
+    ContinuousCouplingFactor,
+    ContinuousLinearFactor,
+    ContinuousQuadraticFactor,
+    GaussianGibbsConditional,
+    MixedSpinGibbsConditional,
+    SpinContinuousFactor,
+)
+from heatbath.models.gaussian import ContinuousSamplingProgram, GaussianBernoulliEBM, GaussianEBM
+from heatbath.models.metropolis import MetropolisGibbsConditional, current_state_groups
 from heatbath.models.ebm import AbstractEBM, AbstractFactorizedEBM, EBMFactor, FactorizedEBM
 from heatbath.models.ising import (
     IsingEBM,
@@ -42,4 +52,15 @@ __all__ = [
     "hinton_init",
     "estimate_moments",
     "estimate_kl_grad",
+    "ContinuousLinearFactor",
+    "ContinuousQuadraticFactor",
+    "ContinuousCouplingFactor",
+    "SpinContinuousFactor",
+    "GaussianGibbsConditional",
+    "MixedSpinGibbsConditional",
+    "MetropolisGibbsConditional",
+    "current_state_groups",
+    "GaussianEBM",
+    "GaussianBernoulliEBM",
+    "ContinuousSamplingProgram",
 ]
