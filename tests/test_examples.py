@@ -1,0 +1,32 @@
+"""The training examples run (reduced in size) and print the numbers they promise."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import re
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _printed(capsys, label: str) -> float:
+    match = re.search(rf"{label}: ([0-9.]+)", capsys.readouterr().out)
+    assert match, f"the example did not print '{label}'"
+    return float(match.group(1))
+
+
+def test_benford_fit_matches_the_law(capsys):
+    _load("benford").main(n_steps=150, n_samples=200_000, progress=False)
+    assert _printed(capsys, "largest per-digit error") < 0.005
+
+
+def test_boltzmann_machine_couplings_are_learned_back(capsys):
+    _load("boltzmann_machine").main(n_data=20_000, n_steps=200, progress=False)
+    assert _printed(capsys, "max abs coupling error") < 0.1

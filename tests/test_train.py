@@ -1,0 +1,334 @@
+"""heatbath.train: KL gradients of spin, categorical and mixed EBMs against exact enumeration; fit; model files."""
+
+from __future__ import annotations
+
+import itertools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from stats_helpers import Z_LIMIT
+
+import heatbath.train as ht
+from heatbath import Block, CategoricalNode, SamplingSchedule, SpinNode
+from heatbath.errors import HeatbathError, StateError
+from heatbath.exact import exact_distribution
+from heatbath.graphs import color_blocks
+from heatbath.models import (
+    CategoricalEBM,
+    CategoricalEBMFactor,
+    DiscreteEBMFactor,
+    FactorizedEBM,
+    IsingEBM,
+    SpinEBMFactor,
+)
+from heatbath.train import loop as train_loop
+
+SCHEDULE = SamplingSchedule(40, 1, 1)  # one sample per chain after warm-up: chains are i.i.d. draws
+
+
+def _ising(rng, n=6):
+    nodes = [SpinNode(i) for i in range(n)]
+    edges = [(nodes[i], nodes[j]) for i, j in itertools.combinations(range(n), 2) if rng.random() < 0.6]
+    biases = rng.normal(0, 0.4, n).astype(np.float32)
+    weights = rng.normal(0, 0.5, len(edges)).astype(np.float32)
+    return IsingEBM(nodes, edges, biases, weights, 0.9), nodes
+
+
+def _spin_factors(rng):
+    """Five free spins and one conditioning spin with fields, pairs and a three-spin term."""
+    nodes = [SpinNode(i) for i in range(6)]
+    pairs = [p for p in itertools.combinations(range(6), 2) if rng.random() < 0.5]
+    triples = [(0, 2, 4), (1, 3, 5)]
+    factors = [
+        SpinEBMFactor([Block(nodes)], jnp.asarray(rng.normal(0, 0.4, 6), jnp.float32)),
+        SpinEBMFactor(
+            [Block([nodes[i] for i, _ in pairs]), Block([nodes[j] for _, j in pairs])],
+            jnp.asarray(rng.normal(0, 0.5, len(pairs)), jnp.float32),
+        ),
+        SpinEBMFactor(
+            [Block([nodes[t[k]] for t in triples]) for k in range(3)], jnp.asarray(rng.normal(0, 0.5, 2), jnp.float32)
+        ),
+    ]
+    return FactorizedEBM(factors), nodes
+
+
+def _categorical(rng, k=3):
+    nodes = [CategoricalNode(i) for i in range(4)]
+    edges = [
+        (nodes[0], nodes[1]),
+        (nodes[1], nodes[2]),
+        (nodes[2], nodes[3]),
+        (nodes[0], nodes[3]),
+        (nodes[0], nodes[2]),
+    ]
+    biases = rng.normal(0, 0.5, (4, k)).astype(np.float32)
+    weights = rng.normal(0, 0.6, (len(edges), k, k)).astype(np.float32)
+    return CategoricalEBM(nodes, biases, edges, weights), nodes
+
+
+def _mixed(rng):
+    """Spins s0..s3 and 3-state categories c0..c2, with spin-category terms s·W[c] and a spin-spin pair."""
+    s = [SpinNode(f"s{i}") for i in range(4)]
+    c = [CategoricalNode(f"c{i}") for i in range(3)]
+    factors = [
+        SpinEBMFactor([Block(s)], jnp.asarray(rng.normal(0, 0.4, 4), jnp.float32)),
+        CategoricalEBMFactor([Block(c)], jnp.asarray(rng.normal(0, 0.5, (3, 3)), jnp.float32)),
+        DiscreteEBMFactor(
+            [Block([s[0], s[1], s[2], s[3]])],
+            [Block([c[0], c[1], c[2], c[0]])],
+            jnp.asarray(rng.normal(0, 0.6, (4, 3)), jnp.float32),
+        ),
+        CategoricalEBMFactor(
+            [Block([c[0], c[1]]), Block([c[1], c[2]])], jnp.asarray(rng.normal(0, 0.5, (2, 3, 3)), jnp.float32)
+        ),
+        SpinEBMFactor([Block([s[0]]), Block([s[3]])], jnp.asarray(rng.normal(0, 0.5, 1), jnp.float32)),
+    ]
+    return FactorizedEBM(factors), s, c
+
+
+@eqx.filter_jit
+def _estimate_from_random_chains(key, spec, data, cond, n_pos, n_neg):
+    key_pos, key_neg, key = jax.random.split(key, 3)
+    init_pos = spec.random_positive_state(key_pos, n_pos, data[0].shape[0]) if spec.gibbs_positive else None
+    return ht.estimate_kl_grad(key, spec, data, cond, init_pos, spec.random_negative_state(key_neg, n_neg))
+
+
+_exact_kl_grad = eqx.filter_jit(eqx.filter_grad(ht.exact_kl))
+
+
+def _check_against_exact(spec, data, cond, *, n_pos=400, n_neg=6000, seed=0):
+    grads, pos, neg = _estimate_from_random_chains(jax.random.key(seed), spec, data, cond, n_pos, n_neg)
+
+    # Exact: jax.grad of KL(batch ‖ model) computed by enumeration = E_data E_{h|v}[∂E/∂θ] - E_model[∂E/∂θ].
+    table = ht.exact_kl_table(spec, data)
+    exact = _exact_kl_grad(spec.ebm, table, cond)
+    flat_g, flat_e = jax.tree.leaves(grads), jax.tree.leaves(exact)
+    flat_sp, flat_sn = jax.tree.leaves(pos.grad_stderr), jax.tree.leaves(neg.grad_stderr)
+    assert len(flat_g) == len(flat_e) == len(flat_sp) == len(flat_sn) > 0
+    for g, e, sp, sn in zip(flat_g, flat_e, flat_sp, flat_sn):
+        g, e = np.asarray(g, np.float64), np.asarray(e, np.float64)
+        se = np.sqrt(np.asarray(sp, np.float64) ** 2 + np.asarray(sn, np.float64) ** 2)
+        assert np.all(np.isfinite(se)) and g.shape == e.shape
+        z = np.abs(g - e) / np.maximum(se, 1e-12)
+        assert np.all((z < Z_LIMIT) | (np.abs(g - e) < 1e-5)), (z.max(), g, e, se)
+    assert max(np.abs(np.asarray(x)).max() for x in flat_e) > 0.05  # not trivially zero
+    return grads, pos, neg
+
+
+def test_exact_kl_matches_enumeration():
+    rng = np.random.default_rng(0)
+    model, nodes = _ising(rng)
+    vis, hid = nodes[:3], nodes[3:]
+    spec = ht.TrainingSpec(
+        model, [Block(vis)], [], color_blocks(model, nodes=hid), color_blocks(model), SCHEDULE, SCHEDULE
+    )
+    data = np.asarray(rng.random((50, 3)) < 0.5)
+    table = ht.exact_kl_table(spec, [data])
+    dist = exact_distribution(model, [Block(vis), Block(hid)])
+    p_v = dist.probs.reshape(8, 8).sum(1)
+    counts = np.bincount(data @ np.array([4, 2, 1]), minlength=8) / 50
+    seen = counts > 0
+    expected = np.sum(counts[seen] * np.log(counts[seen] / p_v[seen]))
+    np.testing.assert_allclose(float(ht.exact_kl(model, table)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_ising_gradient_with_latent_nodes_matches_exact():
+    rng = np.random.default_rng(1)
+    model, nodes = _ising(rng)
+    vis, hid = nodes[:3], nodes[3:]
+    spec = ht.TrainingSpec(
+        model, [Block(vis)], [], color_blocks(model, nodes=hid), color_blocks(model), SCHEDULE, SCHEDULE
+    )
+    data = jnp.asarray(rng.random((4, 3)) < 0.5)
+    grads, pos, neg = _check_against_exact(spec, [data], [])
+    assert isinstance(grads, IsingEBM) and grads.weights.shape == model.weights.shape
+    # PCD needs the final chains back, shaped like the initial ones.
+    assert [x.shape for x in neg.final_state] == [(6000, len(b)) for b in spec.negative_free_blocks]
+    assert [x.shape for x in pos.final_state] == [(400, 4, len(b)) for b in spec.positive_free_blocks]
+    np.testing.assert_allclose(grads.weights, pos.grad.weights - neg.grad.weights, atol=1e-6)
+
+
+def test_fully_visible_spin_factors_with_conditioning_node_match_exact():
+    rng = np.random.default_rng(2)
+    model, nodes = _spin_factors(rng)
+    free, cond_node = nodes[:5], nodes[5]
+    spec = ht.TrainingSpec(
+        model, [Block(free)], [Block([cond_node])], [], color_blocks(model, nodes=free), SCHEDULE, SCHEDULE
+    )
+    data = jnp.asarray(rng.random((6, 5)) < 0.5)
+    grads, pos, _ = _check_against_exact(spec, [data], [jnp.array([True])])
+    assert len(grads.factors) == 3 and grads.factors[2].weights.shape == (2,)
+    assert pos.final_state == []
+
+
+def test_categorical_gradient_with_latent_nodes_matches_exact():
+    rng = np.random.default_rng(3)
+    model, nodes = _categorical(rng)
+    vis, hid = nodes[:2], nodes[2:]
+    assert isinstance(ht.default_sampler(model, Block(hid)), ht.spec.CategoricalGibbsConditional)
+    spec = ht.TrainingSpec(
+        model, [Block(vis)], [], color_blocks(model, nodes=hid), color_blocks(model), SCHEDULE, SCHEDULE
+    )
+    data = jnp.asarray(rng.integers(0, 3, (3, 2)), jnp.uint8)
+    grads, _, _ = _check_against_exact(spec, [data], [])
+    assert grads.weights.shape == (5, 3, 3) and grads.biases.shape == (4, 3)
+
+
+def test_mixed_gradient_with_latent_and_conditioning_nodes_matches_exact():
+    rng = np.random.default_rng(4)
+    model, s, c = _mixed(rng)
+    cond_node = s[3]
+    vis_s, vis_c, hid = [s[0], s[1]], [c[0]], [s[2], c[1], c[2]]
+    free = s[:3] + c
+    spec = ht.TrainingSpec(
+        model,
+        [Block(vis_s), Block(vis_c)],
+        [Block([cond_node])],
+        color_blocks(model, nodes=hid),
+        color_blocks(model, nodes=free),
+        SCHEDULE,
+        SCHEDULE,
+    )
+    data = [jnp.asarray(rng.random((4, 2)) < 0.5), jnp.asarray(rng.integers(0, 3, (4, 1)), jnp.int32)]
+    grads, _, _ = _check_against_exact(spec, data, [jnp.array([False])])
+    assert grads._factors[2].weights.shape == (4, 3)
+
+
+def test_fit_compiles_once_and_learns_a_fully_visible_model():
+    rng = np.random.default_rng(5)
+    target, nodes = _ising(rng, n=5)
+    dist = exact_distribution(target, [Block(nodes)])
+    rows = rng.choice(dist.probs.size, size=2000, p=dist.probs / dist.probs.sum())
+    data = dist.states[0][rows]
+    start = IsingEBM(nodes, target.edges, np.zeros(5, np.float32), np.zeros(len(target.edges), np.float32), 0.9)
+    spec = ht.TrainingSpec(
+        start, [Block(nodes)], [], [], color_blocks(start), SamplingSchedule(2, 1, 1), SamplingSchedule(2, 1, 1)
+    )
+    seen = []
+    before = train_loop._TRACES["train_step"]
+    result = ht.fit(
+        spec,
+        [data],
+        key=jax.random.key(0),
+        optimizer=optax.adam(0.05),
+        n_steps=100,
+        batch_size=200,
+        n_chains_negative=500,
+        progress=False,
+        callback=lambda step, ebm, log: seen.append((step, float(ebm.weights[0]))),
+    )
+    assert train_loop._TRACES["train_step"] - before == 1, "the training step was traced more than once"
+    assert len(seen) == 100 and len({w for _, w in seen}) > 50  # the weights did change every step
+    assert set(result.history) >= {"grad_norm", "pseudo_log_likelihood", "exact_kl"}
+    assert result.history["exact_kl"][-1] < 0.5 * result.history["exact_kl"][0]
+    assert result.history["pseudo_log_likelihood"][-1] > result.history["pseudo_log_likelihood"][0]
+    assert float(result.ebm.beta) == pytest.approx(0.9)  # beta is not trained by default
+    assert result.negative_state[0].shape[0] == 500
+
+
+def test_save_and_load_round_trip(tmp_path):
+    rng = np.random.default_rng(6)
+    model, s, c = _mixed(rng)
+    path = tmp_path / "model.npz"
+    ht.save_model(path, model)
+    template = eqx.tree_at(
+        lambda m: [f.weights for f in m._factors], model, [jnp.zeros_like(f.weights) for f in model._factors]
+    )
+    loaded = ht.load_model(path, like=template)
+    for a, b in zip(jax.tree.leaves(model), jax.tree.leaves(loaded)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    state = [jnp.array([True, False, True, True]), jnp.array([0, 2, 1], jnp.uint8)]
+    assert float(loaded.energy(state, [Block(s), Block(c)])) == pytest.approx(
+        float(model.energy(state, [Block(s), Block(c)]))
+    )
+    other, _ = _ising(rng)
+    with pytest.raises(HeatbathError, match="template"):
+        ht.load_model(path, like=other)
+
+
+def test_bad_training_inputs_raise_clear_errors():
+    rng = np.random.default_rng(7)
+    model, nodes = _ising(rng)
+    vis, hid = nodes[:3], nodes[3:]
+    spec = ht.TrainingSpec(
+        model, [Block(vis)], [], color_blocks(model, nodes=hid), color_blocks(model), SCHEDULE, SCHEDULE
+    )
+    key = jax.random.key(0)
+    init_pos, init_neg = spec.random_positive_state(key, 2, 4), spec.random_negative_state(key, 3)
+    good = jnp.zeros((4, 3), bool)
+    with pytest.raises(StateError, match=r"expected \[batch, 3\]"):
+        ht.estimate_kl_grad(key, spec, [jnp.zeros((4, 2), bool)], [], init_pos, init_neg)
+    with pytest.raises(StateError, match="stored as bool"):
+        ht.estimate_kl_grad(key, spec, [good.astype(jnp.float32)], [], init_pos, init_neg)
+    with pytest.raises(StateError, match="empty"):
+        ht.estimate_kl_grad(key, spec, [jnp.zeros((0, 3), bool)], [], init_pos, init_neg)
+    with pytest.raises(StateError, match="n_chains, batch=4"):
+        ht.estimate_kl_grad(key, spec, [good], [], spec.random_positive_state(key, 2, 5), init_neg)
+    with pytest.raises(StateError, match="init_state_negative"):
+        ht.estimate_kl_grad(key, spec, [good], [], init_pos, [x[0] for x in init_neg])
+    with pytest.raises(HeatbathError, match="not sampled in the negative phase"):
+        ht.TrainingSpec(
+            model, [Block(vis)], [], color_blocks(model, nodes=hid), color_blocks(model, nodes=hid), SCHEDULE, SCHEDULE
+        )
+    with pytest.raises(HeatbathError, match="batch_size"):
+        ht.fit(spec, [good], key=key, optimizer=optax.sgd(0.1), n_steps=1, batch_size=5, progress=False)
+
+
+def test_sampler_override_by_node_type():
+    rng = np.random.default_rng(8)
+    model, nodes = _ising(rng)
+
+    class MarkedSpinConditional(ht.spec.SpinGibbsConditional):
+        pass
+
+    marked = MarkedSpinConditional()
+    spec = ht.TrainingSpec(
+        model, [Block(nodes)], [], [], color_blocks(model), SCHEDULE, SCHEDULE, samplers={SpinNode: marked}
+    )
+    assert all(s is marked for s in spec.samplers_negative)
+    with pytest.raises(HeatbathError, match="empty"):
+        ht.fit(
+            spec,
+            [np.zeros((0, 6), bool)],
+            key=jax.random.key(0),
+            optimizer=optax.sgd(0.1),
+            n_steps=1,
+            batch_size=1,
+            progress=False,
+        )
+
+
+def test_fit_with_latent_nodes_compiles_once_and_logs_exact_kl():
+    rng = np.random.default_rng(9)
+    model, nodes = _ising(rng)
+    vis, hid = nodes[:3], nodes[3:]
+    spec = ht.TrainingSpec(
+        model,
+        [Block(vis)],
+        [],
+        color_blocks(model, nodes=hid),
+        color_blocks(model),
+        SamplingSchedule(3, 1, 1),
+        SamplingSchedule(2, 1, 1),
+    )
+    data = rng.random((64, 3)) < 0.5
+    before = train_loop._TRACES["train_step"]
+    result = ht.fit(
+        spec,
+        [data],
+        key=jax.random.key(1),
+        optimizer=optax.sgd(0.05),
+        n_steps=20,
+        batch_size=16,
+        n_chains_negative=64,
+        n_chains_positive=2,
+        progress=False,
+    )
+    assert train_loop._TRACES["train_step"] - before == 1
+    assert "exact_kl" in result.history and "pseudo_log_likelihood" not in result.history
+    assert np.all(np.isfinite(result.history["grad_norm"])) and len(result.history["grad_norm"]) == 20
+    assert not np.allclose(np.asarray(result.ebm.weights), np.asarray(model.weights))
