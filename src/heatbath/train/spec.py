@@ -21,6 +21,7 @@ from heatbath.block_management import Block, lookup_node_sd
 from heatbath.block_sampling import BlockGibbsSpec, BlockSamplingProgram, FactorSamplingProgram, SamplingSchedule
 from heatbath.conditional_samplers import AbstractConditionalSampler
 from heatbath.errors import HeatbathError
+from heatbath.models.continuous import GaussianGibbsConditional, MixedSpinGibbsConditional, SpinContinuousFactor
 from heatbath.models.discrete_ebm import CategoricalGibbsConditional, SpinGibbsConditional
 from heatbath.models.ebm import AbstractFactorizedEBM
 
@@ -46,6 +47,10 @@ def _state_count(ebm: AbstractFactorizedEBM, block: Block, strict: bool = True) 
         return None  # a user node type with its own sampler: start it at zero
 
 
+def _has_spin_continuous_terms(ebm: AbstractFactorizedEBM) -> bool:
+    return any(isinstance(f, SpinContinuousFactor) for f in ebm.factors)
+
+
 def default_sampler(
     ebm: AbstractFactorizedEBM,
     block: Block,
@@ -53,17 +58,22 @@ def default_sampler(
 ) -> AbstractConditionalSampler:
     """The Gibbs conditional for a free block: `overrides[node type]` (or a base class) if given, else by storage.
 
-    bool-stored nodes get `SpinGibbsConditional()`, integer-stored ones `CategoricalGibbsConditional(K)` with
-    K read from the model's discrete factors (`heatbath.exact.infer_state_counts`).
+    bool-stored nodes get `SpinGibbsConditional()` (`MixedSpinGibbsConditional()` when the model couples
+    spins to continuous nodes), integer-stored ones `CategoricalGibbsConditional(K)` with K read from the
+    model's discrete factors (`heatbath.exact.infer_state_counts`), float-stored ones the exact
+    `GaussianGibbsConditional()` (use an override, e.g. `MetropolisGibbsConditional`, for non-Gaussian ones).
     """
     for cls in block.node_type.__mro__:
         if overrides and cls in overrides:
             return overrides[cls]
     dtype = _node_dtype(ebm, block)
     if dtype == np.bool_:
-        return SpinGibbsConditional()
+        # Spins coupled to continuous nodes also feel a field -W x; the mixed conditional adds it.
+        return MixedSpinGibbsConditional() if _has_spin_continuous_terms(ebm) else SpinGibbsConditional()
     if dtype.kind in "iu":
         return CategoricalGibbsConditional(_state_count(ebm, block))
+    if dtype.kind == "f":
+        return GaussianGibbsConditional()
     raise HeatbathError(
         f"No default Gibbs sampler for {block.node_type.__name__} nodes stored as {dtype}; pass "
         f"samplers={{{block.node_type.__name__}: YourConditionalSampler(...)}} to TrainingSpec."
