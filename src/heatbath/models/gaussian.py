@@ -98,12 +98,7 @@ def _scatter_sum(index: np.ndarray, values, n: int, xp):
 
 
 class _ContinuousEBM(AbstractFactorizedEBM):
-    _factors: list[EBMFactor]
     _nodes: tuple[AbstractNode, ...] = eqx.field(static=True, repr=False)
-
-    @property
-    def factors(self) -> list[EBMFactor]:
-        return self._factors
 
     @property
     def nodes(self) -> list[AbstractNode]:
@@ -136,6 +131,24 @@ class GaussianEBM(_ContinuousEBM):
     mean: Array
     edge_index: np.ndarray = eqx.field(repr=False)
     edge_weights: Array = eqx.field(repr=False)
+    _edge_blocks: tuple[Block, ...] = eqx.field(static=True, repr=False)
+
+    @property
+    def factors(self) -> list[EBMFactor]:
+        """½ A_ii x_i², A_ij x_i x_j and the linear term -(Aμ)·x, derived from the fields on every access
+        (so a trained or edited model stays consistent: the fields are the parameters)."""
+        diagonal, mean, w = self.precision_diagonal, self.mean, self.edge_weights
+        n = len(self._nodes)
+        u, v = self.edge_index[:, 0], self.edge_index[:, 1]
+        xp = np if all(map(is_concrete, (diagonal, w, mean))) else jnp
+        bias = -(xp.asarray(diagonal) * xp.asarray(mean))  # b = -Aμ
+        if len(u):
+            bias = bias - _scatter_sum(u, w * mean[v], n, xp) - _scatter_sum(v, w * mean[u], n, xp)
+        block = Block(self._nodes)
+        factors = [ContinuousQuadraticFactor(diagonal, block), ContinuousLinearFactor(xp.asarray(bias, np.float32), block)]
+        if self._edge_blocks:
+            factors.append(ContinuousCouplingFactor(w, self._edge_blocks))
+        return factors
 
     def __init__(
         self,
@@ -182,17 +195,9 @@ class GaussianEBM(_ContinuousEBM):
             np.add.at(dense, (u, v), np.asarray(w, np.float64))
             np.add.at(dense, (v, u), np.asarray(w, np.float64))
             _check_precision(dense, "The GaussianEBM precision matrix")
-        xp = np if all(map(is_concrete, (diagonal, w, mean))) else jnp
-        bias = -(xp.asarray(diagonal) * xp.asarray(mean))  # b = -Aμ
-        if len(u):
-            bias = bias - _scatter_sum(u, w * mean[v], n, xp) - _scatter_sum(v, w * mean[u], n, xp)
-        block = Block(nodes)
         node_array = np.empty(n, dtype=object)
         node_array[:] = nodes
-        factors = [ContinuousQuadraticFactor(diagonal, block), ContinuousLinearFactor(xp.asarray(bias, np.float32), block)]
-        if len(u):
-            factors.append(ContinuousCouplingFactor(w, (Block(node_array[u]), Block(node_array[v]))))
-        self._factors = factors
+        self._edge_blocks = (Block(node_array[u]), Block(node_array[v])) if len(u) else ()
         self._nodes = nodes
         self.precision_diagonal = diagonal
         self.mean = mean
@@ -216,6 +221,12 @@ class GaussianBernoulliEBM(_ContinuousEBM):
     (s_k, x_i), each with a parallel weight vector. `quadratic` (d > 0) is required; the other terms
     default to zero.
     """
+
+    _factors: list[EBMFactor]
+
+    @property
+    def factors(self) -> list[EBMFactor]:
+        return self._factors
 
     def __init__(
         self,
