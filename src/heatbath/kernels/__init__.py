@@ -9,9 +9,12 @@ from heatbath.kernels.checkerboard import (
     run_lattice,
     sweep,
 )
+from heatbath.kernels.batched import sample_states_batched, supports_batched
 from heatbath.kernels.counter_rng import key_words, random_bits, threefry2x32
 
 __all__ = [
+    "sample_states_batched",
+    "supports_batched",
     "LatticeIsingState",
     "Measurements",
     "init_lattice",
