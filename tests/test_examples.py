@@ -30,3 +30,9 @@ def test_benford_fit_matches_the_law(capsys):
 def test_boltzmann_machine_couplings_are_learned_back(capsys):
     _load("boltzmann_machine").main(n_data=20_000, n_steps=200, progress=False)
     assert _printed(capsys, "max abs coupling error") < 0.1
+
+
+def test_learn_mapping_recovers_the_conditional(capsys):
+    tv = _load("learn_mapping").main(n_steps=150, progress=False)
+    assert _printed(capsys, "mean total-variation distance") < 0.03
+    assert tv < 0.03
