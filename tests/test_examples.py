@@ -36,3 +36,10 @@ def test_learn_mapping_recovers_the_conditional(capsys):
     tv = _load("learn_mapping").main(n_steps=150, progress=False)
     assert _printed(capsys, "mean total-variation distance") < 0.03
     assert tv < 0.03
+
+
+def test_digits_rbm_classifies_held_out_digits(capsys):
+    # full training (1,000 PCD-6 steps, ~1 min on 2 CPU cores), fewer classification chains and sweeps
+    accuracy = _load("digits_rbm").main(n_test_chains=5, n_test_sweeps=50, progress=False)
+    assert _printed(capsys, "held-out accuracy") >= 0.9
+    assert accuracy >= 0.9
