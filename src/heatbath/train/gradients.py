@@ -112,18 +112,25 @@ def _check_array_dtype(x, block: Block, ebm, what: str):
     return jnp.asarray(x).astype(want)
 
 
-def _check_inputs(spec: TrainingSpec, data, conditioning_values, init_pos, init_neg):
-    ebm = spec.ebm
+def check_block_counts(spec: TrainingSpec, data, conditioning_values, who: str = "") -> tuple[list, list]:
+    """One data array per data block and one conditioning array per conditioning block, as lists."""
     data, cond = list(data), list(conditioning_values)
     if len(data) != len(spec.data_blocks):
         raise StateError(
-            f"Got {len(data)} data arrays for {len(spec.data_blocks)} data blocks; give one [batch, nodes] array per block."
+            f"{who}Got {len(data)} data arrays for {len(spec.data_blocks)} data blocks; give one [batch, nodes] "
+            "array per block."
         )
     if len(cond) != len(spec.conditioning_blocks):
         raise StateError(
-            f"Got {len(cond)} conditioning arrays for {len(spec.conditioning_blocks)} conditioning blocks; give one "
-            "[nodes] array per block."
+            f"{who}Got {len(cond)} conditioning arrays for {len(spec.conditioning_blocks)} conditioning blocks; give "
+            "one [nodes] array per block."
         )
+    return data, cond
+
+
+def _check_inputs(spec: TrainingSpec, data, conditioning_values, init_pos, init_neg):
+    ebm = spec.ebm
+    data, cond = check_block_counts(spec, data, conditioning_values)
     batch = None
     for i, (d, block) in enumerate(zip(data, spec.data_blocks)):
         shape = tuple(jnp.shape(d))

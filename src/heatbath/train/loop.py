@@ -19,7 +19,7 @@ from jaxtyping import Array, Key, PyTree
 from tqdm.auto import tqdm
 
 from heatbath.errors import HeatbathError
-from heatbath.train.gradients import _check_array_dtype, estimate_kl_grad
+from heatbath.train.gradients import _check_array_dtype, check_block_counts, estimate_kl_grad
 from heatbath.train.metrics import ExactKL, exact_kl, exact_kl_table, pseudo_log_likelihood
 from heatbath.train.spec import TrainingSpec
 
@@ -127,15 +127,7 @@ def fit(
     ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise HeatbathError(f"fit: {name} must be a positive integer, got {value!r}.")
-    data, conditioning_values = list(data), list(conditioning_values)
-    if len(data) != len(spec.data_blocks):
-        raise HeatbathError(
-            f"fit: got {len(data)} data arrays for {len(spec.data_blocks)} data blocks; give one per block."
-        )
-    if len(conditioning_values) != len(spec.conditioning_blocks):
-        raise HeatbathError(
-            f"fit: got {len(conditioning_values)} conditioning arrays for {len(spec.conditioning_blocks)} conditioning blocks."
-        )
+    data, conditioning_values = check_block_counts(spec, data, conditioning_values, who="fit: ")
     data = [
         np.asarray(_check_array_dtype(d, b, spec.ebm, f"data[{i}]"))
         for i, (d, b) in enumerate(zip(data, spec.data_blocks))
