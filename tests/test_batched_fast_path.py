@@ -7,33 +7,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from heatbath import Block, HeatbathError, SamplingSchedule, SpinNode
-from heatbath.exact import exact_distribution
+from heatbath import HeatbathError, SamplingSchedule
 from heatbath.graphs import color_blocks
 from heatbath.kernels.batched import sample_states_batched, supports_batched
-from stats_helpers import assert_matches_exact, random_init
-from test_exact_agreement import _dtype, _program, categorical_model, mixed_model, spin_model
+from stats_helpers import random_init
+from test_exact_agreement import N_WARMUP, _program, categorical_model, mixed_model, spin_model
+from test_exact_agreement import _check as check_against_exact
 
-N_CHAINS = 20_000
 
-
-def _check(ebm, spins, cats, k, *, clamp_nodes=(), superblocks=False, seed=0):
-    rng = np.random.default_rng(seed)
-    free_nodes = [n for n in spins + cats if n not in set(clamp_nodes)]
-    free = color_blocks(ebm, nodes=free_nodes, superblocks=superblocks)
-    flat_free = [b for sb in free for b in (sb if isinstance(sb, tuple) else (sb,))]
-    clamped = [b for b in (Block([n for n in clamp_nodes if type(n) is t]) for t in {type(n) for n in clamp_nodes}) if len(b)]
-    clamp_values = [
-        jnp.asarray(rng.integers(0, 2 if isinstance(b.nodes[0], SpinNode) else k, len(b))).astype(_dtype(b))
-        for b in clamped
-    ]
-    program = _program(ebm, free, clamped, k)
+def _batched_final_states(program, init, blocks, clamp_values, seed):
     assert supports_batched(program) is None
-    n_states = [2 if isinstance(b.nodes[0], SpinNode) else k for b in flat_free]
-    init = random_init(jax.random.key(seed + 1), flat_free, N_CHAINS, n_states, [_dtype(b) for b in flat_free])
-    out = sample_states_batched(jax.random.key(seed + 2), program, SamplingSchedule(80, 1, 1), init, clamp_values, flat_free)
-    samples = [np.asarray(x[:, 0]) for x in out]
-    assert_matches_exact(samples, exact_distribution(ebm, flat_free, clamped_blocks=clamped, clamped_state=clamp_values))
+    schedule = SamplingSchedule(N_WARMUP, 1, 1)
+    out = sample_states_batched(jax.random.key(seed), program, schedule, init, clamp_values, blocks)
+    return [np.asarray(x[:, 0]) for x in out]
+
+
+def _check(ebm, spins, cats, k, **options):
+    check_against_exact(ebm, spins, cats, k, sample=_batched_final_states, **options)
 
 
 def test_spin_factors_up_to_order_3():

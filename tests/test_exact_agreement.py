@@ -89,7 +89,13 @@ def _dtype(block):
     return jnp.bool_ if isinstance(block.nodes[0], SpinNode) else jnp.uint8
 
 
-def _check(ebm, spins, cats, k, *, clamp_nodes=(), superblocks=False, seed=0):
+def _generic_final_states(program, init, blocks, clamp_values, seed):
+    return final_states(program, init, blocks, n_warmup=N_WARMUP, seed=seed, clamp=clamp_values)
+
+
+def _check(ebm, spins, cats, k, *, clamp_nodes=(), superblocks=False, seed=0, sample=_generic_final_states):
+    """Colour the free nodes, clamp `clamp_nodes` to random values, draw one final state per chain with
+    `sample(program, init, free_blocks, clamp_values, seed)` and compare with exact enumeration."""
     rng = np.random.default_rng(seed)
     free_nodes = [n for n in spins + cats if n not in set(clamp_nodes)]
     free = color_blocks(ebm, nodes=free_nodes, superblocks=superblocks)
@@ -103,7 +109,7 @@ def _check(ebm, spins, cats, k, *, clamp_nodes=(), superblocks=False, seed=0):
     program = _program(ebm, free, clamped, k)
     n_states = [2 if isinstance(b.nodes[0], SpinNode) else k for b in flat_free]
     init = random_init(jax.random.key(seed + 1), flat_free, N_CHAINS, n_states, [_dtype(b) for b in flat_free])
-    samples = final_states(program, init, flat_free, n_warmup=N_WARMUP, seed=seed + 2, clamp=clamp_values)
+    samples = sample(program, init, flat_free, clamp_values, seed + 2)
     exact = exact_distribution(ebm, flat_free, clamped_blocks=clamped, clamped_state=clamp_values)
     assert_matches_exact(samples, exact)
 
