@@ -102,7 +102,7 @@ def main(argv=None) -> None:
         theirs = float("nan") if args.no_thrml else flips_per_ns("thrml", inputs, chains, args.sweeps, args.repeats)
         ours = flips_per_ns("heatbath", inputs, chains, args.sweeps, args.repeats)
         fast = batched_flips_per_ns(inputs, chains, args.sweeps, args.repeats)
-        print(f"{chains:>8} {theirs:>9.2f} {ours:>14.2f} {ours / theirs:>7.2f} {fast:>17.2f} {fast / theirs:>7.2f}", flush=True)
+        print(f"{chains:>8} {theirs:>9.4g} {ours:>14.4g} {ours / theirs:>7.3g} {fast:>17.4g} {fast / theirs:>7.3g}", flush=True)
 
 
 if __name__ == "__main__":

@@ -326,16 +326,20 @@ def _check_category_ranges(program: BlockSamplingProgram, global_state):
 
 
 def _initial_global(program: BlockSamplingProgram, state_free, state_clamp):
+    _verify_states(program, state_free, state_clamp)
+    global_state = block_state_to_global(list(state_free) + list(state_clamp), program.gibbs_spec)
+    return _check_category_ranges(program, global_state)
+
+
+def _verify_states(program: BlockSamplingProgram, state_free, state_clamp) -> None:
+    """One chain's free and clamped states match the program's blocks, shapes and dtypes."""
     verify_block_state(
         program.gibbs_spec.free_blocks, state_free, program.gibbs_spec.node_shape_dtypes, what="free-block state"
     )
     verify_block_state(
         program.gibbs_spec.clamped_blocks, state_clamp, program.gibbs_spec.node_shape_dtypes, what="clamped-block state"
     )
-    state_free, state_clamp = list(state_free), list(state_clamp)
-    _check_per_chain_shapes(program.gibbs_spec, state_free, state_clamp)
-    global_state = block_state_to_global(state_free + state_clamp, program.gibbs_spec)
-    return _check_category_ranges(program, global_state)
+    _check_per_chain_shapes(program.gibbs_spec, list(state_free), list(state_clamp))
 
 
 def sample_single_block(
@@ -429,7 +433,24 @@ def sample_states(
     state_clamp: list[_State],
     nodes_to_sample: list[Block],
 ):
-    """Record the states of `nodes_to_sample` at every sample: a list of arrays `[n_samples, len(block), ...]`."""
+    """Record the states of `nodes_to_sample` at every sample: a list of arrays `[n_samples, len(block), ...]`.
+
+    Programs of built-in spin conditionals with biases and pairwise couplings run the pairwise spin
+    kernel, also under `jax.vmap` (which then becomes one kernel call over all chains, see
+    `heatbath.kernels.dispatch`); every other program runs the generic loop.
+    """
+    from heatbath.kernels.dispatch import fast_sample_states
+
+    _verify_states(program, init_state_free, state_clamp)
+    fast = fast_sample_states(
+        program, schedule, nodes_to_sample, lambda k, p, f, c: _sample_states_generic(k, p, schedule, f, c, nodes_to_sample)
+    )
+    if fast is not None:
+        return fast(key, init_state_free, state_clamp)
+    return _sample_states_generic(key, program, schedule, init_state_free, state_clamp, nodes_to_sample)
+
+
+def _sample_states_generic(key, program, schedule, init_state_free, state_clamp, nodes_to_sample):
     from heatbath.observers import StateObserver
 
     observer = StateObserver(nodes_to_sample)

@@ -33,6 +33,8 @@ from heatbath.block_management import Block, node_positions
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.errors import HeatbathError, StateError
 from heatbath.kernels.counter_rng import key_words, threefry2x32
+from heatbath.kernels.pairwise_spin import pairwise_spin_reason
+from heatbath.kernels.spin_sweep import run_pairwise_spin
 from heatbath.models.discrete_ebm import (
     CategoricalGibbsConditional,
     DiscreteEBMInteraction,
@@ -40,7 +42,7 @@ from heatbath.models.discrete_ebm import (
     spin_values,
 )
 
-__all__ = ["sample_states_batched", "supports_batched"]
+__all__ = ["sample_states_batched", "supports_batched", "chain_block_states", "chain_words_from_key"]
 
 
 def supports_batched(program: BlockSamplingProgram) -> str | None:
@@ -144,10 +146,12 @@ def _sweep(program, global_state, words, sweep_index):
     return global_state
 
 
-def _batched_global(program, init_state_free, state_clamp, chains: int):
-    """[nodes, chains] global state from per-block [chains, n] (free) and [n] or [chains, n] (clamped) states."""
+def chain_block_states(program, init_state_free, state_clamp, chains: int) -> list[Array]:
+    """Every block's state as `[chains, n]` (free blocks, then clamped), checked against the spec.
+
+    Free states must be `[chains, n]`; a clamped state may also be `[n]`, shared by every chain."""
     spec = program.gibbs_spec
-    parts = []
+    states = []
     for b, block in enumerate(spec.blocks):
         is_free = b < len(spec.free_blocks)
         x = jnp.asarray((init_state_free if is_free else state_clamp)[b if is_free else b - len(spec.free_blocks)])
@@ -162,8 +166,24 @@ def _batched_global(program, init_state_free, state_clamp, chains: int):
                 f"The {kind} state for {spec._block_label(b)} has shape {tuple(x.shape)}; expected "
                 f"({chains}, {len(block)}) = (chains, nodes)" + ("" if is_free else f" or ({len(block)},)") + "."
             )
-        parts.append(x.T)
-    return [jnp.concatenate([parts[b] for b in members], axis=0) for members in spec.block_to_global_slice_spec]
+        states.append(x)
+    return states
+
+
+def _batched_global(program, block_states) -> list[Array]:
+    """[nodes, chains] global state entries from per-block [chains, n] states."""
+    parts = [x.T for x in block_states]
+    return [jnp.concatenate([parts[b] for b in members], axis=0) for members in program.gibbs_spec.block_to_global_slice_spec]
+
+
+def chain_words_from_key(key: Key[Array, ""], chains: int) -> Array:
+    """Per-chain key words `[chains, 2]` derived from one key: the cipher of (chain index, tag).
+
+    Chain c's words depend on c alone, never on how many chains run, so chain c has the same
+    trajectory in a run of 10 chains as in a run of 10,000."""
+    index = jnp.arange(chains, dtype=jnp.uint32)
+    a, b = threefry2x32(key_words(key), index, jnp.full_like(index, _STREAM_TAG))
+    return jnp.stack([a, b], axis=1)
 
 
 def sample_states_batched(
@@ -173,12 +193,18 @@ def sample_states_batched(
     init_state_free: Sequence[Array],
     state_clamp: Sequence[Array],
     nodes_to_sample: Sequence[Block],
+    *,
+    devices: Sequence[jax.Device] | None = None,
 ) -> list[Array]:
     """Run `chains` independent chains (the leading axis of each initial state) on the fast path.
 
     Returns, per block of `nodes_to_sample`, samples of shape `[chains, n_samples, len(block)]`, the
     layout of `jax.vmap(sample_states)`. Raises if the program is not a discrete EBM with built-in
     conditionals (see `supports_batched`); use `sample_states` for those.
+
+    Pairwise spin programs (Ising models, Boltzmann machines, RBMs) run the dedicated pairwise spin
+    kernel, with the chains split over `devices` (default: every device of the default backend);
+    chain c's samples are the same for any number of chains or devices.
     """
     reason = supports_batched(program)
     if reason is not None:
@@ -190,7 +216,11 @@ def sample_states_batched(
     chains = int(jnp.shape(init_state_free[0])[0]) if jnp.ndim(init_state_free[0]) == 2 else -1
     if chains < 1:
         raise StateError("Initial states must have shape (chains, nodes) with at least one chain.")
-    global_state = _batched_global(program, list(init_state_free), list(state_clamp), chains)
+    block_states = chain_block_states(program, list(init_state_free), list(state_clamp), chains)
+    if pairwise_spin_reason(program) is None:
+        observed = [program.gibbs_spec.node_ids(Block(block).nodes, "sampled node") for block in nodes_to_sample]
+        return run_pairwise_spin(program, schedule, chain_words_from_key(key, chains), block_states, observed, devices)
+    global_state = _batched_global(program, block_states)
     return _run(key, program, schedule, global_state, [Block(block) for block in nodes_to_sample])
 
 

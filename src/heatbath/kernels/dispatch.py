@@ -1,0 +1,75 @@
+"""Route THRML-style calls to the fast kernels without changing a line of user code.
+
+`sample_states` runs one chain. Users batch it the THRML way, `jax.jit(jax.vmap(lambda k:
+sample_states(k, ...)))(keys)`, and plain `vmap` would then add the chain axis in front of every
+array of the generic path. For programs the pairwise spin kernel supports, `sample_states` instead
+calls a `jax.custom_batching.custom_vmap` function: run alone it is the kernel with one chain, and
+under `vmap` its rule runs the kernel once with every chain as the contiguous axis. Each chain is
+driven by its own key, exactly as the unbatched call would be, so batching changes the speed and
+nothing else. Batching over the model itself (vmapped weights) falls back to the generic path.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from heatbath.block_management import Block
+from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
+from heatbath.kernels.batched import chain_block_states
+from heatbath.kernels.counter_rng import key_words
+from heatbath.kernels.pairwise_spin import pairwise_spin_reason
+from heatbath.kernels.spin_sweep import run_pairwise_spin
+
+__all__ = ["fast_sample_states"]
+
+
+def fast_sample_states(
+    program: BlockSamplingProgram,
+    schedule: SamplingSchedule,
+    nodes_to_sample: Sequence[Block],
+    generic: Callable,
+) -> Callable | None:
+    """A `(key, init_state_free, state_clamp) -> samples` function on the fast kernel, or None when
+    no kernel supports `program` (then the caller runs the generic path, `generic`)."""
+    if schedule.n_samples < 1 or pairwise_spin_reason(program) is not None:
+        return None
+    spec = program.gibbs_spec
+    observed = [spec.node_ids(Block(block).nodes, "sampled node") for block in nodes_to_sample]
+    dynamic, static = eqx.partition(program, eqx.is_array)
+
+    def kernel(words, free, clamp, dynamic, chains):
+        states = chain_block_states(eqx.combine(dynamic, static), free, clamp, chains)
+        return run_pairwise_spin(eqx.combine(dynamic, static), schedule, words, states, observed)
+
+    @jax.custom_batching.custom_vmap
+    def one_chain(key, free, clamp, dynamic):
+        out = kernel(key_words_of(key)[None], [x[None] for x in free], [x[None] for x in clamp], dynamic, 1)
+        return [o[0] for o in out]
+
+    @one_chain.def_vmap
+    def many_chains(axis_size, in_batched, key, free, clamp, dynamic):
+        key_b, free_b, clamp_b, dynamic_b = in_batched
+        if any(jax.tree.leaves(dynamic_b)):  # a batch of models: not one kernel call
+            axes = jax.tree.map(lambda b: 0 if b else None, tuple(in_batched))
+            out = jax.vmap(lambda k, f, c, d: generic(k, eqx.combine(d, static), f, c), in_axes=axes)(
+                key, free, clamp, dynamic
+            )
+            return out, [True] * len(out)
+        words = jax.vmap(key_words_of)(key) if key_b else jnp.broadcast_to(key_words_of(key), (axis_size, 2))
+        free = [x if b else jnp.broadcast_to(x, (axis_size,) + x.shape) for x, b in zip(free, free_b)]
+        clamp = [x if b else jnp.broadcast_to(x, (axis_size,) + x.shape) for x, b in zip(clamp, clamp_b)]
+        return kernel(words, free, clamp, dynamic, axis_size), [True] * len(observed)
+
+    def run(key, init_state_free, state_clamp):
+        return one_chain(key, list(init_state_free), list(state_clamp), dynamic)
+
+    return run
+
+
+def key_words_of(key) -> jax.Array:
+    """The two key words `[2]` of one JAX key (typed or raw)."""
+    return jnp.stack(key_words(key))

@@ -1,0 +1,150 @@
+"""Neighbour tables of a pairwise spin program, split by the block each neighbour lives in.
+
+The fastest sweep keeps one `[nodes, chains]` int8 array per block (free or clamped) instead of one
+global array: writing a block back then never copies the rest of the state, which on XLA:CPU costs
+as much as the update itself. A free block b therefore reads each source block b' through its own
+padded table `[n_b, D_bb']` of local indices into b' and a matching coupling table.
+
+Only the index tables are static (numpy, built once per program structure); the couplings and biases
+are taken from the program's interaction weights on every call, so training with new weights reuses
+the compiled sweep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from heatbath.block_sampling import BlockSamplingProgram
+from heatbath.models.discrete_ebm import DiscreteEBMInteraction, SpinGibbsConditional
+
+__all__ = ["SpinNeighbourTables", "pairwise_spin_tables", "pairwise_spin_reason", "spin_couplings"]
+
+
+@dataclass(frozen=True, eq=False)
+class SpinNeighbourTables:
+    """Static structure of a pairwise spin program (hashed by identity, cached per program tables).
+
+    - `sources[b]`: the blocks free block b reads, each with `neighbours` `[n_b, D]` (local indices
+      into that block, 0 on padding) and `columns` `[n_b, D]` (which column of b's concatenated
+      coupling table feeds that slot; the last, all-zero column on padding).
+    - `bias_interactions[b]`, `pair_interactions[b]`: which interactions of b are biases (no tails)
+      and which are pairwise couplings (one spin tail), in the column order of the coupling table.
+    - `node_ids[b]`: spec-wide ids of the nodes of block b, used to key their random words.
+    """
+
+    sources: tuple[tuple[tuple[int, np.ndarray, np.ndarray], ...], ...]
+    bias_interactions: tuple[tuple[int, ...], ...]
+    pair_interactions: tuple[tuple[int, ...], ...]
+    node_ids: tuple[np.ndarray, ...]
+    block_sizes: tuple[int, ...]
+
+
+def pairwise_spin_reason(program: BlockSamplingProgram) -> str | None:
+    """None if every block holds scalar boolean spins with built-in spin conditionals and biases or
+    pairwise spin couplings only; otherwise why the pairwise spin kernel cannot run the program."""
+    spec = program.gibbs_spec
+    for b, sampler in enumerate(program.samplers):
+        if type(sampler) is not SpinGibbsConditional:
+            return f"free block {b} uses {type(sampler).__name__}, not the built-in SpinGibbsConditional"
+        for interaction, entry in zip(program.per_block_interactions[b], program.tables.per_block[b]):
+            if not isinstance(interaction, DiscreteEBMInteraction):
+                return f"free block {b} has a {type(interaction).__name__} interaction"
+            if np.ndim(interaction.weights) != 2 or len(entry.tail_sd) > 1 or interaction.n_spin != len(entry.tail_sd):
+                return f"free block {b} has a higher-order or categorical interaction"
+    for b in range(len(spec.blocks)):
+        leaves = jax.tree.leaves(spec.sd_struct(int(spec.block_sd_index[b])))
+        if len(leaves) != 1 or leaves[0].shape != () or leaves[0].dtype != jnp.bool_:
+            return f"block {b} does not hold scalar boolean spins"
+    return None
+
+
+_CACHE: dict[int, tuple[object, SpinNeighbourTables]] = {}
+
+
+def pairwise_spin_tables(program: BlockSamplingProgram) -> SpinNeighbourTables:
+    """The static tables of `program` (which must pass `pairwise_spin_reason`), cached per structure."""
+    cached = _CACHE.get(id(program.tables))
+    if cached is not None and cached[0] is program.tables:
+        return cached[1]
+    tables = _build(program)
+    _CACHE[id(program.tables)] = (program.tables, tables)
+    return tables
+
+
+def _owners(spec) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """For every global-list entry: the block and the local index of each position."""
+    owners = {}
+    for sd, members in enumerate(spec.block_to_global_slice_spec):
+        size = sum(len(spec.blocks[b]) for b in members)
+        block, local = np.zeros(size, np.int64), np.zeros(size, np.int64)
+        for b in members:
+            start, n = int(spec.block_offsets[b]), len(spec.blocks[b])
+            block[start : start + n], local[start : start + n] = b, np.arange(n)
+        owners[sd] = (block, local)
+    return owners
+
+
+def _build(program: BlockSamplingProgram) -> SpinNeighbourTables:
+    spec = program.gibbs_spec
+    owners = _owners(spec)
+    starts = np.cumsum([0] + [len(block) for block in spec.blocks])
+    sources, biases, pairs = [], [], []
+    for b in range(len(spec.free_blocks)):
+        n = len(spec.blocks[b])
+        tail_block, tail_local, active, bias_j, pair_j = [], [], [], [], []
+        for j, entry in enumerate(program.tables.per_block[b]):
+            if not entry.tail_sd:
+                bias_j.append(j)
+                continue
+            pair_j.append(j)
+            block, local = owners[entry.tail_sd[0]]
+            tail_block.append(block[entry.tail_positions[0]])
+            tail_local.append(local[entry.tail_positions[0]])
+            active.append(np.asarray(entry.active, bool))
+        per_source = []
+        if pair_j:
+            tail_block, tail_local = np.concatenate(tail_block, 1), np.concatenate(tail_local, 1)
+            active = np.concatenate(active, 1)
+            zero_column = tail_block.shape[1]
+            for source in np.unique(tail_block[active]):
+                hit = active & (tail_block == source)
+                width = int(hit.sum(1).max())
+                order = np.argsort(~hit, axis=1, kind="stable")[:, :width]
+                used = np.take_along_axis(hit, order, 1)
+                neighbours = np.where(used, np.take_along_axis(tail_local, order, 1), 0).astype(np.int32)
+                columns = np.where(used, order, zero_column).astype(np.int32)
+                per_source.append((int(source), neighbours, columns))
+        sources.append(tuple(per_source))
+        biases.append(tuple(bias_j))
+        pairs.append(tuple(pair_j))
+    node_ids = tuple(np.arange(starts[b], starts[b + 1], dtype=np.uint32) for b in range(len(spec.blocks)))
+    return SpinNeighbourTables(
+        tuple(sources), tuple(biases), tuple(pairs), node_ids, tuple(len(block) for block in spec.blocks)
+    )
+
+
+def spin_couplings(
+    program: BlockSamplingProgram, tables: SpinNeighbourTables, b: int
+) -> tuple[Float[Array, " n"], list[Float[Array, "n d"]]]:
+    """The field of free block b as (bias `[n]`, one coupling table `[n, D]` per source block).
+
+    Taken from the program's (possibly traced) weights, so new weights need no new tables."""
+    n = tables.block_sizes[b]
+    weights = program.per_block_interactions[b]
+    active = program.per_block_interaction_active[b]
+    bias = jnp.zeros((n,), jnp.float32)
+    for j in tables.bias_interactions[b]:
+        bias = bias + jnp.where(active[j], weights[j].weights, 0).sum(1).astype(jnp.float32)
+    if not tables.pair_interactions[b]:
+        return bias, []
+    concatenated = jnp.concatenate(
+        [jnp.where(active[j], weights[j].weights, 0).astype(jnp.float32) for j in tables.pair_interactions[b]]
+        + [jnp.zeros((n, 1), jnp.float32)],
+        axis=1,
+    )
+    return bias, [jnp.take_along_axis(concatenated, jnp.asarray(columns), 1) for _, _, columns in tables.sources[b]]

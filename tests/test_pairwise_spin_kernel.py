@@ -1,0 +1,138 @@
+"""The pairwise spin kernel (Ising models, Boltzmann machines) samples the exact distribution, and a
+chain's samples do not depend on how many chains run or on how many devices share them."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from heatbath import Block, SamplingSchedule, SpinNode
+from heatbath.graphs import color_blocks
+from heatbath.kernels.batched import sample_states_batched
+from heatbath.kernels.pairwise_spin import pairwise_spin_reason
+from heatbath.kernels.pallas_spin import pallas_available
+from heatbath.models import FactorizedEBM, SpinEBMFactor
+from stats_helpers import random_init
+from test_exact_agreement import _program, _tuples, _groups
+from test_exact_agreement import _check as check_against_exact
+from test_batched_fast_path import _batched_final_states
+
+
+def pairwise_spin_model(rng, n, scale=0.6):
+    """Biases and frustrated random couplings (order 1 and 2 only): an Ising spin glass."""
+    nodes = [SpinNode(f"s{i}") for i in range(n)]
+    factors = []
+    for order, count in ((1, n), (2, 2 * n)):
+        tuples = _tuples(rng, nodes, order, count)
+        factors.append(SpinEBMFactor(_groups(tuples), jnp.asarray(rng.normal(0, scale, len(tuples)), jnp.float32)))
+    return nodes, [], FactorizedEBM(factors)
+
+
+def _kernel_final_states(program, init, blocks, clamp_values, seed):
+    assert pairwise_spin_reason(program) is None
+    return _batched_final_states(program, init, blocks, clamp_values, seed)
+
+
+def test_spin_glass_matches_enumeration():
+    spins, cats, ebm = pairwise_spin_model(np.random.default_rng(31), 12)
+    check_against_exact(ebm, spins, cats, 2, seed=31, sample=_kernel_final_states)
+
+
+def test_spin_glass_clamped_with_superblocks_matches_enumeration():
+    spins, cats, ebm = pairwise_spin_model(np.random.default_rng(37), 12)
+    check_against_exact(
+        ebm, spins, cats, 2, clamp_nodes=spins[::4], superblocks=True, seed=37, sample=_kernel_final_states
+    )
+
+
+def test_samples_do_not_depend_on_chain_count_or_devices():
+    spins, _, ebm = pairwise_spin_model(np.random.default_rng(5), 10)
+    blocks = color_blocks(ebm)
+    program = _program(ebm, blocks, [], 2)
+    assert pairwise_spin_reason(program) is None
+    init = random_init(jax.random.key(0), blocks, 8, [2] * len(blocks), [jnp.bool_] * len(blocks))
+    schedule = SamplingSchedule(4, 3, 2)
+    every = [Block(spins)]
+    runs = [
+        sample_states_batched(jax.random.key(2), program, schedule, init, [], every, devices=jax.devices("cpu")[:d])
+        for d in (1, 2, 4)
+    ]
+    assert len(jax.devices("cpu")) >= 4, "conftest forces 4 host devices"
+    for other in runs[1:]:
+        np.testing.assert_array_equal(np.asarray(runs[0][0]), np.asarray(other[0]))
+    # 3 chains on 4 devices (padded) and the first 3 chains of 8 agree
+    few = sample_states_batched(
+        jax.random.key(2), program, schedule, [x[:3] for x in init], [], every, devices=jax.devices("cpu")[:4]
+    )
+    np.testing.assert_array_equal(np.asarray(runs[0][0][:3]), np.asarray(few[0]))
+    assert runs[0][0].shape == (8, 3, 10) and runs[0][0].dtype == jnp.bool_
+    assert not np.array_equal(np.asarray(runs[0][0][0]), np.asarray(runs[0][0][1]))
+
+
+@pytest.mark.skipif(not pallas_available(), reason="the fused kernel runs on a CUDA GPU")
+def test_fused_gpu_kernel_follows_the_same_chain_as_jax_numpy():
+    """Same keys, same model (a 2,000-spin random graph): the fused kernel and the jax.numpy sweep take
+    the same steps except where float rounding of the field flips a near-tie comparison."""
+    from heatbath.kernels import spin_sweep
+    from heatbath.models import IsingEBM, IsingSamplingProgram
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    edges = {tuple(sorted(e)) for e in rng.integers(0, n, (6 * n, 2)).tolist() if e[0] != e[1]}
+    nodes = [SpinNode() for _ in range(n)]
+    pairs = [(nodes[a], nodes[b]) for a, b in sorted(edges)]
+    ebm = IsingEBM(nodes, pairs, jnp.asarray(rng.normal(0, 1, n), jnp.float32),
+                   jnp.asarray(rng.normal(0, 0.5, len(pairs)), jnp.float32), jnp.asarray(1.0))
+    blocks = color_blocks(ebm)
+    program = IsingSamplingProgram(ebm, blocks, [])
+    chains = 256
+    init = [jnp.zeros((chains, len(b)), bool) for b in blocks]
+    words = jnp.stack([jnp.arange(chains, dtype=jnp.uint32), jnp.full((chains,), 7, jnp.uint32)], 1)
+    states = [jnp.where(s, 1, -1).astype(jnp.int8).T for s in init]
+    tables = spin_sweep.pairwise_spin_tables(program)
+    observed = [jnp.asarray(program.gibbs_spec.node_ids(nodes), jnp.int32)]
+    outs = [
+        spin_sweep._run_local(program, SamplingSchedule(1, 1, 1), tables, words, states, observed, use_pallas)[0]
+        for use_pallas in (False, True)
+    ]
+    agree = float(jnp.mean(outs[0] == outs[1]))
+    assert agree > 0.9999, agree
+
+
+def test_thrml_style_vmap_runs_the_kernel_and_matches_enumeration():
+    """`jax.jit(jax.vmap(sample_states))` on a pairwise spin program becomes one kernel call."""
+    spins, cats, ebm = pairwise_spin_model(np.random.default_rng(41), 10)
+    check_against_exact(ebm, spins, cats, 2, clamp_nodes=spins[:2], seed=41)  # default sampler: jit(vmap(...))
+
+
+def test_vmapped_chains_equal_the_same_keys_run_one_at_a_time():
+    from heatbath import sample_states
+
+    spins, _, ebm = pairwise_spin_model(np.random.default_rng(43), 8)
+    blocks = color_blocks(ebm)
+    program = _program(ebm, blocks, [], 2)
+    schedule = SamplingSchedule(3, 4, 2)
+    keys = jax.random.split(jax.random.key(1), 5)
+    init = [jnp.zeros(len(b), bool) for b in blocks]
+    every = [Block(spins)]
+    batched = jax.jit(jax.vmap(lambda k: sample_states(k, program, schedule, init, [], every)))(keys)[0]
+    alone = np.stack([np.asarray(sample_states(k, program, schedule, init, [], every)[0]) for k in keys])
+    assert batched.shape == (5, 4, 8) and batched.dtype == jnp.bool_
+    np.testing.assert_array_equal(np.asarray(batched), alone)
+
+
+def test_vmap_over_model_weights_falls_back_to_the_generic_path():
+    from heatbath import sample_states
+
+    spins, _, ebm = pairwise_spin_model(np.random.default_rng(47), 6)
+    blocks = color_blocks(ebm)
+    program = _program(ebm, blocks, [], 2)
+    schedule = SamplingSchedule(2, 2, 1)
+    init = [jnp.zeros(len(b), bool) for b in blocks]
+    scaled = jax.vmap(lambda s: jax.tree.map(lambda w: w * s if w.dtype == jnp.float32 else w, program))(jnp.arange(3.0))
+    out = jax.vmap(lambda p, k: sample_states(k, p, schedule, init, [], [Block(spins)]))(
+        scaled, jax.random.split(jax.random.key(0), 3)
+    )[0]
+    assert out.shape == (3, 2, 6)
