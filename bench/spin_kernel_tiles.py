@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from heatbath.kernels import spin_sweep
+from heatbath.kernels import pairwise_sweep as spin_sweep
 from heatbath.kernels.pallas_spin import pallas_block_update
 
 
@@ -45,21 +45,32 @@ def main(argv=None):
     inputs = (edge_index, n_nodes, colours, rng.normal(0, 1, n_nodes).astype(np.float32),
               rng.normal(0, 0.3, len(edge_index)).astype(np.float32))
     program = build("heatbath", *inputs)[0]
-    tables = spin_sweep.pairwise_spin_tables(program)
-    chains = -(-args.chains // 128) * 128
+    tables = spin_sweep.pairwise_tables(program)
+    chains = -(-args.chains // 256) * 256
     states = [jnp.ones((len(b), chains), jnp.int8) for b in program.gibbs_spec.blocks]
     words = jnp.stack([jnp.arange(chains, dtype=jnp.uint32)] * 2, 1)
     seeds = spin_sweep._sweep_seeds(words, jnp.uint32(0), len(states))
-    params = [spin_couplings for spin_couplings in [spin_sweep.spin_couplings(program, tables, b) for b in range(len(states))]]
+    params = [spin_couplings for spin_couplings in [spin_sweep.block_couplings(program, tables, b) for b in range(len(states))]]
     n = len(program.gibbs_spec.blocks[0])
     flips = n * chains
 
-    ref = jax.jit(lambda s, sd: spin_sweep._update(params, tables, 0, s, sd, False))
-    print(f"{chains} chains, block of {n} spins: jax.numpy {flips / _time(lambda: ref(states, seeds)) / 1e9:.1f} flips/ns")
+    from heatbath.kernels import counter_rng
+
     sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[0], params[0][1])]
-    for tile_nodes in (4, 8, 16, 32, 64):
-        for tile_chains in (64, 128, 256, 512):
-            for warps in (4, 8):
+    for mode in ("multiply", "select", "xor"):
+        counter_rng.SIGNED_COUPLING_MODE = mode
+        ref = jax.jit(lambda s, sd: spin_sweep._update(params, tables, 0, s, sd, False))
+        print(f"{chains} chains, block of {n} spins, {mode}: jax.numpy {flips / _time(lambda: ref(states, seeds)) / 1e9:.1f} flips/ns")
+        fn = jax.jit(lambda sd: pallas_block_update(params[0][0], jnp.asarray(tables.node_ids[0]), (sd[0][0], sd[1][0]), sources))
+        print(f"   pallas default tiles: {flips / _time(lambda: fn(seeds)) / 1e9:.1f} flips/ns", flush=True)
+    program_run = jax.jit(lambda w, s: spin_sweep._run_local(program, spin_sweep.SamplingSchedule(100, 1, 1), tables, w, s, [jnp.arange(4)]))
+    for use_pallas in (False, True):
+        program_run = jax.jit(lambda w, s: spin_sweep._run_local(program, spin_sweep.SamplingSchedule(100, 1, 1), tables, w, s, [jnp.arange(4)], use_pallas))
+        dt = _time(lambda: program_run(words, states), repeats=2)
+        print(f"whole run, 100 sweeps, xor, pallas={use_pallas}: {100 * 4264 * chains / dt / 1e9:.1f} flips/ns", flush=True)
+    for tile_nodes in (8, 16, 32, 64):
+        for tile_chains in (64, 128, 256):
+            for warps in (2, 4, 8):
                 fn = jax.jit(lambda sd: pallas_block_update(params[0][0], jnp.asarray(tables.node_ids[0]), (sd[0][0], sd[1][0]), sources,
                                                              tile_nodes=tile_nodes, tile_chains=tile_chains, num_warps=warps))
                 try:

@@ -33,8 +33,8 @@ from heatbath.block_management import Block, node_positions
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.errors import HeatbathError, StateError
 from heatbath.kernels.counter_rng import key_words, threefry2x32
-from heatbath.kernels.pairwise_spin import pairwise_spin_reason
-from heatbath.kernels.spin_sweep import run_pairwise_spin
+from heatbath.kernels.pairwise_sweep import run_pairwise
+from heatbath.kernels.pairwise_tables import pairwise_kind
 from heatbath.models.discrete_ebm import (
     CategoricalGibbsConditional,
     DiscreteEBMInteraction,
@@ -202,9 +202,10 @@ def sample_states_batched(
     layout of `jax.vmap(sample_states)`. Raises if the program is not a discrete EBM with built-in
     conditionals (see `supports_batched`); use `sample_states` for those.
 
-    Pairwise spin programs (Ising models, Boltzmann machines, RBMs) run the dedicated pairwise spin
-    kernel, with the chains split over `devices` (default: every device of the default backend);
-    chain c's samples are the same for any number of chains or devices.
+    Pairwise programs (Ising models, Boltzmann machines, RBMs; Potts and pairwise categorical EBMs)
+    run the pairwise kernels (`kernels.pairwise_sweep`), with the chains split over `devices`
+    (default: every device of the default backend); chain c's samples are the same for any number
+    of chains or devices. Other discrete programs run a general batched sweep on one device.
     """
     reason = supports_batched(program)
     if reason is not None:
@@ -217,9 +218,9 @@ def sample_states_batched(
     if chains < 1:
         raise StateError("Initial states must have shape (chains, nodes) with at least one chain.")
     block_states = chain_block_states(program, list(init_state_free), list(state_clamp), chains)
-    if pairwise_spin_reason(program) is None:
+    if pairwise_kind(program)[0] is not None:
         observed = [program.gibbs_spec.node_ids(Block(block).nodes, "sampled node") for block in nodes_to_sample]
-        return run_pairwise_spin(program, schedule, chain_words_from_key(key, chains), block_states, observed, devices)
+        return run_pairwise(program, schedule, chain_words_from_key(key, chains), block_states, observed, devices)
     global_state = _batched_global(program, block_states)
     return _run(key, program, schedule, global_state, [Block(block) for block in nodes_to_sample])
 

@@ -21,8 +21,8 @@ from heatbath.block_management import Block
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.batched import chain_block_states
 from heatbath.kernels.counter_rng import key_words
-from heatbath.kernels.pairwise_spin import pairwise_spin_reason
-from heatbath.kernels.spin_sweep import run_pairwise_spin
+from heatbath.kernels.pairwise_sweep import run_pairwise
+from heatbath.kernels.pairwise_tables import pairwise_kind
 
 __all__ = ["fast_sample_states"]
 
@@ -35,7 +35,7 @@ def fast_sample_states(
 ) -> Callable | None:
     """A `(key, init_state_free, state_clamp) -> samples` function on the fast kernel, or None when
     no kernel supports `program` (then the caller runs the generic path, `generic`)."""
-    if schedule.n_samples < 1 or pairwise_spin_reason(program) is not None:
+    if schedule.n_samples < 1 or pairwise_kind(program)[0] is None:
         return None
     spec = program.gibbs_spec
     observed = [spec.node_ids(Block(block).nodes, "sampled node") for block in nodes_to_sample]
@@ -43,7 +43,7 @@ def fast_sample_states(
 
     def kernel(words, free, clamp, dynamic, chains):
         states = chain_block_states(eqx.combine(dynamic, static), free, clamp, chains)
-        return run_pairwise_spin(eqx.combine(dynamic, static), schedule, words, states, observed)
+        return run_pairwise(eqx.combine(dynamic, static), schedule, words, states, observed)
 
     @jax.custom_batching.custom_vmap
     def one_chain(key, free, clamp, dynamic):

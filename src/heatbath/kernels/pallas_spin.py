@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int8, Int32, UInt32
 
-from heatbath.kernels.counter_rng import uniform_from_words, update_words
+from heatbath.kernels.counter_rng import signed_coupling, uniform_from_words, update_words
 
 __all__ = ["pallas_available", "pallas_block_update", "TILE_CHAINS"]
 
@@ -57,7 +57,7 @@ def _kernel(widths, n, tile_nodes, tile_chains, *refs):
         for d in range(width):
             idx = neighbour_ref[safe_rows, d]
             w = coupling_ref[safe_rows, d]
-            acc = acc + w[:, None] * state_ref[idx, chains].astype(jnp.float32)
+            acc = acc + signed_coupling(w[:, None], state_ref[idx, chains])
     words = update_words((s0_ref[chains], s1_ref[chains]), ids_ref[safe_rows])
     u = uniform_from_words(words)
     new = jnp.where(u * (1 + jnp.exp(-2 * acc)) < 1, 1, -1).astype(jnp.int8)

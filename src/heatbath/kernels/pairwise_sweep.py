@@ -1,12 +1,17 @@
-"""The pairwise spin kernel: block Gibbs sweeps of many chains with one int8 array per block.
+"""The pairwise kernels: block Gibbs sweeps of many chains with one small-integer array per block.
 
-State is one `[n_b, chains]` int8 array of ±1 per block (one byte per spin per chain, chains
-contiguous). Updating free block b reads each source block through a padded neighbour table (one
-gather of whole chain rows), sums the coupling-weighted spins into the field γ, and sets
-s = +1 with probability σ(2γ), written as `u · (1 + e^{-2γ}) < 1` so no division or logistic is
-needed. The uniform u comes from `counter_rng.update_words`: a pure function of the chain's own key,
-the sweep, the block and the node, so a chain's trajectory is the same whatever else runs beside it
-and however chains are split over devices.
+State is one `[n_b, chains]` array per block, chains contiguous: int8 ±1 for spins, the program's
+unsigned dtype (uint8 below 256 categories) for categories, so at most one byte per node per chain
+for both. Updating free block b reads each source block through a padded neighbour table (one
+gather of whole chain rows) and sums the couplings into the field:
+
+- spins: γ, then s = +1 with probability σ(2γ), written `u · (1 + e^{-2γ}) < 1` (no division);
+- categories: θ_k = bias_k + Σ_d W_d[k, c_d], then the category is found by inverting the CDF of
+  softmax(θ) with the same single uniform u (one random word per node, not one per category).
+
+u comes from `counter_rng.update_words`: a pure function of the chain's own key, the sweep, the block
+and the node, so a chain's trajectory is the same whatever else runs beside it and however chains
+are split over devices.
 
 XLA fuses the gather, the unrolled neighbour sum, the random words and the comparison of one block
 into one loop; keeping blocks as separate arrays means writing a block back copies nothing else.
@@ -22,11 +27,11 @@ from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Bool, Int8, UInt32
 
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
-from heatbath.kernels.counter_rng import stream_seeds, uniform_from_words, update_words
+from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
+from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
 from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_available, pallas_block_update
-from heatbath.kernels.pairwise_spin import SpinNeighbourTables, pairwise_spin_tables, spin_couplings
 
-__all__ = ["run_pairwise_spin"]
+__all__ = ["run_pairwise"]
 
 
 def _field(bias, couplings, sources, states, chains: int):
@@ -34,7 +39,7 @@ def _field(bias, couplings, sources, states, chains: int):
     for (source, neighbours, _), w in zip(sources, couplings):
         gathered = states[source][jnp.asarray(neighbours)]  # [n, D, chains]
         for d in range(neighbours.shape[1]):
-            acc = acc + w[:, d, None] * gathered[:, d, :].astype(jnp.float32)
+            acc = acc + signed_coupling(w[:, d, None], gathered[:, d, :])
     return acc
 
 
@@ -45,10 +50,28 @@ def _sweep_seeds(chain_words, sweep, n_free: int):
     return s0, s1
 
 
-def _update(params, tables: SpinNeighbourTables, b: int, states, seeds, use_pallas: bool):
-    """New int8 spins of free block b: the fused Pallas kernel on GPU, else jax.numpy."""
+def _categories(bias, couplings, sources, states, u, dtype):
+    """Categories `[n, chains]` drawn from softmax(θ) by inverting its CDF at u."""
+    chains = u.shape[1]
+    theta = jnp.broadcast_to(bias[:, None, :], (bias.shape[0], chains, bias.shape[1]))
+    for (source, neighbours, _), w in zip(sources, couplings):
+        gathered = states[source][jnp.asarray(neighbours)].astype(jnp.int32)  # [n, D, chains]
+        for d in range(neighbours.shape[1]):
+            index = gathered[:, d, :, None, None]  # [n, chains, 1, 1] into W_d's tail axis
+            theta = theta + jnp.take_along_axis(w[:, d, None], index, axis=3, mode="clip")[..., 0]
+    weights = jnp.exp(theta - theta.max(axis=-1, keepdims=True))
+    cdf = jnp.cumsum(weights, axis=-1)
+    below = (cdf < u[..., None] * cdf[..., -1:]).sum(axis=-1)
+    return jnp.minimum(below, bias.shape[1] - 1).astype(dtype)
+
+
+def _update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: bool):
+    """New states of free block b: the fused Pallas kernel on GPU (spins), else jax.numpy."""
     bias, couplings = params[b]
     node_ids = jnp.asarray(tables.node_ids[b])
+    if tables.kind == "categorical":
+        u = uniform_from_words(update_words((seeds[0][b], seeds[1][b]), node_ids))
+        return _categories(bias, couplings, tables.sources[b], states, u, states[b].dtype)
     if use_pallas:
         sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
         return pallas_block_update(bias, node_ids, (seeds[0][b], seeds[1][b]), sources)
@@ -57,7 +80,7 @@ def _update(params, tables: SpinNeighbourTables, b: int, states, seeds, use_pall
     return jnp.where(u * (1 + jnp.exp(-2 * field)) < 1, 1, -1).astype(jnp.int8)
 
 
-def _sweep(params, tables: SpinNeighbourTables, sampling_order, states, chain_words, sweep, seeds, use_pallas=False):
+def _sweep(params, tables: NeighbourTables, sampling_order, states, chain_words, sweep, seeds, use_pallas=False):
     """One sweep with this sweep's seeds; returns the new states and the next sweep's seeds.
 
     The seeds travel in the loop carry so that they are materialised: computed inside the sweep,
@@ -70,14 +93,16 @@ def _sweep(params, tables: SpinNeighbourTables, sampling_order, states, chain_wo
     return states, _sweep_seeds(chain_words, sweep + jnp.uint32(1), len(params))
 
 
-def _observe(states, observed):
+def _observe(states, observed, kind: str):
     flat = jnp.concatenate(states, axis=0) if len(states) > 1 else states[0]
-    return [(flat[ids] > 0).T for ids in observed]  # [chains, len(block)] bool
+    if kind == "spin":
+        return [(flat[ids] > 0).T for ids in observed]  # [chains, len(block)] bool
+    return [flat[ids].T for ids in observed]
 
 
 def _run_local(program, schedule, tables, chain_words, states, observed, use_pallas=False):
     """The whole schedule for the chains held locally (one device's shard, or all of them)."""
-    params = [spin_couplings(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
+    params = [block_couplings(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
     order = program.gibbs_spec.sampling_order
 
     def sweeps(carry, start, count):
@@ -90,11 +115,11 @@ def _run_local(program, schedule, tables, chain_words, states, observed, use_pal
     n_free = len(params)
     carry = (list(states), _sweep_seeds(chain_words, jnp.uint32(0), n_free))
     carry = sweeps(carry, jnp.uint32(0), schedule.n_warmup)
-    first = _observe(carry[0], observed)
+    first = _observe(carry[0], observed, tables.kind)
 
     def body(carry, i):
         carry = sweeps(carry, jnp.uint32(schedule.n_warmup) + i * jnp.uint32(schedule.steps_per_sample), schedule.steps_per_sample)
-        return carry, _observe(carry[0], observed)
+        return carry, _observe(carry[0], observed, tables.kind)
 
     _, rest = jax.lax.scan(body, carry, jnp.arange(schedule.n_samples - 1, dtype=jnp.uint32))
     return [jnp.concatenate([f[:, None], jnp.moveaxis(r, 0, 1)], axis=1) for f, r in zip(first, rest)]
@@ -122,29 +147,33 @@ def _chain_tile(chains: int, n_devices: int) -> int:
     return min(TILE_CHAINS, 1 << max(per_device - 1, 0).bit_length())
 
 
-def run_pairwise_spin(
+def run_pairwise(
     program: BlockSamplingProgram,
     schedule: SamplingSchedule,
     chain_words: UInt32[Array, "chains 2"],
-    block_states: list[Bool[Array, "chains n"]],
+    block_states: list[Array],
     observed_ids: list[np.ndarray],
     devices=None,
-) -> list[Bool[Array, "chains samples n"]]:
+    use_pallas: bool = False,
+) -> list[Array]:
     """Run `schedule` on every chain; `block_states` holds every block (free, then clamped).
 
     `observed_ids[i]` are the spec-wide ids of the nodes of the i-th observed block. Chains are split
     evenly over `devices` (default: every device of the default backend) and padded with throw-away
     chains to a multiple of their number; each chain's samples do not depend on the split.
     """
-    tables = pairwise_spin_tables(program)
+    tables = pairwise_tables(program)
     devices = tuple(jax.devices() if devices is None else devices)
-    use_pallas = pallas_available() and all(d.platform == "gpu" for d in devices)
+    use_pallas = use_pallas and tables.kind == "spin" and pallas_available() and all(d.platform == "gpu" for d in devices)
     chains = chain_words.shape[0]
     pad = -chains % (len(devices) * (_chain_tile(chains, len(devices)) if use_pallas else 1))
-    states: list[Int8[Array, "n c"]] = [jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states]
+    if tables.kind == "spin":
+        states: list[Int8[Array, "n c"]] = [jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states]
+    else:
+        states = [s.T for s in block_states]
     if pad:
         chain_words = jnp.concatenate([chain_words, jnp.zeros((pad, 2), jnp.uint32)])
-        states = [jnp.pad(s, ((0, 0), (0, pad)), constant_values=1) for s in states]
+        states = [jnp.pad(s, ((0, 0), (0, pad)), constant_values=1 if tables.kind == "spin" else 0) for s in states]
     observed = [jnp.asarray(ids, jnp.int32) for ids in observed_ids]
     out = _run(program, schedule, tables, devices, use_pallas, chain_words, states, observed)
     return [o[:chains] for o in out] if pad else out

@@ -1,6 +1,9 @@
-"""Neighbour tables of a pairwise spin program, split by the block each neighbour lives in.
+"""Neighbour tables of a pairwise program (spin or categorical), split by the block each neighbour is in.
 
-The fastest sweep keeps one `[nodes, chains]` int8 array per block (free or clamped) instead of one
+A pairwise program has only biases and couplings between two nodes of one kind: Ising models,
+Boltzmann machines and RBMs (spins), Potts and pairwise categorical EBMs (categories).
+
+The fastest sweep keeps one `[nodes, chains]` array per block (free or clamped) instead of one
 global array: writing a block back then never copies the rest of the state, which on XLA:CPU costs
 as much as the update itself. A free block b therefore reads each source block b' through its own
 padded table `[n_b, D_bb']` of local indices into b' and a matching coupling table.
@@ -20,20 +23,20 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from heatbath.block_sampling import BlockSamplingProgram
-from heatbath.models.discrete_ebm import DiscreteEBMInteraction, SpinGibbsConditional
+from heatbath.models.discrete_ebm import CategoricalGibbsConditional, DiscreteEBMInteraction, SpinGibbsConditional
 
-__all__ = ["SpinNeighbourTables", "pairwise_spin_tables", "pairwise_spin_reason", "spin_couplings"]
+__all__ = ["NeighbourTables", "pairwise_tables", "pairwise_kind", "block_couplings"]
 
 
 @dataclass(frozen=True, eq=False)
-class SpinNeighbourTables:
-    """Static structure of a pairwise spin program (hashed by identity, cached per program tables).
+class NeighbourTables:
+    """Static structure of a pairwise program (hashed by identity, cached per program tables).
 
     - `sources[b]`: the blocks free block b reads, each with `neighbours` `[n_b, D]` (local indices
       into that block, 0 on padding) and `columns` `[n_b, D]` (which column of b's concatenated
       coupling table feeds that slot; the last, all-zero column on padding).
     - `bias_interactions[b]`, `pair_interactions[b]`: which interactions of b are biases (no tails)
-      and which are pairwise couplings (one spin tail), in the column order of the coupling table.
+      and which are pairwise couplings (one tail), in the column order of the coupling table.
     - `node_ids[b]`: spec-wide ids of the nodes of block b, used to key their random words.
     """
 
@@ -42,32 +45,46 @@ class SpinNeighbourTables:
     pair_interactions: tuple[tuple[int, ...], ...]
     node_ids: tuple[np.ndarray, ...]
     block_sizes: tuple[int, ...]
+    kind: str  # "spin" or "categorical"
+    n_categories: int  # 2 for spins
 
 
-def pairwise_spin_reason(program: BlockSamplingProgram) -> str | None:
-    """None if every block holds scalar boolean spins with built-in spin conditionals and biases or
-    pairwise spin couplings only; otherwise why the pairwise spin kernel cannot run the program."""
+def pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
+    """("spin" or "categorical", "") if a pairwise kernel can run `program`, else (None, why not).
+
+    Spin: every free block uses the built-in SpinGibbsConditional, every interaction is a bias or a
+    coupling to one spin, every block holds scalar booleans. Categorical: the same with
+    CategoricalGibbsConditional (one category count), categorical tails and unsigned integer states.
+    """
     spec = program.gibbs_spec
-    for b, sampler in enumerate(program.samplers):
-        if type(sampler) is not SpinGibbsConditional:
-            return f"free block {b} uses {type(sampler).__name__}, not the built-in SpinGibbsConditional"
+    kinds = {type(sampler) for sampler in program.samplers}
+    if kinds == {SpinGibbsConditional}:
+        kind, head_axes, n_spin, state_kind = "spin", 0, 1, "b"
+    elif kinds == {CategoricalGibbsConditional} and len({s.n_categories for s in program.samplers}) == 1:
+        kind, head_axes, n_spin, state_kind = "categorical", 1, 0, "u"
+    else:
+        return None, "the free blocks do not all use SpinGibbsConditional, or all CategoricalGibbsConditional(K)"
+    for b in range(len(spec.free_blocks)):
         for interaction, entry in zip(program.per_block_interactions[b], program.tables.per_block[b]):
             if not isinstance(interaction, DiscreteEBMInteraction):
-                return f"free block {b} has a {type(interaction).__name__} interaction"
-            if np.ndim(interaction.weights) != 2 or len(entry.tail_sd) > 1 or interaction.n_spin != len(entry.tail_sd):
-                return f"free block {b} has a higher-order or categorical interaction"
+                return None, f"free block {b} has a {type(interaction).__name__} interaction"
+            tails = len(entry.tail_sd)
+            if tails > 1 or np.ndim(interaction.weights) != 2 + head_axes + (tails if kind == "categorical" else 0):
+                return None, f"free block {b} has a higher-order or mixed interaction"
+            if tails and interaction.n_spin != n_spin:
+                return None, f"free block {b} couples nodes of different kinds"
     for b in range(len(spec.blocks)):
         leaves = jax.tree.leaves(spec.sd_struct(int(spec.block_sd_index[b])))
-        if len(leaves) != 1 or leaves[0].shape != () or leaves[0].dtype != jnp.bool_:
-            return f"block {b} does not hold scalar boolean spins"
-    return None
+        if len(leaves) != 1 or leaves[0].shape != () or np.dtype(leaves[0].dtype).kind != state_kind:
+            return None, f"block {b} does not hold scalar {'boolean spins' if kind == 'spin' else 'unsigned categories'}"
+    return kind, ""
 
 
-_CACHE: dict[int, tuple[object, SpinNeighbourTables]] = {}
+_CACHE: dict[int, tuple[object, NeighbourTables]] = {}
 
 
-def pairwise_spin_tables(program: BlockSamplingProgram) -> SpinNeighbourTables:
-    """The static tables of `program` (which must pass `pairwise_spin_reason`), cached per structure."""
+def pairwise_tables(program: BlockSamplingProgram) -> NeighbourTables:
+    """The static tables of `program` (which `pairwise_kind` must accept), cached per structure."""
     cached = _CACHE.get(id(program.tables))
     if cached is not None and cached[0] is program.tables:
         return cached[1]
@@ -89,8 +106,9 @@ def _owners(spec) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     return owners
 
 
-def _build(program: BlockSamplingProgram) -> SpinNeighbourTables:
+def _build(program: BlockSamplingProgram) -> NeighbourTables:
     spec = program.gibbs_spec
+    kind, _ = pairwise_kind(program)
     owners = _owners(spec)
     starts = np.cumsum([0] + [len(block) for block in spec.blocks])
     sources, biases, pairs = [], [], []
@@ -123,28 +141,37 @@ def _build(program: BlockSamplingProgram) -> SpinNeighbourTables:
         biases.append(tuple(bias_j))
         pairs.append(tuple(pair_j))
     node_ids = tuple(np.arange(starts[b], starts[b + 1], dtype=np.uint32) for b in range(len(spec.blocks)))
-    return SpinNeighbourTables(
-        tuple(sources), tuple(biases), tuple(pairs), node_ids, tuple(len(block) for block in spec.blocks)
+    n_categories = program.samplers[0].n_categories if kind == "categorical" else 2
+    return NeighbourTables(
+        tuple(sources), tuple(biases), tuple(pairs), node_ids, tuple(len(block) for block in spec.blocks),
+        kind, n_categories,
     )
 
 
-def spin_couplings(
-    program: BlockSamplingProgram, tables: SpinNeighbourTables, b: int
-) -> tuple[Float[Array, " n"], list[Float[Array, "n d"]]]:
-    """The field of free block b as (bias `[n]`, one coupling table `[n, D]` per source block).
+def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: int) -> tuple[Array, list[Array]]:
+    """The field of free block b as (bias, one coupling table per source block).
 
-    Taken from the program's (possibly traced) weights, so new weights need no new tables."""
+    Spins: bias `[n]`, couplings `[n, D]`. Categories: bias `[n, K]`, couplings `[n, D, K, K_tail]`
+    (the head's categories, then the neighbour's). Taken from the program's (possibly traced)
+    weights, so new weights need no new tables."""
     n = tables.block_sizes[b]
     weights = program.per_block_interactions[b]
     active = program.per_block_interaction_active[b]
-    bias = jnp.zeros((n,), jnp.float32)
+
+    def masked(j):
+        w = weights[j].weights.astype(jnp.float32)
+        mask = active[j].reshape(active[j].shape + (1,) * (w.ndim - 2))
+        return jnp.where(mask, w, 0)
+
+    bias = jnp.zeros((n,) if tables.kind == "spin" else (n, tables.n_categories), jnp.float32)
     for j in tables.bias_interactions[b]:
-        bias = bias + jnp.where(active[j], weights[j].weights, 0).sum(1).astype(jnp.float32)
+        bias = bias + masked(j).sum(1)
     if not tables.pair_interactions[b]:
         return bias, []
-    concatenated = jnp.concatenate(
-        [jnp.where(active[j], weights[j].weights, 0).astype(jnp.float32) for j in tables.pair_interactions[b]]
-        + [jnp.zeros((n, 1), jnp.float32)],
-        axis=1,
-    )
-    return bias, [jnp.take_along_axis(concatenated, jnp.asarray(columns), 1) for _, _, columns in tables.sources[b]]
+    pairs = [masked(j) for j in tables.pair_interactions[b]]
+    concatenated = jnp.concatenate(pairs + [jnp.zeros_like(pairs[0][:, :1])], axis=1)
+    extra = (1,) * (concatenated.ndim - 2)
+    return bias, [
+        jnp.take_along_axis(concatenated, jnp.asarray(columns).reshape(columns.shape + extra), 1)
+        for _, _, columns in tables.sources[b]
+    ]

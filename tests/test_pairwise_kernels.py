@@ -1,5 +1,6 @@
-"""The pairwise spin kernel (Ising models, Boltzmann machines) samples the exact distribution, and a
-chain's samples do not depend on how many chains run or on how many devices share them."""
+"""The pairwise kernels (Ising models and Boltzmann machines; Potts and pairwise categorical EBMs)
+sample the exact distribution, and a chain's samples do not depend on how many chains run or on how
+many devices share them."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 from heatbath import Block, SamplingSchedule, SpinNode
 from heatbath.graphs import color_blocks
 from heatbath.kernels.batched import sample_states_batched
-from heatbath.kernels.pairwise_spin import pairwise_spin_reason
+from heatbath.kernels.pairwise_tables import pairwise_kind
 from heatbath.kernels.pallas_spin import pallas_available
-from heatbath.models import FactorizedEBM, SpinEBMFactor
+from heatbath import CategoricalNode
+from heatbath.models import CategoricalEBMFactor, FactorizedEBM, SpinEBMFactor
 from stats_helpers import random_init
 from test_exact_agreement import _program, _tuples, _groups
 from test_exact_agreement import _check as check_against_exact
@@ -30,8 +32,19 @@ def pairwise_spin_model(rng, n, scale=0.6):
     return nodes, [], FactorizedEBM(factors)
 
 
+def pairwise_categorical_model(rng, n, k, scale=0.7):
+    """Random biases and random K×K couplings on a random graph: a general pairwise categorical EBM."""
+    nodes = [CategoricalNode(f"c{i}") for i in range(n)]
+    factors = []
+    for order, count in ((1, n), (2, 2 * n)):
+        tuples = _tuples(rng, nodes, order, count)
+        w = rng.normal(0, scale, (len(tuples),) + (k,) * order)
+        factors.append(CategoricalEBMFactor(_groups(tuples), jnp.asarray(w, jnp.float32)))
+    return [], nodes, FactorizedEBM(factors)
+
+
 def _kernel_final_states(program, init, blocks, clamp_values, seed):
-    assert pairwise_spin_reason(program) is None
+    assert pairwise_kind(program)[0] is not None
     return _batched_final_states(program, init, blocks, clamp_values, seed)
 
 
@@ -51,7 +64,7 @@ def test_samples_do_not_depend_on_chain_count_or_devices():
     spins, _, ebm = pairwise_spin_model(np.random.default_rng(5), 10)
     blocks = color_blocks(ebm)
     program = _program(ebm, blocks, [], 2)
-    assert pairwise_spin_reason(program) is None
+    assert pairwise_kind(program)[0] == "spin"
     init = random_init(jax.random.key(0), blocks, 8, [2] * len(blocks), [jnp.bool_] * len(blocks))
     schedule = SamplingSchedule(4, 3, 2)
     every = [Block(spins)]
@@ -75,7 +88,7 @@ def test_samples_do_not_depend_on_chain_count_or_devices():
 def test_fused_gpu_kernel_follows_the_same_chain_as_jax_numpy():
     """Same keys, same model (a 2,000-spin random graph): the fused kernel and the jax.numpy sweep take
     the same steps except where float rounding of the field flips a near-tie comparison."""
-    from heatbath.kernels import spin_sweep
+    from heatbath.kernels import pairwise_sweep as spin_sweep
     from heatbath.models import IsingEBM, IsingSamplingProgram
 
     rng = np.random.default_rng(0)
@@ -91,7 +104,7 @@ def test_fused_gpu_kernel_follows_the_same_chain_as_jax_numpy():
     init = [jnp.zeros((chains, len(b)), bool) for b in blocks]
     words = jnp.stack([jnp.arange(chains, dtype=jnp.uint32), jnp.full((chains,), 7, jnp.uint32)], 1)
     states = [jnp.where(s, 1, -1).astype(jnp.int8).T for s in init]
-    tables = spin_sweep.pairwise_spin_tables(program)
+    tables = spin_sweep.pairwise_tables(program)
     observed = [jnp.asarray(program.gibbs_spec.node_ids(nodes), jnp.int32)]
     outs = [
         spin_sweep._run_local(program, SamplingSchedule(1, 1, 1), tables, words, states, observed, use_pallas)[0]
@@ -136,3 +149,13 @@ def test_vmap_over_model_weights_falls_back_to_the_generic_path():
         scaled, jax.random.split(jax.random.key(0), 3)
     )[0]
     assert out.shape == (3, 2, 6)
+
+
+def test_pairwise_categorical_matches_enumeration():
+    spins, cats, ebm = pairwise_categorical_model(np.random.default_rng(53), 7, 3)
+    check_against_exact(ebm, spins, cats, 3, seed=53, sample=_kernel_final_states)
+
+
+def test_pairwise_categorical_clamped_through_vmap_matches_enumeration():
+    spins, cats, ebm = pairwise_categorical_model(np.random.default_rng(59), 8, 3)
+    check_against_exact(ebm, spins, cats, 3, clamp_nodes=cats[:2], seed=59)  # jit(vmap(sample_states))
