@@ -27,6 +27,8 @@ from heatbath.models.discrete_ebm import CategoricalGibbsConditional, DiscreteEB
 
 __all__ = ["NeighbourTables", "pairwise_tables", "pairwise_kind", "block_couplings"]
 
+MAX_CATEGORIES = 16  # the categorical update unrolls K x K_tail selects per neighbour
+
 
 @dataclass(frozen=True, eq=False)
 class NeighbourTables:
@@ -62,6 +64,8 @@ def pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
         kind, head_axes, n_spin, state_kind = "spin", 0, 1, "b"
     elif kinds == {CategoricalGibbsConditional} and len({s.n_categories for s in program.samplers}) == 1:
         kind, head_axes, n_spin, state_kind = "categorical", 1, 0, "u"
+        if program.samplers[0].n_categories > MAX_CATEGORIES:
+            return None, f"more than {MAX_CATEGORIES} categories (the kernel unrolls K x K selects)"
     else:
         return None, "the free blocks do not all use SpinGibbsConditional, or all CategoricalGibbsConditional(K)"
     for b in range(len(spec.free_blocks)):
@@ -71,6 +75,8 @@ def pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
             tails = len(entry.tail_sd)
             if tails > 1 or np.ndim(interaction.weights) != 2 + head_axes + (tails if kind == "categorical" else 0):
                 return None, f"free block {b} has a higher-order or mixed interaction"
+            if kind == "categorical" and tails and np.shape(interaction.weights)[-1] > MAX_CATEGORIES:
+                return None, f"free block {b} reads neighbours with more than {MAX_CATEGORIES} categories"
             if tails and interaction.n_spin != n_spin:
                 return None, f"free block {b} couples nodes of different kinds"
     for b in range(len(spec.blocks)):
