@@ -43,3 +43,10 @@ def test_digits_rbm_classifies_held_out_digits(capsys):
     accuracy = _load("digits_rbm").main(n_test_chains=5, n_test_sweeps=50, progress=False)
     assert _printed(capsys, "held-out accuracy") >= 0.9
     assert accuracy >= 0.9
+
+
+def test_learn_mapping_reparam_reaches_the_tv_bound(capsys):
+    # 400 steps x 512 straight-through samples per x (the default run is 1,500 x 1,024, ~10 s)
+    tv = _load("learn_mapping_reparam").main(n_steps=400, n_samples=512, progress=False)
+    assert _printed(capsys, "mean total-variation distance") < 0.05
+    assert tv < 0.05
