@@ -303,6 +303,12 @@ def _check_per_chain_shapes(spec: BlockGibbsSpec, state_free, state_clamp) -> No
                     )
 
 
+CATEGORY_RANGE_MESSAGE = (
+    "a categorical state is outside [0, K): some node's state is >= its number of categories K (or "
+    "negative). Initial, clamped and data states must hold categories 0..K-1."
+)
+
+
 def _check_category_ranges(program: BlockSamplingProgram, global_state):
     """Raise at run time if an integer state is outside [0, K) for a node that indexes K-sized weights."""
     out = []
@@ -315,12 +321,7 @@ def _check_category_ranges(program: BlockSamplingProgram, global_state):
                 if jnp.issubdtype(leaf.dtype, jnp.integer):
                     vals = leaf.astype(jnp.int32).reshape(leaf.shape[0], -1)
                     bad = bad | jnp.any((vals >= lim[:, None]) | (vals < 0))
-            entry = eqx.error_if(
-                entry,
-                bad,
-                "a categorical state is outside [0, K): some node's state is >= its number of categories K (or "
-                "negative). Initial, clamped and data states must hold categories 0..K-1.",
-            )
+            entry = eqx.error_if(entry, bad, CATEGORY_RANGE_MESSAGE)
         out.append(entry)
     return out
 

@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Bool, Int8, UInt32
 
-from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
+from heatbath.block_sampling import CATEGORY_RANGE_MESSAGE, BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
 from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_available, pallas_block_update
@@ -158,6 +158,20 @@ def _run(program, schedule, tables, devices, use_pallas, chain_words, states, ob
     return local(program, chain_words, states, observed)
 
 
+def _checked_categories(program: BlockSamplingProgram, states: list[Array]) -> list[Array]:
+    """Raise at run time (as the generic path does) if a state is >= its node's category count."""
+    spec = program.gibbs_spec
+    bad = jnp.zeros((), bool)
+    for b, state in enumerate(states):
+        sd, start = int(spec.block_sd_index[b]), int(spec.block_offsets[b])
+        limit = program.tables.category_limits[sd]
+        if limit is None:
+            continue
+        limit = np.minimum(limit[start : start + state.shape[0]], np.iinfo(np.int32).max).astype(np.int32)
+        bad = bad | jnp.any(state.astype(jnp.int32) >= jnp.asarray(limit)[:, None])
+    return [eqx.error_if(s, bad, CATEGORY_RANGE_MESSAGE) for s in states]
+
+
 def _chain_tile(chains: int, n_devices: int) -> int:
     """Chains per kernel tile: TILE_CHAINS, or the power of two covering a device's share if smaller."""
     per_device = -(-chains // n_devices)
@@ -187,7 +201,7 @@ def run_pairwise(
     if tables.kind == "spin":
         states: list[Int8[Array, "n c"]] = [jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states]
     else:
-        states = [s.T for s in block_states]
+        states = _checked_categories(program, [s.T for s in block_states])
     if pad:
         chain_words = jnp.concatenate([chain_words, jnp.zeros((pad, 2), jnp.uint32)])
         states = [jnp.pad(s, ((0, 0), (0, pad)), constant_values=1 if tables.kind == "spin" else 0) for s in states]

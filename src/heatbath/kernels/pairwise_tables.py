@@ -75,6 +75,8 @@ def pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
             tails = len(entry.tail_sd)
             if tails > 1 or np.ndim(interaction.weights) != 2 + head_axes + (tails if kind == "categorical" else 0):
                 return None, f"free block {b} has a higher-order or mixed interaction"
+            if kind == "categorical" and np.shape(interaction.weights)[2] != program.samplers[b].n_categories:
+                return None, f"free block {b} has weights for another category count (the generic path explains)"
             if kind == "categorical" and tails and np.shape(interaction.weights)[-1] > MAX_CATEGORIES:
                 return None, f"free block {b} reads neighbours with more than {MAX_CATEGORIES} categories"
             if tails and interaction.n_spin != n_spin:
