@@ -61,7 +61,7 @@ def main(argv=None):
         counter_rng.SIGNED_COUPLING_MODE = mode
         ref = jax.jit(lambda s, sd: spin_sweep._update(params, tables, 0, s, sd, False))
         print(f"{chains} chains, block of {n} spins, {mode}: jax.numpy {flips / _time(lambda: ref(states, seeds)) / 1e9:.1f} flips/ns")
-        fn = jax.jit(lambda sd: pallas_block_update(params[0][0], jnp.asarray(tables.node_ids[0]), (sd[0][0], sd[1][0]), sources))
+        fn = jax.jit(lambda sd: pallas_block_update(params[0][0], jnp.asarray(tables.node_ids[0]), sd[0], sources))
         print(f"   pallas default tiles: {flips / _time(lambda: fn(seeds)) / 1e9:.1f} flips/ns", flush=True)
     program_run = jax.jit(lambda w, s: spin_sweep._run_local(program, spin_sweep.SamplingSchedule(100, 1, 1), tables, w, s, [jnp.arange(4)]))
     for use_pallas in (False, True):
@@ -71,7 +71,7 @@ def main(argv=None):
     for tile_nodes in (8, 16, 32, 64):
         for tile_chains in (64, 128, 256):
             for warps in (2, 4, 8):
-                fn = jax.jit(lambda sd: pallas_block_update(params[0][0], jnp.asarray(tables.node_ids[0]), (sd[0][0], sd[1][0]), sources,
+                fn = jax.jit(lambda sd: pallas_block_update(params[0][0], jnp.asarray(tables.node_ids[0]), sd[0], sources,
                                                              tile_nodes=tile_nodes, tile_chains=tile_chains, num_warps=warps))
                 try:
                     rate = flips / _time(lambda: fn(seeds)) / 1e9

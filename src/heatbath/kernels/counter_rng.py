@@ -88,27 +88,25 @@ def mix32(x: UInt32[Array, "*n"]) -> UInt32[Array, "*n"]:
     return x ^ (x >> jnp.uint32(16))
 
 
-def stream_seeds(chain_words: UInt32[Array, "chains 2"], stream) -> tuple[UInt32[Array, " chains"], UInt32[Array, " chains"]]:
-    """Two seed words per chain for one stream (one block update of one sweep): Threefry-2x32-20 of
+def stream_seeds(chain_words: UInt32[Array, "chains 2"], stream) -> UInt32[Array, " chains"]:
+    """One seed word per chain for one stream (one block update of one sweep): Threefry-2x32-20 of
     the counter pair `(stream, tag)` under each chain's own key, so streams never repeat and a chain's
     words depend on its key alone, not on which other chains run beside it or on which device."""
     k0, k1 = chain_words[:, 0], chain_words[:, 1]
     s = jnp.broadcast_to(jnp.asarray(stream, jnp.uint32), k0.shape)
-    return threefry2x32((k0, k1), s, jnp.full_like(s, _STREAM_TAG))
+    return threefry2x32((k0, k1), s, jnp.full_like(s, _STREAM_TAG))[0]
 
 
-def update_words(
-    seeds: tuple[UInt32[Array, " chains"], UInt32[Array, " chains"]], node_ids: UInt32[Array, " n"]
-) -> UInt32[Array, "n chains"]:
-    """One word per (node, chain) for a stream: mix(mix(s0 + golden·id) ^ s1).
+def update_words(seed: UInt32[Array, " chains"], node_ids: UInt32[Array, " n"]) -> UInt32[Array, "n chains"]:
+    """One word per (node, chain) for a stream: mix(golden·id ^ seed).
 
-    The inner mix sees distinct inputs for distinct nodes of one chain (golden·id is a bijection);
-    the second seed word then separates chains whose first words happen to align. About 12 integer
-    operations per word instead of Threefry's ~60, which matters once the field is a few loads.
+    For one chain this hashes a Weyl sequence offset by the chain's seed (the construction of
+    SplitMix-style generators); the mix is a bijection, so distinct nodes of a chain never share a
+    word, and each chain's seed is a fresh cipher output for every stream. About 8 integer operations
+    per word instead of Threefry's ~60, which matters once the field is a few loads.
     """
-    s0, s1 = seeds
     a = node_ids.astype(jnp.uint32)[:, None] * jnp.uint32(_GOLDEN)
-    return mix32(mix32(a + s0[None, :]) ^ s1[None, :])
+    return mix32(a ^ seed[None, :])
 
 
 def uniform_from_words(bits: UInt32[Array, "*n"]) -> Array:

@@ -44,10 +44,9 @@ def _field(bias, couplings, sources, states, chains: int):
 
 
 def _sweep_seeds(chain_words, sweep, n_free: int):
-    """Seed words `[n_free, chains]` (two arrays) of every block update of one sweep."""
+    """Seed words `[n_free, chains]` of every block update of one sweep."""
     streams = sweep * jnp.uint32(n_free) + jnp.arange(n_free, dtype=jnp.uint32)
-    s0, s1 = jax.vmap(lambda stream: stream_seeds(chain_words, stream))(streams)
-    return s0, s1
+    return jax.vmap(lambda stream: stream_seeds(chain_words, stream))(streams)
 
 
 def _categories(bias, couplings, sources, states, u, dtype):
@@ -87,13 +86,13 @@ def _update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: 
     bias, couplings = params[b]
     node_ids = jnp.asarray(tables.node_ids[b])
     if tables.kind == "categorical":
-        u = uniform_from_words(update_words((seeds[0][b], seeds[1][b]), node_ids))
+        u = uniform_from_words(update_words(seeds[b], node_ids))
         return _categories(bias, couplings, tables.sources[b], states, u, states[b].dtype)
     if use_pallas:
         sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
-        return pallas_block_update(bias, node_ids, (seeds[0][b], seeds[1][b]), sources)
-    field = _field(bias, couplings, tables.sources[b], states, seeds[0].shape[1])
-    u = uniform_from_words(update_words((seeds[0][b], seeds[1][b]), node_ids))
+        return pallas_block_update(bias, node_ids, seeds[b], sources)
+    field = _field(bias, couplings, tables.sources[b], states, seeds.shape[1])
+    u = uniform_from_words(update_words(seeds[b], node_ids))
     return jnp.where(u * (1 + jnp.exp(-2 * field)) < 1, 1, -1).astype(jnp.int8)
 
 

@@ -42,9 +42,9 @@ def pallas_available() -> bool:
 def _kernel(widths, n, tile_nodes, tile_chains, *refs):
     from jax.experimental import pallas as pl
 
-    bias_ref, ids_ref, s0_ref, s1_ref = refs[:4]
+    bias_ref, ids_ref, seed_ref = refs[:3]
     out_ref = refs[-1]
-    sources = refs[4:-1]
+    sources = refs[3:-1]
     r0 = pl.program_id(0) * tile_nodes
     c0 = pl.program_id(1) * tile_chains
     rows = r0 + jnp.arange(tile_nodes)
@@ -58,7 +58,7 @@ def _kernel(widths, n, tile_nodes, tile_chains, *refs):
             idx = neighbour_ref[safe_rows, d]
             w = coupling_ref[safe_rows, d]
             acc = acc + signed_coupling(w[:, None], state_ref[idx, chains])
-    words = update_words((s0_ref[chains], s1_ref[chains]), ids_ref[safe_rows])
+    words = update_words(seed_ref[chains], ids_ref[safe_rows])
     u = uniform_from_words(words)
     new = jnp.where(u * (1 + jnp.exp(-2 * acc)) < 1, 1, -1).astype(jnp.int8)
     from jax.experimental.pallas import triton as plgpu
@@ -69,7 +69,7 @@ def _kernel(widths, n, tile_nodes, tile_chains, *refs):
 def pallas_block_update(
     bias: Float[Array, " n"],
     node_ids: UInt32[Array, " n"],
-    seeds: tuple[UInt32[Array, " chains"], UInt32[Array, " chains"]],
+    seed: UInt32[Array, " chains"],
     sources: list[tuple[Int8[Array, "m chains"], Int32[Array, "n d"], Float[Array, "n d"]]],
     *,
     tile_nodes: int = TILE_NODES,
@@ -81,7 +81,7 @@ def pallas_block_update(
     from jax.experimental.pallas import triton as plgpu
 
     n = bias.shape[0]
-    chains = seeds[0].shape[0]
+    chains = seed.shape[0]
     tile_chains = min(tile_chains, chains)
     if chains % tile_chains:
         raise ValueError(f"chains ({chains}) must be a multiple of {tile_chains}")
@@ -93,4 +93,4 @@ def pallas_block_update(
         out_shape=jax.ShapeDtypeStruct((n, chains), jnp.int8),
         grid=grid,
         compiler_params=plgpu.CompilerParams(num_warps=num_warps),
-    )(bias, node_ids, seeds[0], seeds[1], *flat)
+    )(bias, node_ids, seed, *flat)
