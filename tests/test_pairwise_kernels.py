@@ -159,3 +159,38 @@ def test_pairwise_categorical_matches_enumeration():
 def test_pairwise_categorical_clamped_through_vmap_matches_enumeration():
     spins, cats, ebm = pairwise_categorical_model(np.random.default_rng(59), 8, 3)
     check_against_exact(ebm, spins, cats, 3, clamp_nodes=cats[:2], seed=59)  # jit(vmap(sample_states))
+
+
+def test_dense_bipartite_layer_runs_as_a_matrix_product_and_matches_exact():
+    """An RBM with 6 visible and 40 hidden spins: the visible block reads the hidden layer through a
+    dense matrix product. p(v) is exact with the hidden units summed out analytically:
+    p(v) ∝ exp(b·v) Π_j 2 cosh(c_j + Σ_i W_ij v_i)."""
+    from heatbath.models import IsingEBM, IsingSamplingProgram
+    from heatbath.kernels.pairwise_tables import pairwise_tables
+    from stats_helpers import Z_LIMIT, chi_square_z
+
+    rng = np.random.default_rng(61)
+    n_v, n_h = 6, 40
+    visible = [SpinNode() for _ in range(n_v)]
+    hidden = [SpinNode() for _ in range(n_h)]
+    W = rng.normal(0, 0.25, (n_v, n_h)).astype(np.float32)
+    b, c = rng.normal(0, 0.5, n_v).astype(np.float32), rng.normal(0, 0.5, n_h).astype(np.float32)
+    edges = [(visible[i], hidden[j]) for i in range(n_v) for j in range(n_h)]
+    ebm = IsingEBM(visible + hidden, edges, jnp.asarray(np.concatenate([b, c])), jnp.asarray(W.reshape(-1)), jnp.asarray(1.0))
+    blocks = [Block(visible), Block(hidden)]
+    program = IsingSamplingProgram(ebm, blocks, [])
+    assert pairwise_tables(program).dense[0] == (True,)  # visible <- hidden: matrix product
+
+    chains = 20_000
+    init = [jnp.zeros((chains, n_v), bool), jnp.zeros((chains, n_h), bool)]
+    out = sample_states_batched(jax.random.key(3), program, SamplingSchedule(40, 1, 1), init, [], [Block(visible)])[0]
+    v = np.asarray(out[:, 0]).astype(np.int64)  # True = +1
+
+    states = ((np.arange(2**n_v)[:, None] >> np.arange(n_v)[::-1]) & 1).astype(np.int64)
+    spins = 2.0 * states - 1
+    log_p = spins @ b + np.log(2 * np.cosh(c + spins @ W)).sum(1)
+    probs = np.exp(log_p - log_p.max())
+    probs /= probs.sum()
+    index = (v * (1 << np.arange(n_v)[::-1])).sum(1)
+    z = chi_square_z(np.bincount(index, minlength=2**n_v), probs)
+    assert z < Z_LIMIT, z

@@ -34,9 +34,12 @@ from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_available, pallas_b
 __all__ = ["run_pairwise"]
 
 
-def _field(bias, couplings, sources, states, chains: int):
+def _field(bias, couplings, sources, dense, states, chains: int):
     acc = jnp.broadcast_to(bias[:, None], (bias.shape[0], chains))
-    for (source, neighbours, _), w in zip(sources, couplings):
+    for (source, neighbours, _), w, is_dense in zip(sources, couplings, dense):
+        if is_dense:  # full float32 precision: TF32 would change the conditional probabilities
+            acc = acc + jnp.matmul(w, states[source].astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+            continue
         gathered = states[source][jnp.asarray(neighbours)]  # [n, D, chains]
         for d in range(neighbours.shape[1]):
             acc = acc + signed_coupling(w[:, d, None], gathered[:, d, :])
@@ -88,10 +91,10 @@ def _update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: 
     if tables.kind == "categorical":
         u = uniform_from_words(update_words(seeds[b], node_ids))
         return _categories(bias, couplings, tables.sources[b], states, u, states[b].dtype)
-    if use_pallas:
+    if use_pallas and not any(tables.dense[b]):
         sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
         return pallas_block_update(bias, node_ids, seeds[b], sources)
-    field = _field(bias, couplings, tables.sources[b], states, seeds.shape[1])
+    field = _field(bias, couplings, tables.sources[b], tables.dense[b], states, seeds.shape[1])
     u = uniform_from_words(update_words(seeds[b], node_ids))
     return jnp.where(u * (1 + jnp.exp(-2 * field)) < 1, 1, -1).astype(jnp.int8)
 

@@ -28,6 +28,7 @@ from heatbath.models.discrete_ebm import CategoricalGibbsConditional, DiscreteEB
 __all__ = ["NeighbourTables", "pairwise_tables", "pairwise_kind", "block_couplings"]
 
 MAX_CATEGORIES = 16  # the categorical update unrolls K x K_tail selects per neighbour
+DENSE_MIN_SOURCE = 32  # below this a gather of the padded table is as cheap as a matrix product
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,6 +41,8 @@ class NeighbourTables:
     - `bias_interactions[b]`, `pair_interactions[b]`: which interactions of b are biases (no tails)
       and which are pairwise couplings (one tail), in the column order of the coupling table.
     - `node_ids[b]`: spec-wide ids of the nodes of block b, used to key their random words.
+    - `dense[b][i]`: whether spin block b reads its i-th source through a dense `[n_b, n_source]`
+      coupling matrix and a matrix product (dense bipartite layers, as in RBMs) instead of a gather.
     """
 
     sources: tuple[tuple[tuple[int, np.ndarray, np.ndarray], ...], ...]
@@ -49,6 +52,7 @@ class NeighbourTables:
     block_sizes: tuple[int, ...]
     kind: str  # "spin" or "categorical"
     n_categories: int  # 2 for spins
+    dense: tuple[tuple[bool, ...], ...] = ()  # per free block and source: couplings as a dense matrix
 
 
 def pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
@@ -119,7 +123,7 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
     kind, _ = pairwise_kind(program)
     owners = _owners(spec)
     starts = np.cumsum([0] + [len(block) for block in spec.blocks])
-    sources, biases, pairs = [], [], []
+    sources, biases, pairs, dense = [], [], [], []
     for b in range(len(spec.free_blocks)):
         n = len(spec.blocks[b])
         tail_block, tail_local, active, bias_j, pair_j = [], [], [], [], []
@@ -146,14 +150,20 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
                 columns = np.where(used, order, zero_column).astype(np.int32)
                 per_source.append((int(source), neighbours, columns))
         sources.append(tuple(per_source))
+        dense.append(tuple(_is_dense(kind, width.shape[1], len(spec.blocks[src])) for src, width, _ in per_source))
         biases.append(tuple(bias_j))
         pairs.append(tuple(pair_j))
     node_ids = tuple(np.arange(starts[b], starts[b + 1], dtype=np.uint32) for b in range(len(spec.blocks)))
     n_categories = program.samplers[0].n_categories if kind == "categorical" else 2
     return NeighbourTables(
         tuple(sources), tuple(biases), tuple(pairs), node_ids, tuple(len(block) for block in spec.blocks),
-        kind, n_categories,
+        kind, n_categories, tuple(dense),
     )
+
+
+def _is_dense(kind: str, width: int, n_source: int) -> bool:
+    """A padded table at least half as wide as its source is cheaper as a matrix product."""
+    return kind == "spin" and n_source >= DENSE_MIN_SOURCE and 2 * width >= n_source
 
 
 def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: int) -> tuple[Array, list[Array]]:
@@ -179,7 +189,11 @@ def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: i
     pairs = [masked(j) for j in tables.pair_interactions[b]]
     concatenated = jnp.concatenate(pairs + [jnp.zeros_like(pairs[0][:, :1])], axis=1)
     extra = (1,) * (concatenated.ndim - 2)
-    return bias, [
-        jnp.take_along_axis(concatenated, jnp.asarray(columns).reshape(columns.shape + extra), 1)
-        for _, _, columns in tables.sources[b]
-    ]
+    out = []
+    for (source, neighbours, columns), dense in zip(tables.sources[b], tables.dense[b]):
+        w = jnp.take_along_axis(concatenated, jnp.asarray(columns).reshape(columns.shape + extra), 1)
+        if dense:  # scatter into [n, n_source]; padding adds 0 to column 0
+            rows = np.broadcast_to(np.arange(n)[:, None], neighbours.shape)
+            w = jnp.zeros((n, tables.block_sizes[source]), jnp.float32).at[rows, neighbours].add(w)
+        out.append(w)
+    return bias, out

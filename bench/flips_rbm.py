@@ -1,0 +1,53 @@
+"""Sampling throughput of a dense RBM layer pair (block Gibbs on a complete bipartite Ising model).
+
+Visible and hidden spins with every visible–hidden coupling (N(0, 0.05²)) and N(0, 0.5²) biases,
+β = 1, two blocks (visible, hidden), built identically in THRML and heatbath with the model code of
+`bench/flips_pegasus.py`; heatbath reads the dense layer through a float32 matrix product. Flips/ns
+= sweeps × (visible + hidden) × chains / seconds, best of `--repeats` after a compiling call.
+
+    python3 bench/flips_rbm.py [--visible 784] [--hidden 500] [--chains 100 1000] [--sweeps 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def main(argv=None) -> None:
+    from flips_pegasus import batched_flips_per_ns, flips_per_ns
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--visible", type=int, default=784)
+    parser.add_argument("--hidden", type=int, default=500)
+    parser.add_argument("--chains", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--sweeps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-thrml", action="store_true")
+    args = parser.parse_args(argv)
+
+    n_v, n_h = args.visible, args.hidden
+    v, h = np.meshgrid(np.arange(n_v), n_v + np.arange(n_h), indexing="ij")
+    edge_index = np.stack([v.ravel(), h.ravel()], axis=1)
+    colours = np.concatenate([np.zeros(n_v, np.int64), np.ones(n_h, np.int64)])
+    rng = np.random.default_rng(0)
+    inputs = (edge_index, n_v + n_h, colours, rng.normal(0, 0.5, n_v + n_h).astype(np.float32),
+              rng.normal(0, 0.05, len(edge_index)).astype(np.float32))
+    print(f"RBM {n_v} x {n_h} ({len(edge_index)} couplings); {args.sweeps} sweeps; "
+          f"device {jax.devices()[0].device_kind}; jax {jax.__version__}")
+    print(f"{'chains':>8} {'THRML':>9} {'heatbath vmap':>14} {'ratio':>7} {'heatbath batched':>17} {'ratio':>7}  (flips/ns)")
+    for chains in args.chains:
+        theirs = float("nan") if args.no_thrml else flips_per_ns("thrml", inputs, chains, args.sweeps, args.repeats)
+        ours = flips_per_ns("heatbath", inputs, chains, args.sweeps, args.repeats)
+        fast = batched_flips_per_ns(inputs, chains, args.sweeps, args.repeats)
+        print(f"{chains:>8} {theirs:>9.4g} {ours:>14.4g} {ours / theirs:>7.3g} {fast:>17.4g} {fast / theirs:>7.3g}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
