@@ -436,8 +436,8 @@ def sample_states(
 ):
     """Record the states of `nodes_to_sample` at every sample: a list of arrays `[n_samples, len(block), ...]`.
 
-    Programs of built-in spin conditionals with biases and pairwise couplings run the pairwise spin
-    kernel, also under `jax.vmap` (which then becomes one kernel call over all chains, see
+    Programs of built-in spin or categorical conditionals with biases and pairwise couplings run the
+    pairwise kernels, also under `jax.vmap` (which then becomes one kernel call over all chains, see
     `heatbath.kernels.dispatch`); every other program runs the generic loop.
     """
     from heatbath.kernels.dispatch import fast_sample_states
