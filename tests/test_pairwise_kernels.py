@@ -194,3 +194,19 @@ def test_dense_bipartite_layer_runs_as_a_matrix_product_and_matches_exact():
     index = (v * (1 << np.arange(n_v)[::-1])).sum(1)
     z = chi_square_z(np.bincount(index, minlength=2**n_v), probs)
     assert z < Z_LIMIT, z
+
+
+def test_nested_vmap_and_plain_jit_agree_with_a_flat_vmap():
+    from heatbath import sample_states
+
+    spins, _, ebm = pairwise_spin_model(np.random.default_rng(67), 6)
+    blocks = color_blocks(ebm)
+    program = _program(ebm, blocks, [], 2)
+    schedule = SamplingSchedule(3, 2, 1)
+    init = [jnp.zeros(len(b), bool) for b in blocks]
+    run = lambda k: sample_states(k, program, schedule, init, [], [Block(spins)])[0]  # noqa: E731
+    keys = jax.random.split(jax.random.key(0), 6)
+    flat = np.asarray(jax.vmap(run)(keys))
+    nested = np.asarray(jax.jit(jax.vmap(jax.vmap(run)))(keys.reshape(2, 3)))
+    np.testing.assert_array_equal(nested.reshape(flat.shape), flat)
+    np.testing.assert_array_equal(np.asarray(jax.jit(run)(keys[4])), flat[4])
