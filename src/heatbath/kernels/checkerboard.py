@@ -10,8 +10,10 @@ Layout: spins are int8 of shape `[L, L, chains]`, chains on the minor (contiguou
 neighbour shifts (`jnp.roll` on the lattice axes) move whole contiguous rows of chains and every
 elementwise step vectorises over chains. Inside a run the lattice is held as its four 2x2
 sublattices, so a colour update computes only the spins it redraws. Each spin consumes one 32-bit
-random word per update, the Threefry-2x32-20 cipher of the counter (site and chain, sweep number)
-under a key drawn once per call, so no two sites, sweeps or chains share a random number. The
+random word per update: every chain gets a seed per sweep (the Threefry-2x32-20 cipher of the counter
+(chain, sweep number) under a key drawn once per call), and the word of a site is a 32-bit avalanche
+mix of the site's Weyl number and that seed (`counter_rng.update_words`), so sites of one chain and
+sweep never share a word and about 8 integer operations replace a cipher call per spin. The
 conditional probability is compared with the word as an integer threshold, exactly to float32
 precision even for the tiny flip probabilities of low temperatures.
 
@@ -28,7 +30,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int8, Key, UInt32
 
 from heatbath.errors import HeatbathError
-from heatbath.kernels.counter_rng import cipher_bits, key_words
+from heatbath.kernels.counter_rng import key_words, threefry2x32, update_words
 
 __all__ = [
     "LatticeIsingState",
@@ -146,9 +148,16 @@ def _update_colour(quads: _Quads, bits: UInt32[Array, "4 L/2 L/2 chains"], colou
     return tuple(tuple(row) for row in new)
 
 
-def _sweep_quads(words, index, quads: _Quads, tables) -> _Quads:
+def _chain_seeds(words, index, n_chains: int) -> UInt32[Array, " chains"]:
+    """One seed per chain for sweep `index`: the cipher of the counter pair (chain, index)."""
+    chain = jnp.arange(n_chains, dtype=jnp.uint32)
+    return threefry2x32(words, chain, jnp.full_like(chain, jnp.asarray(index, jnp.uint32)))[0]
+
+
+def _sweep_quads(seeds: UInt32[Array, " chains"], quads: _Quads, tables) -> _Quads:
     L2, _, n_chains = quads[0][0].shape
-    bits = cipher_bits(words, (4, L2, L2, n_chains), index)  # one word per site and sweep
+    sites = jax.lax.iota(jnp.uint32, 4 * L2 * L2)
+    bits = update_words(seeds, sites).reshape(4, L2, L2, n_chains)  # one word per site and sweep
     # The colours run as two iterations of a loop rather than inline: XLA:CPU would otherwise fuse the
     # first colour's update into the second's neighbour reads and recompute it per read (measured 10x
     # slower), and it strips optimization barriers before fusion.
@@ -168,12 +177,13 @@ def sweep(
 ) -> LatticeIsingState:
     """One heat-bath sweep: every spin of colour (i+j) even, then every spin of colour (i+j) odd.
 
-    The random words are `random_bits(key, ..., stream=index)`: sweeps under one key need distinct
-    `index` values (`run_lattice` numbers them 0, 1, 2, ...).
+    The random words come from per-chain seeds for `index` (see the module docstring): sweeps under
+    one key need distinct `index` values (`run_lattice` numbers them 0, 1, 2, ...).
     """
     _check_spins(state.spins)
     beta, J, h = (jnp.asarray(v, jnp.float32) for v in (beta, J, h))
-    quads = _sweep_quads(key_words(key), index, _split(state.spins), _thresholds(beta, J, h))
+    seeds = _chain_seeds(key_words(key), index, state.spins.shape[2])
+    quads = _sweep_quads(seeds, _split(state.spins), _thresholds(beta, J, h))
     return LatticeIsingState(_join(quads))
 
 
@@ -221,23 +231,28 @@ def _run_lattice(key, spins, beta, J, h, *, n_sweeps, measure_every):
     tables = _thresholds(beta, J, h)
     words = key_words(key)
 
-    def measured_block(quads, block):
-        def one_sweep(t, quads):
-            return _sweep_quads(words, block * measure_every + t, quads, tables)
+    n_chains = spins.shape[2]
 
-        quads = jax.lax.fori_loop(0, measure_every, one_sweep, quads)
-        return quads, _observables(quads, J, h)
+    # The next sweep's seeds travel in the loop carry, so they are materialised: computed inside the
+    # sweep, XLA would fuse the cipher into the per-site loop and recompute it for every site.
+    def measured_block(carry, block):
+        def one_sweep(t, carry):
+            quads, seeds = carry
+            index = (block * measure_every + t + 1).astype(jnp.uint32)
+            return _sweep_quads(seeds, quads, tables), _chain_seeds(words, index, n_chains)
 
-    quads, (energy, magnetization) = jax.lax.scan(
-        measured_block, _split(spins), jnp.arange(n_sweeps // measure_every)
-    )
+        carry = jax.lax.fori_loop(0, measure_every, one_sweep, carry)
+        return carry, _observables(carry[0], J, h)
+
+    start = (_split(spins), _chain_seeds(words, 0, n_chains))
+    (quads, _), (energy, magnetization) = jax.lax.scan(measured_block, start, jnp.arange(n_sweeps // measure_every))
     return _join(quads), energy, magnetization
 
 
 _STATIC = ("n_sweeps", "measure_every")
 _run_lattice_jit = jax.jit(_run_lattice, static_argnames=_STATIC)
-# XLA:CPU targets 256-bit vectors by default; on AVX-512 CPUs 512-bit vectors make the cipher about
-# 1.4x and a whole sweep about 1.3x faster (measured). Other backends ignore the option; a JAX or XLA
+# XLA:CPU targets 256-bit vectors by default; on AVX-512 CPUs 512-bit vectors made the former per-site cipher
+# about 1.4x and a whole sweep about 1.3x faster (measured). Other backends ignore the option; a JAX or XLA
 # that does not know it falls back to the default.
 try:
     _run_lattice_wide = jax.jit(
