@@ -32,11 +32,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from timing import batched_time, best_time, thrml_style_time  # noqa: E402
 
 BETA_C = math.log(1.0 + math.sqrt(2.0)) / 2.0
 
@@ -78,17 +82,6 @@ def build(lib: str, lattice, edge_index: np.ndarray, colours: np.ndarray):
     return program, nodes, members, Block, SamplingSchedule, sample_states
 
 
-def _best(call, repeats: int):
-    """Run `call(0)` once to compile, then the best of `repeats` timed `call(i + 1)`; (seconds, first output)."""
-    out = jax.block_until_ready(call(0))
-    best = float("inf")
-    for i in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(call(i + 1))
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
 @jax.jit
 def _energy_per_site(up):
     """Mean over chains of E / L² for bool states `up` [chains, L, L] (True = +1), J = 1, h = 0."""
@@ -110,33 +103,23 @@ def _block_init(state, members):
     return [flat[:, jnp.asarray(m)] for m in members]
 
 
+def _rate_and_energy(inputs, seconds: float, samples, chains: int, sweeps: int):
+    L = inputs[0].shape[0]
+    energy = float(_energy_per_site(samples[0][:, -1].reshape(chains, L, L)))
+    return sweeps * L * L * chains / seconds / 1e9, energy
+
+
 def flips_per_ns(lib, inputs, init, chains: int, sweeps: int, repeats: int):
-    lattice = inputs[0]
-    program, nodes, members, Block, SamplingSchedule, sample_states = build(lib, *inputs)
-    schedule = SamplingSchedule(sweeps, 1, 1)
-    run = jax.jit(jax.vmap(lambda k, s: sample_states(k, program, schedule, s, [], [Block(nodes)])))
-    keys = jax.random.split(jax.random.key(1), chains)
-    states = _block_init(init, members)
-    seconds, out = _best(lambda i: run(keys, states), repeats)
-    L = lattice.shape[0]
-    energy = float(_energy_per_site(out[0][:, -1].reshape(chains, L, L)))
-    return sweeps * len(nodes) * chains / seconds / 1e9, energy
+    built = build(lib, *inputs)
+    seconds, out = thrml_style_time(built, _block_init(init, built[2]), chains, sweeps, repeats)
+    return _rate_and_energy(inputs, seconds, out, chains, sweeps)
 
 
 def batched_flips_per_ns(inputs, init, chains: int, sweeps: int, repeats: int):
     """The same model and schedule on heatbath's batched fast path (`sample_states_batched`)."""
-    from heatbath.kernels.batched import sample_states_batched
-
-    lattice = inputs[0]
-    program, nodes, members, Block, SamplingSchedule, _ = build("heatbath", *inputs)
-    schedule = SamplingSchedule(sweeps, 1, 1)
-    states = _block_init(init, members)
-    observed = [Block(nodes)]  # built once, as a sampling loop would
-    run = lambda i: sample_states_batched(jax.random.key(1 + i), program, schedule, states, [], observed)
-    seconds, out = _best(run, repeats)
-    L = lattice.shape[0]
-    energy = float(_energy_per_site(out[0][:, -1].reshape(chains, L, L)))
-    return sweeps * len(nodes) * chains / seconds / 1e9, energy
+    built = build("heatbath", *inputs)
+    seconds, out = batched_time(built, _block_init(init, built[2]), sweeps, repeats)
+    return _rate_and_energy(inputs, seconds, out, chains, sweeps)
 
 
 def kernel_flips_per_ns(L: int, init, chains: int, sweeps: int, repeats: int):
@@ -144,7 +127,7 @@ def kernel_flips_per_ns(L: int, init, chains: int, sweeps: int, repeats: int):
     from heatbath.kernels import run_lattice
 
     run = lambda i: run_lattice(jax.random.key(1 + i), init, BETA_C, sweeps, measure_every=sweeps)
-    seconds, (_, measurements) = _best(run, repeats)
+    seconds, (_, measurements) = best_time(run, repeats)
     energy = float(jnp.mean(measurements.energy[-1]))
     return sweeps * L * L * chains / seconds / 1e9, energy
 

@@ -17,11 +17,15 @@ as the contiguous axis, counter-based random words), the one-line alternative to
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from timing import batched_time, best_time  # noqa: E402
 
 
 def _library(name: str):
@@ -54,31 +58,38 @@ def flips_per_ns(lib, model_inputs, chains: int, sweeps: int, repeats: int) -> f
     schedule = SamplingSchedule(sweeps, 1, 1)
     run = jax.jit(jax.vmap(lambda k: sample_states(k, program, schedule, init, [], [Block(nodes)])))
     keys = jax.random.split(jax.random.key(1), chains)
-    jax.block_until_ready(run(keys))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(run(keys))
-        best = min(best, time.perf_counter() - start)
-    return sweeps * len(nodes) * chains / best / 1e9
+    seconds, _ = best_time(lambda i: run(keys), repeats)
+    return sweeps * len(nodes) * chains / seconds / 1e9
 
 
-def batched_flips_per_ns(model_inputs, chains: int, sweeps: int, repeats: int) -> float:
+def batched_flips_per_ns(model_inputs, chains: int, sweeps: int, repeats: int, **options) -> float:
     """The same model and schedule on heatbath's batched fast path (`sample_states_batched`)."""
-    from heatbath.kernels.batched import sample_states_batched
+    program, init, nodes, Block, SamplingSchedule, sample_states = build("heatbath", *model_inputs)
+    states = [jnp.zeros((chains,) + x.shape, x.dtype) for x in init]
+    built = (program, nodes, None, Block, SamplingSchedule, sample_states)
+    seconds, _ = batched_time(built, states, sweeps, repeats, **options)
+    return sweeps * len(nodes) * chains / seconds / 1e9
 
-    program, init, nodes, Block, SamplingSchedule, _ = build("heatbath", *model_inputs)
-    schedule = SamplingSchedule(sweeps, 1, 1)
-    init = [jnp.zeros((chains,) + x.shape, x.dtype) for x in init]
-    observed = [Block(nodes)]  # built once, as a sampling loop would
-    run = lambda k: sample_states_batched(k, program, schedule, init, [], observed)  # noqa: E731
-    jax.block_until_ready(run(jax.random.key(1)))
-    best = float("inf")
-    for i in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(run(jax.random.key(2 + i)))
-        best = min(best, time.perf_counter() - start)
-    return sweeps * len(nodes) * chains / best / 1e9
+
+def pegasus_inputs():
+    """The benchmark model: P(14) edges, its colouring, biases N(0, 1) and couplings N(0, 0.3²), seed 0."""
+    from heatbath.graphs import color_graph, pegasus_edge_index
+
+    n_nodes, edge_index = pegasus_edge_index(14)
+    colours = color_graph(n_nodes, edge_index)
+    rng = np.random.default_rng(0)
+    return (edge_index, n_nodes, colours, rng.normal(0, 1, n_nodes).astype(np.float32),
+            rng.normal(0, 0.3, len(edge_index)).astype(np.float32))
+
+
+def print_table(inputs, chain_counts, sweeps: int, repeats: int, no_thrml: bool) -> None:
+    """One row per chain count: THRML, heatbath THRML-style, heatbath batched, and the two ratios."""
+    print(f"{'chains':>8} {'THRML':>9} {'heatbath vmap':>14} {'ratio':>7} {'heatbath batched':>17} {'ratio':>7}  (flips/ns)")
+    for chains in chain_counts:
+        theirs = float("nan") if no_thrml else flips_per_ns("thrml", inputs, chains, sweeps, repeats)
+        ours = flips_per_ns("heatbath", inputs, chains, sweeps, repeats)
+        fast = batched_flips_per_ns(inputs, chains, sweeps, repeats)
+        print(f"{chains:>8} {theirs:>9.4g} {ours:>14.4g} {ours / theirs:>7.3g} {fast:>17.4g} {fast / theirs:>7.3g}", flush=True)
 
 
 def main(argv=None) -> None:
@@ -89,21 +100,11 @@ def main(argv=None) -> None:
     parser.add_argument("--no-thrml", action="store_true")
     args = parser.parse_args(argv)
 
-    from heatbath.graphs import color_graph, pegasus_edge_index
-
-    n_nodes, edge_index = pegasus_edge_index(14)
-    colours = color_graph(n_nodes, edge_index)
-    rng = np.random.default_rng(0)
-    inputs = (edge_index, n_nodes, colours, rng.normal(0, 1, n_nodes).astype(np.float32),
-              rng.normal(0, 0.3, len(edge_index)).astype(np.float32))
+    inputs = pegasus_inputs()
+    edge_index, n_nodes, colours = inputs[:3]
     print(f"Pegasus P(14): {n_nodes} spins, {len(edge_index)} edges, {colours.max() + 1} colours; "
           f"{args.sweeps} sweeps; device {jax.devices()[0].device_kind}; jax {jax.__version__}")
-    print(f"{'chains':>8} {'THRML':>9} {'heatbath vmap':>14} {'ratio':>7} {'heatbath batched':>17} {'ratio':>7}  (flips/ns)")
-    for chains in args.chains:
-        theirs = float("nan") if args.no_thrml else flips_per_ns("thrml", inputs, chains, args.sweeps, args.repeats)
-        ours = flips_per_ns("heatbath", inputs, chains, args.sweeps, args.repeats)
-        fast = batched_flips_per_ns(inputs, chains, args.sweeps, args.repeats)
-        print(f"{chains:>8} {theirs:>9.4g} {ours:>14.4g} {ours / theirs:>7.3g} {fast:>17.4g} {fast / theirs:>7.3g}", flush=True)
+    print_table(inputs, args.chains, args.sweeps, args.repeats, args.no_thrml)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 
 def main(argv=None) -> None:
-    from flips_pegasus import batched_flips_per_ns, flips_per_ns
+    from flips_pegasus import print_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--visible", type=int, default=784)
@@ -41,12 +41,7 @@ def main(argv=None) -> None:
               rng.normal(0, 0.05, len(edge_index)).astype(np.float32))
     print(f"RBM {n_v} x {n_h} ({len(edge_index)} couplings); {args.sweeps} sweeps; "
           f"device {jax.devices()[0].device_kind}; jax {jax.__version__}")
-    print(f"{'chains':>8} {'THRML':>9} {'heatbath vmap':>14} {'ratio':>7} {'heatbath batched':>17} {'ratio':>7}  (flips/ns)")
-    for chains in args.chains:
-        theirs = float("nan") if args.no_thrml else flips_per_ns("thrml", inputs, chains, args.sweeps, args.repeats)
-        ours = flips_per_ns("heatbath", inputs, chains, args.sweeps, args.repeats)
-        fast = batched_flips_per_ns(inputs, chains, args.sweeps, args.repeats)
-        print(f"{chains:>8} {theirs:>9.4g} {ours:>14.4g} {ours / theirs:>7.3g} {fast:>17.4g} {fast / theirs:>7.3g}", flush=True)
+    print_table(inputs, args.chains, args.sweeps, args.repeats, args.no_thrml)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from heatbath.kernels import pairwise_sweep as spin_sweep
 from heatbath.kernels.pallas_spin import pallas_block_update
@@ -33,24 +32,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chains", type=int, default=10000)
     args = parser.parse_args(argv)
-    import sys, os  # noqa: E401
+    import os
+    import sys  # noqa: E401
 
     sys.path.insert(0, os.path.dirname(__file__))
-    from flips_pegasus import build
-    from heatbath.graphs import color_graph, pegasus_edge_index
+    from flips_pegasus import build, pegasus_inputs
 
-    n_nodes, edge_index = pegasus_edge_index(14)
-    colours = color_graph(n_nodes, edge_index)
-    rng = np.random.default_rng(0)
-    inputs = (edge_index, n_nodes, colours, rng.normal(0, 1, n_nodes).astype(np.float32),
-              rng.normal(0, 0.3, len(edge_index)).astype(np.float32))
-    program = build("heatbath", *inputs)[0]
+    program = build("heatbath", *pegasus_inputs())[0]
     tables = spin_sweep.pairwise_tables(program)
     chains = -(-args.chains // 256) * 256
     states = [jnp.ones((len(b), chains), jnp.int8) for b in program.gibbs_spec.blocks]
     words = jnp.stack([jnp.arange(chains, dtype=jnp.uint32)] * 2, 1)
     seeds = spin_sweep._sweep_seeds(words, jnp.uint32(0), len(states))
-    params = [spin_couplings for spin_couplings in [spin_sweep.block_couplings(program, tables, b) for b in range(len(states))]]
+    params = [spin_sweep.block_couplings(program, tables, b) for b in range(len(states))]
     n = len(program.gibbs_spec.blocks[0])
     flips = n * chains
 

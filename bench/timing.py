@@ -1,0 +1,42 @@
+"""Timing shared by the benchmark scripts: one compiling call, then the best of several timed calls."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+
+
+def best_time(call, repeats: int):
+    """Run `call(0)` once to compile, then the best of `repeats` timed `call(i + 1)`: (seconds, first output).
+
+    The index lets a call vary its key, so no timed call can be served from a cache of the first."""
+    out = jax.block_until_ready(call(0))
+    best = float("inf")
+    for i in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(call(i + 1))
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def thrml_style_time(built, states, chains: int, sweeps: int, repeats: int):
+    """`jax.jit(jax.vmap(sample_states))` over `chains` keys and per-chain block states: (seconds, samples).
+
+    `built` is a script's `(program, nodes, members, Block, SamplingSchedule, sample_states)`."""
+    program, nodes, _, Block, SamplingSchedule, sample_states = built
+    schedule = SamplingSchedule(sweeps, 1, 1)
+    run = jax.jit(jax.vmap(lambda k, s: sample_states(k, program, schedule, s, [], [Block(nodes)])))
+    keys = jax.random.split(jax.random.key(1), chains)
+    return best_time(lambda i: run(keys, states), repeats)
+
+
+def batched_time(built, states, sweeps: int, repeats: int, **options):
+    """The same program through heatbath's `sample_states_batched`: (seconds, samples)."""
+    from heatbath.kernels.batched import sample_states_batched
+
+    program, nodes, _, Block, SamplingSchedule, _ = built
+    schedule = SamplingSchedule(sweeps, 1, 1)
+    observed = [Block(nodes)]  # built once, as a sampling loop would
+    run = lambda i: sample_states_batched(jax.random.key(1 + i), program, schedule, states, [], observed, **options)  # noqa: E731
+    return best_time(run, repeats)
