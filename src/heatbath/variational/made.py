@@ -219,32 +219,48 @@ class MADE(eqx.Module):
             return h @ rows.T + direct + bias
         return direct + bias
 
-    def _ancestral(self, n: int, key: PRNGKeyArray):
-        """Draw n samples; returns (states [n, units], log q [n])."""
+    def _scan_units(self, n: int, key: PRNGKeyArray, draw):
+        """One ancestral pass over the units, reusing computation: after unit i is drawn, its one-hot
+        vector's columns are added to the first layer's and the direct connection's pre-activations,
+        so no unit recomputes the inputs of the units before it.
+
+        `draw(logits [n, K], key) -> (one-hot [n, K], output, ln q_i [n])`; returns the outputs stacked
+        as [n, units, ...] and ln q [n]. The one-hot products use full float32 precision, so they add
+        exactly the weight columns (no TF32 rounding on GPUs).
+        """
         k = self.n_states
-        first_t = self._hidden(0).T if self.hidden_weights else None  # [units*K, H1]: row jK+s = column of (j, s)
-        direct_t = self._direct().T
+        first_t = self._hidden(0).T.reshape(self.n_units, k, -1) if self.hidden_weights else None
+        direct_t = self._direct().T.reshape(self.n_units, k, -1)
         first0 = (
-            jnp.broadcast_to(self.hidden_biases[0], (n, first_t.shape[1])) if first_t is not None else jnp.zeros((n, 0))
+            jnp.broadcast_to(self.hidden_biases[0], (n, first_t.shape[-1]))
+            if first_t is not None
+            else jnp.zeros((n, 0))
         )
         direct0 = jnp.zeros((n, self.n_units * k), jnp.float32)
-        keys = jax.random.split(key, self.n_units)
+        exact = jax.lax.Precision.HIGHEST
 
         def body(carry, inputs):
             first_pre, direct_pre = carry
             i, step_key = inputs
-            logits = self._step_logits(first_pre, direct_pre, i)
+            y, out, log_p = draw(self._step_logits(first_pre, direct_pre, i), step_key)
+            if first_t is not None:
+                first_pre = first_pre + jnp.matmul(y, first_t[i], precision=exact)
+            direct_pre = direct_pre + jnp.matmul(y, direct_t[i], precision=exact)
+            return (first_pre, direct_pre), (out, log_p)
+
+        steps = (jnp.arange(self.n_units), jax.random.split(key, self.n_units))
+        _, (outs, log_ps) = jax.lax.scan(body, (first0, direct0), steps)
+        return jnp.moveaxis(outs, 0, 1), log_ps.sum(axis=0)
+
+    def _ancestral(self, n: int, key: PRNGKeyArray):
+        """Draw n samples; returns (states [n, units], log q [n])."""
+
+        def draw(logits, step_key):
             value = jax.random.categorical(step_key, logits, axis=-1).astype(jnp.int32)
             log_p = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), value[:, None], axis=-1)[:, 0]
-            feature = i * k + value  # the one-hot feature that just switched on
-            if first_t is not None:
-                first_pre = first_pre + first_t[feature]
-            direct_pre = direct_pre + direct_t[feature]
-            return (first_pre, direct_pre), (value, log_p)
+            return jax.nn.one_hot(value, self.n_states, dtype=jnp.float32), value, log_p
 
-        steps = (jnp.arange(self.n_units), keys)
-        _, (values, log_ps) = jax.lax.scan(body, (first0, direct0), steps)
-        return values.T, log_ps.sum(axis=0)
+        return self._scan_units(n, key, draw)
 
     def sample(self, n: int, *, key: PRNGKeyArray) -> Int[Array, "n units"]:
         """`n` exact samples from q (integer states), drawn unit by unit; not differentiable."""
@@ -270,30 +286,11 @@ class MADE(eqx.Module):
         return _straight_through(self, check_n_samples(n), temperature, key)
 
     def _straight_through(self, n: int, temperature, key: PRNGKeyArray):
-        k = self.n_states
-        first_t = self._hidden(0).T.reshape(self.n_units, k, -1) if self.hidden_weights else None
-        direct_t = self._direct().T.reshape(self.n_units, k, -1)
-        first0 = (
-            jnp.broadcast_to(self.hidden_biases[0], (n, first_t.shape[-1]))
-            if first_t is not None
-            else jnp.zeros((n, 0))
-        )
-        direct0 = jnp.zeros((n, self.n_units * k), jnp.float32)
-        keys = jax.random.split(key, self.n_units)
-
-        def body(carry, inputs):
-            first_pre, direct_pre = carry
-            i, step_key = inputs
-            logits = self._step_logits(first_pre, direct_pre, i)
+        def draw(logits, step_key):
             y = straight_through_categorical(logits, temperature, key=step_key)
-            log_p = jnp.sum(y * jax.nn.log_softmax(logits, axis=-1), axis=-1)
-            if first_t is not None:
-                first_pre = first_pre + y @ first_t[i]
-            direct_pre = direct_pre + y @ direct_t[i]
-            return (first_pre, direct_pre), (y, log_p)
+            return y, y, jnp.sum(y * jax.nn.log_softmax(logits, axis=-1), axis=-1)
 
-        _, (ys, log_ps) = jax.lax.scan(body, (first0, direct0), (jnp.arange(self.n_units), keys))
-        return jnp.moveaxis(ys, 0, 1), log_ps.sum(axis=0)
+        return self._scan_units(n, key, draw)
 
     def sample_naive(self, n: int, *, key: PRNGKeyArray) -> Int[Array, "n units"]:
         """Reference sampler: a full forward pass per unit (cost O(units) passes). Same keys as `sample`.
