@@ -55,7 +55,7 @@ def _load_ebm_example():
 
 _ebm = _load_ebm_example()
 N_X, N_Y = _ebm.N_X, _ebm.N_Y
-true_mapping, sample_pairs, mean_tv = _ebm.true_mapping, _ebm.sample_pairs, _ebm.mean_tv
+true_mapping, sample_pairs, mean_tv, report_tv = _ebm.true_mapping, _ebm.sample_pairs, _ebm.mean_tv, _ebm.report_tv
 
 ESTIMATORS = ("straight-through", "gumbel-softmax")
 
@@ -126,10 +126,8 @@ def main(
     print(
         f"{n_data} pairs, {n_steps} steps x {n_samples} samples per x, {estimator}, {time.perf_counter() - start:.1f} s"
     )
-    print(f"empirical-frequency TV (maximum-likelihood reference): {mean_tv(empirical, p_true):.4f}")
-    print(f"learned vs empirical frequencies TV: {mean_tv(learned, empirical):.4f}")
     print(f"EBM route (examples/learn_mapping.py) TV: {EBM_ROUTE_TV:.3f}")
-    print(f"mean total-variation distance: {tv:.4f}")
+    report_tv(learned, empirical, p_true)
     return tv
 
 

@@ -120,15 +120,19 @@ def test_thrml_style_vmap_runs_the_kernel_and_matches_enumeration():
     check_against_exact(ebm, spins, cats, 2, clamp_nodes=spins[:2], seed=41)  # default sampler: jit(vmap(...))
 
 
+def _one_chain_spin_program(seed: int, n: int):
+    """A coloured pairwise spin glass of n spins, its program and one chain's all-down initial state."""
+    spins, _, ebm = pairwise_spin_model(np.random.default_rng(seed), n)
+    blocks = color_blocks(ebm)
+    return spins, _program(ebm, blocks, [], 2), [jnp.zeros(len(b), bool) for b in blocks]
+
+
 def test_vmapped_chains_equal_the_same_keys_run_one_at_a_time():
     from heatbath import sample_states
 
-    spins, _, ebm = pairwise_spin_model(np.random.default_rng(43), 8)
-    blocks = color_blocks(ebm)
-    program = _program(ebm, blocks, [], 2)
+    spins, program, init = _one_chain_spin_program(43, 8)
     schedule = SamplingSchedule(3, 4, 2)
     keys = jax.random.split(jax.random.key(1), 5)
-    init = [jnp.zeros(len(b), bool) for b in blocks]
     every = [Block(spins)]
     batched = jax.jit(jax.vmap(lambda k: sample_states(k, program, schedule, init, [], every)))(keys)[0]
     alone = np.stack([np.asarray(sample_states(k, program, schedule, init, [], every)[0]) for k in keys])
@@ -139,11 +143,8 @@ def test_vmapped_chains_equal_the_same_keys_run_one_at_a_time():
 def test_vmap_over_model_weights_falls_back_to_the_generic_path():
     from heatbath import sample_states
 
-    spins, _, ebm = pairwise_spin_model(np.random.default_rng(47), 6)
-    blocks = color_blocks(ebm)
-    program = _program(ebm, blocks, [], 2)
+    spins, program, init = _one_chain_spin_program(47, 6)
     schedule = SamplingSchedule(2, 2, 1)
-    init = [jnp.zeros(len(b), bool) for b in blocks]
     scaled = jax.vmap(lambda s: jax.tree.map(lambda w: w * s if w.dtype == jnp.float32 else w, program))(jnp.arange(3.0))
     out = jax.vmap(lambda p, k: sample_states(k, p, schedule, init, [], [Block(spins)]))(
         scaled, jax.random.split(jax.random.key(0), 3)
@@ -199,11 +200,8 @@ def test_dense_bipartite_layer_runs_as_a_matrix_product_and_matches_exact():
 def test_nested_vmap_and_plain_jit_agree_with_a_flat_vmap():
     from heatbath import sample_states
 
-    spins, _, ebm = pairwise_spin_model(np.random.default_rng(67), 6)
-    blocks = color_blocks(ebm)
-    program = _program(ebm, blocks, [], 2)
+    spins, program, init = _one_chain_spin_program(67, 6)
     schedule = SamplingSchedule(3, 2, 1)
-    init = [jnp.zeros(len(b), bool) for b in blocks]
     run = lambda k: sample_states(k, program, schedule, init, [], [Block(spins)])[0]  # noqa: E731
     keys = jax.random.split(jax.random.key(0), 6)
     flat = np.asarray(jax.vmap(run)(keys))
