@@ -442,13 +442,13 @@ def sample_states(
     """
     from heatbath.kernels.dispatch import fast_sample_states
 
-    _verify_states(program, init_state_free, state_clamp)
     fast = fast_sample_states(
         program, schedule, nodes_to_sample, lambda k, p, f, c: _sample_states_generic(k, p, schedule, f, c, nodes_to_sample)
     )
-    if fast is not None:
-        return fast(key, init_state_free, state_clamp)
-    return _sample_states_generic(key, program, schedule, init_state_free, state_clamp, nodes_to_sample)
+    if fast is None:  # the generic loop checks the states itself
+        return _sample_states_generic(key, program, schedule, init_state_free, state_clamp, nodes_to_sample)
+    _verify_states(program, init_state_free, state_clamp)
+    return fast(key, init_state_free, state_clamp)
 
 
 def _sample_states_generic(key, program, schedule, init_state_free, state_clamp, nodes_to_sample):
