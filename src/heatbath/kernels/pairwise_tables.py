@@ -93,6 +93,7 @@ def pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
 
 
 _CACHE: dict[int, tuple[object, NeighbourTables]] = {}
+_CACHE_SIZE = 32
 
 
 def pairwise_tables(program: BlockSamplingProgram) -> NeighbourTables:
@@ -101,6 +102,8 @@ def pairwise_tables(program: BlockSamplingProgram) -> NeighbourTables:
     if cached is not None and cached[0] is program.tables:
         return cached[1]
     tables = _build(program)
+    if len(_CACHE) >= _CACHE_SIZE:  # entries hold their program's tables alive: keep a few only
+        _CACHE.pop(next(iter(_CACHE)))
     _CACHE[id(program.tables)] = (program.tables, tables)
     return tables
 
