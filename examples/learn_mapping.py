@@ -92,6 +92,17 @@ def _step(spec, opt_state, optimizer, key, x_values, weights, y_batches, negativ
     return spec.with_ebm(eqx.apply_updates(spec.ebm, updates)), opt_state, negative_state
 
 
+def mapping_data(n_data: int, seed: int):
+    """The seed's problem: the true mapping, `n_data` (x, y) pairs drawn from it, and their counts [x, y]."""
+    p_true = true_mapping(seed)
+    xs, ys = sample_pairs(p_true, n_data, seed)
+    counts = np.zeros((N_X, N_Y))
+    np.add.at(counts, (xs, ys), 1)
+    if (counts.sum(axis=1) == 0).any():
+        raise ValueError(f"n_data={n_data} leaves some x-value without examples; use more data.")
+    return p_true, xs, ys, counts
+
+
 def report_tv(learned: np.ndarray, empirical: np.ndarray, p_true: np.ndarray) -> None:
     """Print the learned mapping's mean TV from the truth beside the data's own (the best a fit can expect)."""
     print(f"empirical-frequency TV (maximum-likelihood reference): {mean_tv(empirical, p_true):.4f}")
@@ -109,13 +120,8 @@ def main(
     progress: bool = True,
 ) -> float:
     start = time.perf_counter()
-    p_true = true_mapping(seed)
-    xs, ys = sample_pairs(p_true, n_data, seed)
-    counts = np.zeros((N_X, N_Y))
-    np.add.at(counts, (xs, ys), 1)
+    p_true, xs, ys, counts = mapping_data(n_data, seed)
     n_per_x = counts.sum(axis=1)
-    if (n_per_x == 0).any():
-        raise ValueError(f"n_data={n_data} leaves some x-value without examples; use more data.")
     groups = [ys[xs == g] for g in range(N_X)]
 
     x_node, y_node = CategoricalNode("x", num_states=N_X), CategoricalNode("y", num_states=N_Y)

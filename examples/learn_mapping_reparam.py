@@ -1,6 +1,6 @@
 """Learn the random 16 -> 8 probabilistic mapping by gradient descent through reparameterised samples.
 
-Same data as examples/learn_mapping.py (its `true_mapping` and `sample_pairs` are imported, so the
+Same data as examples/learn_mapping.py (its `mapping_data` is imported, so the
 true p(y|x) and the 20,000 pairs are identical), different route: instead of an EBM trained by positive
 and negative phases, the conditional model q(y|x) = softmax(θ[x]) is fitted by comparing *samples* of
 it with the data, gradients flowing through the sampler by `heatbath.relax`.
@@ -55,7 +55,7 @@ def _load_ebm_example():
 
 _ebm = _load_ebm_example()
 N_X, N_Y = _ebm.N_X, _ebm.N_Y
-true_mapping, sample_pairs, mean_tv, report_tv = _ebm.true_mapping, _ebm.sample_pairs, _ebm.mean_tv, _ebm.report_tv
+mapping_data, mean_tv, report_tv = _ebm.mapping_data, _ebm.mean_tv, _ebm.report_tv
 
 ESTIMATORS = ("straight-through", "gumbel-softmax")
 
@@ -99,13 +99,8 @@ def main(
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
     start = time.perf_counter()
-    p_true = true_mapping(seed)
-    xs, ys = sample_pairs(p_true, n_data, seed)
-    counts = np.zeros((N_X, N_Y))
-    np.add.at(counts, (xs, ys), 1)
+    p_true, _, _, counts = mapping_data(n_data, seed)
     n_per_x = counts.sum(axis=1)
-    if (n_per_x == 0).any():
-        raise ValueError(f"n_data={n_data} leaves some x-value without examples; use more data.")
     empirical = counts / n_per_x[:, None]
 
     optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, n_steps, alpha=0.01))
