@@ -122,11 +122,11 @@ def batched_flips_per_ns(inputs, init, chains: int, sweeps: int, repeats: int):
     return _rate_and_energy(inputs, seconds, out, chains, sweeps)
 
 
-def kernel_flips_per_ns(L: int, init, chains: int, sweeps: int, repeats: int):
-    """heatbath's dedicated checkerboard kernel, `run_lattice`, one measurement after the last sweep."""
+def kernel_flips_per_ns(L: int, init, chains: int, sweeps: int, repeats: int, method: str = "auto"):
+    """heatbath's dedicated lattice kernel, `run_lattice`, one measurement after the last sweep."""
     from heatbath.kernels import run_lattice
 
-    run = lambda i: run_lattice(jax.random.key(1 + i), init, BETA_C, sweeps, measure_every=sweeps)
+    run = lambda i: run_lattice(jax.random.key(1 + i), init, BETA_C, sweeps, measure_every=sweeps, method=method)  # noqa: E731
     seconds, (_, measurements) = best_time(run, repeats)
     energy = float(jnp.mean(measurements.energy[-1]))
     return sweeps * L * L * chains / seconds / 1e9, energy
@@ -150,10 +150,15 @@ def main(argv=None) -> None:
     print(f"2D periodic Ising lattice, J = 1, h = 0, beta_c = {BETA_C:.4g}; {chains} chains, {sweeps} sweeps; "
           f"device {jax.devices()[0].device_kind}; jax {jax.__version__}")
     if args.kernel_only:
-        print(f"{'L':>6} {'chains':>7} {'lattice kernel':>15} {'E/site':>8}  (flips/ns; mean E/site after the run)")
+        print(f"{'L':>6} {'chains':>7} {'packed kernel':>14} {'E/site':>8} {'bytes kernel':>13} {'E/site':>8}  "
+              "(flips/ns; mean E/site after the run)")
         for L in args.L:
-            kernel, e = kernel_flips_per_ns(L, _init_spins(L, chains), chains, sweeps, args.repeats)
-            print(f"{L:>6} {chains:>7} {kernel:>15.4g} {e:>8.4g}", flush=True)
+            init = _init_spins(L, chains)
+            packed, e_packed = (math.nan, math.nan)
+            if L % 64 == 0:
+                packed, e_packed = kernel_flips_per_ns(L, init, chains, sweeps, args.repeats, "packed")
+            byte, e_byte = kernel_flips_per_ns(L, init, chains, sweeps, args.repeats, "bytes")
+            print(f"{L:>6} {chains:>7} {packed:>14.4g} {e_packed:>8.4g} {byte:>13.4g} {e_byte:>8.4g}", flush=True)
         return
 
     print(f"{'L':>6} {'chains':>7} {'THRML':>9} {'heatbath vmap':>14} {'ratio':>7} {'heatbath batched':>17} "

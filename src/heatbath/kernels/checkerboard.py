@@ -166,6 +166,11 @@ def _sweep_quads(seeds: UInt32[Array, " chains"], quads: _Quads, tables) -> _Qua
 
 
 @jax.jit
+def _sweep_bytes(key, spins, beta, J, h, index):
+    seeds = _chain_seeds(key_words(key), index, spins.shape[2])
+    return _join(_sweep_quads(seeds, _split(spins), _thresholds(beta, J, h)))
+
+
 def sweep(
     key: Key[Array, ""],
     state: LatticeIsingState,
@@ -174,17 +179,37 @@ def sweep(
     h: ArrayLike = 0.0,
     *,
     index: ArrayLike = 0,
+    method: str = "auto",
 ) -> LatticeIsingState:
     """One heat-bath sweep: every spin of colour (i+j) even, then every spin of colour (i+j) odd.
 
-    The random words come from per-chain seeds for `index` (see the module docstring): sweeps under
-    one key need distinct `index` values (`run_lattice` numbers them 0, 1, 2, ...).
+    The random words are counter-based in (key, `index`): sweeps under one key need distinct `index`
+    values (`run_lattice` numbers them 0, 1, 2, ...). `method` chooses the kernel as in `run_lattice`.
     """
     _check_spins(state.spins)
     beta, J, h = (jnp.asarray(v, jnp.float32) for v in (beta, J, h))
-    seeds = _chain_seeds(key_words(key), index, state.spins.shape[2])
-    quads = _sweep_quads(seeds, _split(state.spins), _thresholds(beta, J, h))
-    return LatticeIsingState(_join(quads))
+    if _use_packed(state.spins.shape[0], method):
+        from heatbath.kernels.multispin_run import resolve_backend, sweep_packed
+
+        tables = _thresholds(beta, J, h)
+        spins = sweep_packed(state.spins, key_words(key), index, tables, backend=resolve_backend("auto"))
+        return LatticeIsingState(spins)
+    return LatticeIsingState(_sweep_bytes(key, state.spins, beta, J, h, index))
+
+
+_METHODS = ("auto", "packed", "bytes")
+
+
+def _use_packed(L: int, method: str) -> bool:
+    """Whether to run the multispin (one bit per spin) kernel: `method="auto"` picks it when L % 64 == 0."""
+    if method not in _METHODS:
+        raise HeatbathError(f"method must be one of {_METHODS}; got {method!r}.")
+    if method == "packed":
+        from heatbath.kernels.multispin import check_packable
+
+        check_packable(L)
+        return True
+    return method == "auto" and L % 64 == 0
 
 
 def _site_sum(x: Array) -> Float[Array, " chains"]:
@@ -286,6 +311,7 @@ def run_lattice(
     J: ArrayLike = 1.0,
     h: ArrayLike = 0.0,
     measure_every: int = 1,
+    method: str = "auto",
 ) -> tuple[LatticeIsingState, Measurements]:
     """Run `n_sweeps` sweeps, measuring energy and magnetisation per site after every `measure_every`-th.
 
@@ -293,6 +319,11 @@ def run_lattice(
     key is derived inside the loop. Compiled once per (lattice shape, n_sweeps, measure_every);
     `beta`, `J` and `h` are traced, so changing them does not recompile. To run in chunks, call it
     repeatedly with a fresh key per call (e.g. `jax.random.fold_in(key, chunk)`).
+
+    `method` picks the kernel: "packed" is the multispin kernel (`heatbath.kernels.multispin`, one bit
+    per spin, a Pallas kernel on CUDA GPUs), which needs L to be a multiple of 64; "bytes" is this
+    module's int8 kernel, for any even L; "auto" (the default) takes "packed" whenever L allows it.
+    Both sample the same distribution, from different random words.
     """
     _check_spins(state.spins)
     n_sweeps, measure_every = int(n_sweeps), int(measure_every)
@@ -304,6 +335,14 @@ def run_lattice(
             "measurement follows the same number of sweeps."
         )
     beta, J, h = (jnp.asarray(v, jnp.float32) for v in (beta, J, h))
+    if _use_packed(state.spins.shape[0], method):
+        from heatbath.kernels.multispin_run import resolve_backend, run_packed
+
+        spins, energy, magnetization = run_packed(
+            state.spins, key_words(key), _thresholds(beta, J, h), J, h,
+            n_sweeps=n_sweeps, measure_every=measure_every, backend=resolve_backend("auto"),
+        )
+        return LatticeIsingState(spins), Measurements(energy, magnetization)
     spins, energy, magnetization = _compiled_run_lattice(
         key, state.spins, beta, J, h, n_sweeps=n_sweeps, measure_every=measure_every
     )

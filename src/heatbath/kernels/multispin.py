@@ -1,0 +1,280 @@
+r"""Multispin-coded heat-bath sampler for the periodic 2D Ising lattice: one bit per spin.
+
+The model and the update are those of `heatbath.kernels.checkerboard` (an $L \times L$ torus, two
+checkerboard colours, each spin drawn from $P(s_i = +1) = \sigma(2\beta(J \sum_{j \sim i} s_j + h))$);
+only the representation and the arithmetic differ, and the sampled distribution is the same.
+
+Packing. Each colour of a row holds $M = L/2$ sites, indexed $m$ (site column $2m + ((i + c) \bmod 2)$
+for colour $c$ in row $i$). They are packed into $W = M/32$ uint32 words with a stride: bit (lane) $b$
+of word $w$ holds site $m = bW + w$. A site's four neighbours are then whole words of the other colour:
+the same word of rows $i \pm 1$, the same word of row $i$, and word $w \mp 1$ of row $i$ (for the
+word at the row's end, the word at its other end with its lanes rotated by one). So 32 sites are
+updated with a handful of bitwise operations, which needs $L$ to be a multiple of 64.
+
+Neighbour count. The number $c \in \{0, \dots, 4\}$ of +1 neighbours of each lane comes from a
+bit-sliced adder of the four neighbour words, as five disjoint lane masks (one per count).
+
+Bernoulli draws without per-spin arithmetic. Heat-bath accepts +1 when a uniform 32-bit $u$ falls
+below a threshold $t_c$ that depends on the lane's count only (five values per update). Compare
+$u$ and $t_c$ bit by bit from the most significant: the first bit where they differ decides, so the
+comparison reads a fresh random *word* per bit position ("plane"), giving bit $k$ of $u$ to all 32
+lanes at once, and a lane is decided at plane $k$ with probability 1/2. The loop stops when every lane
+of the array (or kernel block) is decided, after about $\log_2(\text{lanes}) + 1.3$ planes instead of
+one random word per spin, and after at most 32 planes, when the outcome is exactly `u < t_c` for the
+32-bit $u$ made of the lanes' plane bits. Thresholds are those of the checkerboard kernel (the less
+likely value's probability, so tiny probabilities keep float32's relative precision).
+
+Random words. Plane $k$ of update $n$ (sweep $2n$ or $2n+1$ for the two colours) uses the key
+`mix32((32 n + k) ^ w0) ^ w1` from the run's two key words: a bijection of the counter, so no two
+planes of a run share a key. Word $g$ (flat index over chains, rows and words) gets
+`mix32(g·golden ^ key)`; every word of an array, chain and plane draws its own bits, and the result
+depends on the key and the global word index only, not on how the work is split.
+
+The same arithmetic runs as a jax.numpy function on any backend and, on CUDA GPUs, as a Pallas
+(Triton) kernel (`heatbath.kernels.multispin_pallas`) that decides each block of words in registers;
+both give identical bits.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int8, UInt32
+
+from heatbath.errors import HeatbathError
+from heatbath.kernels.counter_rng import mix32
+
+__all__ = [
+    "LANES",
+    "check_packable",
+    "pack_spins",
+    "unpack_spins",
+    "count_bits",
+    "count_classes",
+    "update_parameters",
+    "decide_lanes",
+    "packed_update",
+    "packed_observables",
+]
+
+LANES = 32
+PLANES = 8  # bits of every uniform compared plane by plane (the rest lane by lane, for the few ties)
+_GOLDEN = 0x9E3779B9
+
+
+def check_packable(L: int) -> None:
+    """Raise unless an L × L lattice can be multispin-coded (each colour row a whole number of words)."""
+    if L % (2 * LANES):
+        raise HeatbathError(
+            f"The multispin lattice kernel packs each colour's row of L/2 sites into 32-bit words, so L must be "
+            f"a multiple of 64; got L={L}. Use method='bytes' (one int8 per spin) for other sizes."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Packing: int8 spins [L, L, chains] <-> words [chains, 2, L, W], bit b of word w = site m = b·W + w.
+
+
+def _colour_sites(spins: Array, colour: int) -> Array:
+    """`[L, M, chains]`: the sites of `colour` by row and index m (column 2m + (row + colour) % 2)."""
+    L, _, n_chains = spins.shape
+    blocks = spins.reshape(L // 2, 2, L // 2, 2, n_chains)  # [row pair, row parity, column pair, column parity]
+    rows = [blocks[:, a, :, (a + colour) % 2] for a in (0, 1)]
+    return jnp.stack(rows, axis=1).reshape(L, L // 2, n_chains)
+
+
+def _from_colour_sites(sites: tuple[Array, Array]) -> Array:
+    """The `[L, L, chains]` lattice from both colours' `_colour_sites` (its inverse)."""
+    L, M, n_chains = sites[0].shape
+    by_parity = [s.reshape(L // 2, 2, M, n_chains) for s in sites]  # [row pair, row parity, m, chains]
+    # Row parity a holds colour c at column parity (a + c) % 2, i.e. column parity b holds colour (a + b) % 2.
+    rows = [jnp.stack([by_parity[(a + b) % 2][:, a] for b in (0, 1)], axis=2) for a in (0, 1)]
+    return jnp.stack(rows, axis=1).reshape(L, L, n_chains)
+
+
+def pack_spins(spins: Int8[Array, "L L chains"]) -> UInt32[Array, "chains 2 L W"]:
+    """Pack ±1 spins into one bit per spin (1 = +1) in the strided multispin layout."""
+    L, _, n_chains = spins.shape
+    check_packable(L)
+    W = L // (2 * LANES)
+    lanes = jnp.arange(LANES, dtype=jnp.uint32)[None, :, None, None]
+    words = []
+    for colour in (0, 1):
+        up = (_colour_sites(spins, colour) > 0).reshape(L, LANES, W, n_chains).astype(jnp.uint32)
+        words.append(jax.lax.reduce(up << lanes, jnp.uint32(0), jax.lax.bitwise_or, (1,)))  # [L, W, chains]
+    return jnp.moveaxis(jnp.stack(words), -1, 0)
+
+
+def unpack_spins(words: UInt32[Array, "chains 2 L W"]) -> Int8[Array, "L L chains"]:
+    """The int8 ±1 lattice `[L, L, chains]` of packed words (inverse of `pack_spins`)."""
+    n_chains, _, L, W = words.shape
+    lanes = jnp.arange(LANES, dtype=jnp.uint32)[None, :, None, None]
+    sites = []
+    for colour in (0, 1):
+        bits = (jnp.moveaxis(words[:, colour], 0, -1)[:, None] >> lanes) & 1  # [L, lanes, W, chains]
+        sites.append(jnp.where(bits.reshape(L, L // 2, n_chains) == 1, jnp.int8(1), jnp.int8(-1)))
+    return _from_colour_sites(tuple(sites))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bit-sliced arithmetic shared by the jax.numpy sweep and the Pallas kernel.
+
+
+def rotate_lanes_up(x: UInt32[Array, "*n"]) -> UInt32[Array, "*n"]:
+    """Lane b takes lane b-1 (lane 0 takes lane 31): the word holding sites m-1 of a word's sites."""
+    return (x << jnp.uint32(1)) | (x >> jnp.uint32(LANES - 1))
+
+
+def rotate_lanes_down(x: UInt32[Array, "*n"]) -> UInt32[Array, "*n"]:
+    """Lane b takes lane b+1 (lane 31 takes lane 0): the word holding sites m+1 of a word's sites."""
+    return (x >> jnp.uint32(1)) | (x << jnp.uint32(LANES - 1))
+
+
+def count_bits(n1, n2, n3, n4) -> tuple[UInt32[Array, "*n"], UInt32[Array, "*n"], UInt32[Array, "*n"]]:
+    """Per lane, the number c = b0 + 2·b1 + 4·b2 (0..4) of set bits among four words, as planes (b0, b1, b2)."""
+    s0, c0 = n1 ^ n2, n1 & n2
+    s1, c1 = n3 ^ n4, n3 & n4
+    # c0 + c1 + (s0 & s1) <= 2, and four set bits (c0 = c1 = 1) leave s0 = s1 = 0: b2 = 1 forces b0 = b1 = 0.
+    return s0 ^ s1, c0 ^ c1 ^ (s0 & s1), c0 & c1
+
+
+def count_classes(bits) -> tuple[UInt32[Array, "*n"], ...]:
+    """Five disjoint lane masks from `count_bits`: mask c has the lanes whose count is c."""
+    b0, b1, b2 = bits
+    return ~(b0 | b1 | b2), b0 & ~b1, b1 & ~b0, b0 & b1, b2
+
+
+def _select5(classes, flags):
+    """Per lane, flag `flags[c]` (five 0/1 scalars) of the lane's class c, as one word.
+
+    The classes are disjoint, so the OR of `classes[c] & -flags[c]` is a sum of products; written as
+    integer multiply-adds it runs on a GPU's multiply-add units, not on its (half-rate) logic units,
+    which the random words already keep busy."""
+    out = classes[0] * flags[0]
+    for c in range(1, 5):
+        out = out + classes[c] * flags[c]
+    return out
+
+
+# One colour update's parameters, a uint32 vector shared by the jax.numpy update and the kernel.
+P_THRESHOLD = 0  # t_c, c = 0..4: P(the less likely value) * 2**32
+P_LIKELIER = 5  # 1 where the likelier value is +1
+P_TAIL = 10  # t_c mod 2**(32 - planes): the threshold bits below the planes
+P_KEYS = 15  # 64 random keys: the planes first, then the lane-by-lane draws
+KEYS_PER_UPDATE = 64
+N_PARAMS = P_KEYS + KEYS_PER_UPDATE
+
+
+def update_parameters(tables, key_words, update, planes: int) -> UInt32[Array, "79"]:
+    """The parameter vector of update number `update` from the checkerboard kernel's `(plus_likelier,
+    threshold)` tables and the run's two key words. Keys are `mix32((64·update + i) ^ w0) ^ w1`: a
+    bijection of the counter, so no two keys of a run coincide."""
+    plus_likelier, threshold = tables
+    counter = jnp.asarray(update, jnp.uint32) * jnp.uint32(KEYS_PER_UPDATE) + jnp.arange(KEYS_PER_UPDATE, dtype=jnp.uint32)
+    keys = mix32(counter ^ key_words[0]) ^ key_words[1]
+    tail = threshold & jnp.uint32((1 << (32 - planes)) - 1)
+    return jnp.concatenate([threshold, plus_likelier.astype(jnp.uint32), tail, keys])
+
+
+def word_hashes(g: Array) -> UInt32[Array, "*n"]:
+    """golden · g for flat global word indices g: the per-word half of every random word."""
+    return g.astype(jnp.uint32) * jnp.uint32(_GOLDEN)
+
+
+def site_hashes(first_word, shape) -> UInt32[Array, "*shape"]:
+    """`word_hashes` of the words of an array of `shape`, numbered flat from `first_word`."""
+    return word_hashes(jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape) + jnp.asarray(first_word, jnp.uint32))
+
+
+def decide_lanes(
+    bits,
+    hashes: UInt32[Array, "*n"],
+    params,
+    *,
+    planes: int,
+    any_set: Callable[[Array], Array],
+) -> UInt32[Array, "*n"]:
+    """New words of the updated colour: per lane, +1 (bit set) with the heat-bath probability of its count.
+
+    `bits` are the count planes of `count_bits`; `params` the vector of `update_parameters` (an array,
+    or a kernel's reference to one); `any_set` reduces a mask over the array (or block) that shares the
+    lane-by-lane loop. Each lane's uniform u is compared with its threshold t as in the module
+    docstring: the first `planes` bits of u plane by plane, for all lanes at once; the few lanes whose
+    bits all tie with t's then draw their remaining 32 - planes bits one lane per word at a time.
+    """
+    classes = count_classes(bits)
+    decided = below = jnp.zeros_like(hashes)
+    for k in range(planes):
+        t_bit = _select5(classes, tuple((params[P_THRESHOLD + c] >> jnp.uint32(31 - k)) & jnp.uint32(1) for c in range(5)))
+        u_bit = mix32(hashes ^ params[P_KEYS + k])
+        now = (u_bit ^ t_bit) & ~decided
+        decided, below = decided | now, below | (now & t_bit)
+
+    def lanes_left(carry):
+        return any_set(carry[1])
+
+    def next_lane(carry):
+        j, open_lanes, below = carry
+        lowest = open_lanes & (jnp.uint32(0) - open_lanes)  # one undecided lane per word
+        count = sum(jnp.where((b & lowest) != 0, 1 << i, 0) for i, b in enumerate(bits))
+        u_tail = mix32(hashes ^ params[P_KEYS + planes + j]) >> jnp.uint32(planes)
+        below = below | jnp.where(u_tail < params[P_TAIL + count], lowest, jnp.uint32(0))
+        return j + 1, open_lanes ^ lowest, below
+
+    _, _, below = jax.lax.while_loop(lanes_left, next_lane, (jnp.int32(0), ~decided, below))
+    return below ^ _select5(classes, tuple(params[P_LIKELIER + c] for c in range(5)))
+
+
+def any_set(x: UInt32[Array, "*n"]) -> Bool[Array, ""]:
+    """True while some word of `x` is nonzero."""
+    return jnp.sum((x != jnp.uint32(0)).astype(jnp.int32)) > 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# The colour update as jax.numpy (any backend).
+
+
+def _neighbour_words(other: UInt32[Array, "chains L W"], colour: int):
+    """The four neighbour words of every word of colour `colour`, from the other colour's words."""
+    L = other.shape[1]
+    up, down = jnp.roll(other, 1, axis=1), jnp.roll(other, -1, axis=1)
+    previous = jnp.concatenate([rotate_lanes_up(other[..., -1:]), other[..., :-1]], axis=-1)  # sites m-1
+    following = jnp.concatenate([other[..., 1:], rotate_lanes_down(other[..., :1])], axis=-1)  # sites m+1
+    # Site (i, m) of colour c has its fourth neighbour at m-1 when i + c is even, else at m+1.
+    to_previous = ((np.arange(L) + colour) % 2 == 0)[None, :, None]
+    return up, down, other, jnp.where(to_previous, previous, following)
+
+
+def packed_update(
+    other: UInt32[Array, "chains L W"], colour: int, hashes, params, *, planes: int = PLANES
+) -> UInt32[Array, "chains L W"]:
+    """New words of colour `colour` given the other colour's words (jax.numpy; `hashes` from
+    `site_hashes`, `params` from `update_parameters` with the same `planes`)."""
+    bits = count_bits(*_neighbour_words(other, colour))
+    return decide_lanes(bits, hashes, params, planes=planes, any_set=any_set)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Observables from popcounts.
+
+
+def packed_observables(
+    words: tuple[UInt32[Array, "chains L W"], UInt32[Array, "chains L W"]], J, h
+) -> tuple[Float[Array, " chains"], Float[Array, " chains"]]:
+    """(E / L², Σ s / L²) per chain. Every bond has one endpoint of colour 0, so summing each colour-0
+    spin times its neighbours counts every bond once: per neighbour word, agreements minus disagreements."""
+    even, odd = words
+    n_chains, L, W = even.shape
+    n_sites = L * L
+
+    def count(x):
+        return jnp.sum(jax.lax.population_count(x).astype(jnp.int32), axis=(1, 2))
+
+    agree = sum(count(~(even ^ n)) for n in _neighbour_words(odd, 0))
+    bonds = 2 * agree - 4 * n_sites // 2
+    total = 2 * (count(even) + count(odd)) - n_sites
+    bonds, total = bonds.astype(jnp.float32), total.astype(jnp.float32)
+    return -(J * bonds + h * total) / n_sites, total / n_sites
