@@ -1,7 +1,7 @@
 """Tune the multispin lattice kernel on a GPU: flips/ns of a loop of packed sweeps over Pallas block
 sizes, warp counts and plane counts, after checking that the native kernel gives the same words as
 the jax.numpy update. The loop times the kernels alone (the parameters of every update computed once,
-outside it); `run_lattice`, which adds packing, per-update parameters and a measurement, is timed by
+before it); `run_lattice`, which adds packing, unpacking and a measurement, is timed by
 `flips_lattice.py --kernel-only`.
 
     PYTHONPATH=src python3 bench/multispin_tiles.py [--L 4096] [--chains 4] [--sweeps 200]
@@ -25,7 +25,7 @@ from heatbath.kernels import init_lattice  # noqa: E402
 from heatbath.kernels import multispin_pallas  # noqa: E402
 from heatbath.kernels.checkerboard import _thresholds  # noqa: E402
 from heatbath.kernels.counter_rng import key_words  # noqa: E402
-from heatbath.kernels.multispin import PLANES, pack_spins, packed_update, site_hashes, update_parameters  # noqa: E402
+from heatbath.kernels.multispin import PLANES, pack_spins, packed_update, site_hashes, sweep_parameters  # noqa: E402
 
 BETA_C = math.log(1.0 + math.sqrt(2.0)) / 2.0
 TABLES = _thresholds(jnp.float32(BETA_C), jnp.float32(1.0), jnp.float32(0.0))
@@ -33,26 +33,26 @@ TABLES = _thresholds(jnp.float32(BETA_C), jnp.float32(1.0), jnp.float32(0.0))
 
 def check_native_equals_jnp(L: int, chains: int, planes: int) -> bool:
     words = pack_spins(init_lattice(jax.random.key(L), L, chains).spins)
-    params = update_parameters(TABLES, key_words(jax.random.key(4)), jnp.uint32(3), planes)
+    params = sweep_parameters(TABLES, key_words(jax.random.key(4)), 3, 2, planes)
     same = True
     for colour in (0, 1):
         other = words[:, 1 - colour]
-        expected = packed_update(other, colour, site_hashes(0, other.shape), params, planes=planes)
-        got = multispin_pallas.pallas_packed_update(other, colour, params, planes=planes)
+        expected = packed_update(other, colour, site_hashes(0, other.shape), params[1, colour], planes=planes)
+        got = multispin_pallas.pallas_packed_update(other, colour, params, jnp.int32(1), planes=planes)
         same &= bool(np.array_equal(np.asarray(got), np.asarray(expected)))
     return same
 
 
 def sweep_loop(words, sweeps: int, planes: int, block: int, warps: int):
-    """`sweeps` packed sweeps with fixed per-update parameters (their values do not change the work)."""
-    params = [update_parameters(TABLES, key_words(jax.random.key(1)), jnp.uint32(c), planes) for c in (0, 1)]
-    update = lambda other, c: multispin_pallas.pallas_packed_update(  # noqa: E731
-        other, c, params[c], planes=planes, block=block, num_warps=warps
+    """`sweeps` packed sweeps, their parameters computed before the loop (as `run_lattice` does per group)."""
+    params = sweep_parameters(TABLES, key_words(jax.random.key(1)), 0, sweeps, planes)
+    update = lambda other, c, t: multispin_pallas.pallas_packed_update(  # noqa: E731
+        other, c, params, t, planes=planes, block=block, num_warps=warps
     )
 
-    def body(_, w):
-        even = update(w[1], 0)
-        return even, update(even, 1)
+    def body(t, w):
+        even = update(w[1], 0, t)
+        return even, update(even, 1, t)
 
     return jax.lax.fori_loop(0, sweeps, body, words)
 

@@ -23,6 +23,7 @@ from heatbath.kernels.multispin import (
     packed_observables,
     packed_update,
     site_hashes,
+    sweep_parameters,
     unpack_spins,
     update_parameters,
 )
@@ -112,10 +113,11 @@ def test_pallas_kernel_equals_jnp_update(L, chains, block):
     tables = _thresholds(jnp.float32(BETA_CRITICAL), jnp.float32(1.0), jnp.float32(0.0))
     kw = key_words(jax.random.key(4))
     for colour, planes in ((0, PLANES), (1, 3)):
-        params = update_parameters(tables, kw, jnp.uint32(3), planes)
+        table = sweep_parameters(tables, kw, 5, 3, planes)  # sweeps 5, 6, 7; the kernel reads row [1, colour]
+        np.testing.assert_array_equal(np.asarray(table[1, colour]), np.asarray(update_parameters(tables, kw, 12 + colour, planes)))
         other = words[:, 1 - colour]
-        expected = packed_update(other, colour, site_hashes(0, other.shape), params, planes=planes)
-        got = pallas_packed_update(other, colour, params, planes=planes, block=block, interpret=True)
+        expected = packed_update(other, colour, site_hashes(0, other.shape), table[1, colour], planes=planes)
+        got = pallas_packed_update(other, colour, table, jnp.int32(1), planes=planes, block=block, interpret=True)
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
 
 

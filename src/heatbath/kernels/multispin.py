@@ -57,6 +57,8 @@ __all__ = [
     "count_bits",
     "count_classes",
     "update_parameters",
+    "sweep_parameters",
+    "ParameterRow",
     "decide_lanes",
     "packed_update",
     "packed_observables",
@@ -179,6 +181,26 @@ def update_parameters(tables, key_words, update, planes: int) -> UInt32[Array, "
     keys = mix32(counter ^ key_words[0]) ^ key_words[1]
     tail = threshold & jnp.uint32((1 << (32 - planes)) - 1)
     return jnp.concatenate([threshold, plus_likelier.astype(jnp.uint32), tail, keys])
+
+
+def sweep_parameters(tables, key_words, first_sweep, n_sweeps: int, planes: int) -> UInt32[Array, "n 2 79"]:
+    """`update_parameters` of both colours of `n_sweeps` sweeps from `first_sweep`: row [t, c] is
+    update 2·(first_sweep + t) + c. Computed once for a group of sweeps, outside the sweep loop, so
+    that a GPU sweep is two kernel launches and no small parameter kernels."""
+    sweeps = jnp.asarray(first_sweep, jnp.uint32) + jnp.arange(n_sweeps, dtype=jnp.uint32)
+    updates = 2 * sweeps[:, None] + jnp.arange(2, dtype=jnp.uint32)[None, :]
+    return jax.vmap(jax.vmap(lambda u: update_parameters(tables, key_words, u, planes)))(updates)
+
+
+class ParameterRow:
+    """Entries `params[offset + i]` of a flat parameter table (an array or a kernel's reference), read
+    as `row[i]`: one update's vector inside a table of many, without slicing it out first."""
+
+    def __init__(self, table, offset):
+        self.table, self.offset = table, offset
+
+    def __getitem__(self, i):
+        return self.table[self.offset + i]
 
 
 def word_hashes(g: Array) -> UInt32[Array, "*n"]:

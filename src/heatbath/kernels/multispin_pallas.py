@@ -20,6 +20,7 @@ from jaxtyping import Array, UInt32
 from heatbath.kernels.multispin import (
     N_PARAMS,
     PLANES,
+    ParameterRow,
     any_set,
     count_bits,
     decide_lanes,
@@ -34,7 +35,7 @@ BLOCK_WORDS = 128
 NUM_WARPS = 1
 
 
-def _kernel(colour: int, L: int, W: int, block: int, planes: int, params_ref, other_ref, out_ref):
+def _kernel(colour: int, L: int, W: int, block: int, planes: int, params_ref, sweep_ref, other_ref, out_ref):
     from jax.experimental import pallas as pl
 
     start = pl.program_id(0) * block
@@ -54,7 +55,8 @@ def _kernel(colour: int, L: int, W: int, block: int, planes: int, params_ref, ot
     side = jnp.where(at_end, jnp.where(to_previous, rotate_lanes_up(side), rotate_lanes_down(side)), side)
 
     bits = count_bits(up, down, same, side)
-    new = decide_lanes(bits, word_hashes(g), params_ref, planes=planes, any_set=any_set)
+    params = ParameterRow(params_ref, (2 * sweep_ref[0] + colour) * N_PARAMS)
+    new = decide_lanes(bits, word_hashes(g), params, planes=planes, any_set=any_set)
     out_ref[pl.ds(start, block)] = new
 
 
@@ -69,21 +71,24 @@ def _block_size(total: int, block: int) -> int:
 def pallas_packed_update(
     other: UInt32[Array, "chains L W"],
     colour: int,
-    params: UInt32[Array, " p"],
+    params: UInt32[Array, "sweeps 2 p"],
+    sweep=0,
     *,
     planes: int = PLANES,
     block: int | None = None,
     num_warps: int | None = None,
     interpret: bool = False,
 ) -> UInt32[Array, "chains L W"]:
-    """New words of colour `colour` from the other colour's words (`params` from
-    `multispin.update_parameters` with the same `planes`).
+    """New words of colour `colour` from the other colour's words, with the parameters `params[sweep,
+    colour]` (a table from `multispin.sweep_parameters` with the same `planes`; `sweep` an int32 scalar,
+    may be traced). The kernel reads its row from the whole table, so a sweep loop passes its counter
+    and launches nothing else.
 
     `block` (words per program) and `num_warps` default to the module's constants, read at call time
     so that a benchmark can tune them.
     """
-    if params.shape != (N_PARAMS,):
-        raise ValueError(f"params must have shape ({N_PARAMS},); got {params.shape}")
+    if params.ndim != 3 or params.shape[1:] != (2, N_PARAMS):
+        raise ValueError(f"params must have shape (sweeps, 2, {N_PARAMS}); got {params.shape}")
     block = block or BLOCK_WORDS
     num_warps = num_warps or NUM_WARPS
     from jax.experimental import pallas as pl
@@ -99,5 +104,5 @@ def pallas_packed_update(
         grid=(total // block,),
         interpret=interpret,
         **extra,
-    )(params, other.reshape(total))
+    )(params.reshape(-1), jnp.reshape(jnp.asarray(sweep, jnp.int32), (1,)), other.reshape(total))
     return out.reshape(other.shape)
