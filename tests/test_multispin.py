@@ -115,9 +115,11 @@ def test_pallas_kernel_equals_jnp_update(L, chains, block):
     for colour, planes in ((0, PLANES), (1, 3)):
         table = sweep_parameters(tables, kw, 5, 3, planes)  # sweeps 5, 6, 7; the kernel reads row [1, colour]
         np.testing.assert_array_equal(np.asarray(table[1, colour]), np.asarray(update_parameters(tables, kw, 12 + colour, planes)))
-        other = words[:, 1 - colour]
-        expected = packed_update(other, colour, site_hashes(0, other.shape), table[1, colour], planes=planes)
-        got = pallas_packed_update(other, colour, table, jnp.int32(1), planes=planes, block=block, interpret=True)
+        other, first = words[:, 1 - colour], 1000 * colour  # as on the second of several devices
+        expected = packed_update(other, colour, site_hashes(first, other.shape), table[1, colour], planes=planes)
+        got = pallas_packed_update(
+            other, colour, table, jnp.int32(1), first_word=first, planes=planes, block=block, interpret=True
+        )
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
 
 
@@ -153,6 +155,20 @@ def test_energy_matches_kaufman(beta, warmup_calls, calls):
     z = (per_chain.mean() - exact) / se
     assert se < 4e-3  # small enough for the comparison to mean something
     assert abs(z) < Z_LIMIT, f"beta={beta}: {per_chain.mean():.5f} ± {se:.5f}, exact {exact:.5f} (z = {z:.2f})"
+
+
+def test_same_samples_on_any_number_of_devices():
+    """Chains split over 1, 2 or 4 (forced host) devices give identical samples and measurements."""
+    key, state = jax.random.key(5), init_lattice(jax.random.key(2), 64, 4)
+    runs = [
+        run_lattice(key, state, 0.44, 4, measure_every=2, method="packed", devices=jax.devices()[:n])
+        for n in (1, 2, 4)
+    ]
+    for final, trace in runs[1:]:
+        np.testing.assert_array_equal(np.asarray(final.spins), np.asarray(runs[0][0].spins))
+        np.testing.assert_array_equal(np.asarray(trace.energy), np.asarray(runs[0][1].energy))
+    with pytest.raises(HeatbathError, match="cannot be split evenly"):
+        run_lattice(key, init_lattice(key, 64, 3), 0.44, 2, method="packed", devices=jax.devices()[:2])
 
 
 def test_bad_method_and_size():

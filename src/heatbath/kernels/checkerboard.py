@@ -312,6 +312,7 @@ def run_lattice(
     h: ArrayLike = 0.0,
     measure_every: int = 1,
     method: str = "auto",
+    devices=None,
 ) -> tuple[LatticeIsingState, Measurements]:
     """Run `n_sweeps` sweeps, measuring energy and magnetisation per site after every `measure_every`-th.
 
@@ -324,6 +325,10 @@ def run_lattice(
     per spin, a Pallas kernel on CUDA GPUs), which needs L to be a multiple of 64; "bytes" is this
     module's int8 kernel, for any even L; "auto" (the default) takes "packed" whenever L allows it.
     Both sample the same distribution, from different random words.
+
+    The packed kernel splits the chains over `devices` (default: every device of the default backend
+    when their number divides the chains, else one device); the samples do not depend on the split.
+    The int8 kernel runs on the default device.
     """
     _check_spins(state.spins)
     n_sweeps, measure_every = int(n_sweeps), int(measure_every)
@@ -336,11 +341,12 @@ def run_lattice(
         )
     beta, J, h = (jnp.asarray(v, jnp.float32) for v in (beta, J, h))
     if _use_packed(state.spins.shape[0], method):
-        from heatbath.kernels.multispin_run import resolve_backend, run_packed
+        from heatbath.kernels.multispin_run import lattice_devices, resolve_backend, run_packed
 
         spins, energy, magnetization = run_packed(
             state.spins, key_words(key), _thresholds(beta, J, h), J, h,
             n_sweeps=n_sweeps, measure_every=measure_every, backend=resolve_backend("auto"),
+            devices=lattice_devices(state.spins.shape[2], devices),
         )
         return LatticeIsingState(spins), Measurements(energy, magnetization)
     spins, energy, magnetization = _compiled_run_lattice(

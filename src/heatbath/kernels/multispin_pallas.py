@@ -35,7 +35,7 @@ BLOCK_WORDS = 128
 NUM_WARPS = 1
 
 
-def _kernel(colour: int, L: int, W: int, block: int, planes: int, params_ref, sweep_ref, other_ref, out_ref):
+def _kernel(colour: int, L: int, W: int, block: int, planes: int, params_ref, sweep_ref, first_ref, other_ref, out_ref):
     from jax.experimental import pallas as pl
 
     start = pl.program_id(0) * block
@@ -56,7 +56,7 @@ def _kernel(colour: int, L: int, W: int, block: int, planes: int, params_ref, sw
 
     bits = count_bits(up, down, same, side)
     params = ParameterRow(params_ref, (2 * sweep_ref[0] + colour) * N_PARAMS)
-    new = decide_lanes(bits, word_hashes(g), params, planes=planes, any_set=any_set)
+    new = decide_lanes(bits, word_hashes(g + first_ref[0]), params, planes=planes, any_set=any_set)
     out_ref[pl.ds(start, block)] = new
 
 
@@ -74,6 +74,7 @@ def pallas_packed_update(
     params: UInt32[Array, "sweeps 2 p"],
     sweep=0,
     *,
+    first_word=0,
     planes: int = PLANES,
     block: int | None = None,
     num_warps: int | None = None,
@@ -82,7 +83,8 @@ def pallas_packed_update(
     """New words of colour `colour` from the other colour's words, with the parameters `params[sweep,
     colour]` (a table from `multispin.sweep_parameters` with the same `planes`; `sweep` an int32 scalar,
     may be traced). The kernel reads its row from the whole table, so a sweep loop passes its counter
-    and launches nothing else.
+    and launches nothing else. `first_word` is the global index of `other`'s first word (for the random
+    words of a device's share of the chains).
 
     `block` (words per program) and `num_warps` default to the module's constants, read at call time
     so that a benchmark can tune them.
@@ -104,5 +106,5 @@ def pallas_packed_update(
         grid=(total // block,),
         interpret=interpret,
         **extra,
-    )(params.reshape(-1), jnp.reshape(jnp.asarray(sweep, jnp.int32), (1,)), other.reshape(total))
+    )(params.reshape(-1), *(jnp.reshape(jnp.asarray(x, jnp.int32), (1,)) for x in (sweep, first_word)), other.reshape(total))
     return out.reshape(other.shape)

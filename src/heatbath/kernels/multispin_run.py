@@ -13,6 +13,8 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Float, Int8, UInt32
 
 from heatbath.errors import HeatbathError
@@ -28,7 +30,7 @@ from heatbath.kernels.multispin import (
 )
 from heatbath.kernels.pallas_spin import pallas_available
 
-__all__ = ["packed_sweep", "run_packed", "resolve_backend"]
+__all__ = ["packed_sweep", "run_packed", "resolve_backend", "lattice_devices"]
 
 _Words = tuple[UInt32[Array, "chains L W"], UInt32[Array, "chains L W"]]
 _BACKENDS = ("auto", "pallas", "jnp", "interpret")
@@ -46,18 +48,22 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
-def _update(other, colour: int, hashes, params, t, backend: str):
+def _update(other, colour: int, first_word, params, t, backend: str):
     if backend == "jnp":
+        hashes = site_hashes(first_word, other.shape)
         return packed_update(other, colour, hashes, params[t, colour], planes=PLANES)
     from heatbath.kernels.multispin_pallas import pallas_packed_update
 
-    return pallas_packed_update(other, colour, params, t, planes=PLANES, interpret=backend == "interpret")
+    return pallas_packed_update(
+        other, colour, params, t, first_word=first_word, planes=PLANES, interpret=backend == "interpret"
+    )
 
 
-def packed_sweep(words: _Words, params, t, hashes, backend: str) -> _Words:
-    """Sweep `t` of a parameter table from `sweep_parameters`: colour 0 from colour 1, then colour 1."""
-    even = _update(words[1], 0, hashes, params, t, backend)
-    return even, _update(even, 1, hashes, params, t, backend)
+def packed_sweep(words: _Words, params, t, first_word, backend: str) -> _Words:
+    """Sweep `t` of a parameter table from `sweep_parameters`: colour 0 from colour 1, then colour 1.
+    `first_word` is the global index of the words' first word (nonzero on all but the first device)."""
+    even = _update(words[1], 0, first_word, params, t, backend)
+    return even, _update(even, 1, first_word, params, t, backend)
 
 
 def _group_size(measure_every: int) -> int:
@@ -78,30 +84,78 @@ def _join_colours(words: _Words) -> Int8[Array, "L L chains"]:
 @partial(jax.jit, static_argnames=("backend",))
 def sweep_packed(spins, key_words, index, tables, *, backend: str) -> Int8[Array, "L L chains"]:
     """One sweep of an int8 lattice through the packed update (`checkerboard.sweep` with method='packed')."""
-    words = _split_colours(spins)
-    hashes = site_hashes(0, words[0].shape)
     params = sweep_parameters(tables, key_words, index, 1, PLANES)
-    return _join_colours(packed_sweep(words, params, jnp.int32(0), hashes, backend))
+    return _join_colours(packed_sweep(_split_colours(spins), params, jnp.int32(0), jnp.int32(0), backend))
 
 
-@partial(jax.jit, static_argnames=("n_sweeps", "measure_every", "backend"))
-def run_packed(
-    spins: Int8[Array, "L L chains"], key_words, tables, J, h, *, n_sweeps: int, measure_every: int, backend: str
-) -> tuple[Int8[Array, "L L chains"], Float[Array, "measurements chains"], Float[Array, "measurements chains"]]:
-    """`n_sweeps` packed sweeps (numbered 0, 1, ...), measuring after every `measure_every`-th."""
-    check_packable(spins.shape[0])
-    words = _split_colours(spins)
-    hashes = site_hashes(0, words[0].shape)
-
+def _run_local(words: _Words, first_word, key_words, tables, J, h, n_sweeps: int, measure_every: int, backend: str):
     group = _group_size(measure_every)
 
     def measured_block(words, block):
         def sweep_group(g, words):
-            params = sweep_parameters(tables, key_words, (block * measure_every + g * group), group, PLANES)
-            return jax.lax.fori_loop(0, group, lambda t, w: packed_sweep(w, params, t, hashes, backend), words)
+            params = sweep_parameters(tables, key_words, block * measure_every + g * group, group, PLANES)
+            return jax.lax.fori_loop(0, group, lambda t, w: packed_sweep(w, params, t, first_word, backend), words)
 
         words = jax.lax.fori_loop(0, measure_every // group, sweep_group, words)
         return words, packed_observables(words, J, h)
 
     words, (energy, magnetization) = jax.lax.scan(measured_block, words, jnp.arange(n_sweeps // measure_every))
+    return words, energy, magnetization
+
+
+@partial(jax.jit, static_argnames=("n_sweeps", "measure_every", "backend", "devices"))
+def run_packed(
+    spins: Int8[Array, "L L chains"],
+    key_words,
+    tables,
+    J,
+    h,
+    *,
+    n_sweeps: int,
+    measure_every: int,
+    backend: str,
+    devices: tuple = (),
+) -> tuple[Int8[Array, "L L chains"], Float[Array, "measurements chains"], Float[Array, "measurements chains"]]:
+    """`n_sweeps` packed sweeps (numbered 0, 1, ...), measuring after every `measure_every`-th.
+
+    With several `devices` (their number must divide the chains) each device runs its share of the
+    chains; words are numbered globally, so the samples are the same for any number of devices."""
+    L, _, n_chains = spins.shape
+    check_packable(L)
+    if n_chains * L * L // 64 >= 2**31:
+        raise HeatbathError(
+            f"{n_chains} chains of {L}x{L} are more than 2**31 packed words; run fewer chains per call."
+        )
+    words = _split_colours(spins)
+    run = partial(_run_local, key_words=key_words, tables=tables, J=J, h=h, n_sweeps=n_sweeps,
+                  measure_every=measure_every, backend=backend)  # fmt: skip
+    if len(devices) <= 1:
+        words, energy, magnetization = run(words, jnp.int32(0))
+    else:
+        local_words = (n_chains // len(devices)) * L * (L // 64)
+
+        def shard(words):
+            return run(words, jax.lax.axis_index("chains") * local_words)
+
+        mesh = Mesh(np.asarray(devices), ("chains",))
+        chains, by_chain = PartitionSpec("chains"), PartitionSpec(None, "chains")
+        words, energy, magnetization = jax.shard_map(
+            shard, mesh=mesh, in_specs=((chains, chains),), out_specs=((chains, chains), by_chain, by_chain),
+            check_vma=False,
+        )(words)
     return _join_colours(words), energy, magnetization
+
+
+def lattice_devices(n_chains: int, devices=None) -> tuple:
+    """The devices a packed run splits its chains over: `devices` (their number must divide the chains),
+    or by default every device of the default backend when their number divides the chains, else one."""
+    if devices is not None:
+        devices = tuple(devices)
+        if not devices or n_chains % len(devices):
+            raise HeatbathError(
+                f"The lattice kernel splits whole chains over devices: {n_chains} chains cannot be split evenly "
+                f"over {len(devices)} devices. Pass a number of chains divisible by the device count."
+            )
+        return devices
+    everywhere = tuple(jax.devices())
+    return everywhere if n_chains % len(everywhere) == 0 else everywhere[:1]
