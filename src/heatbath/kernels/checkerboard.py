@@ -343,10 +343,10 @@ def run_lattice(
     if _use_packed(state.spins.shape[0], method):
         from heatbath.kernels.multispin_run import lattice_devices, resolve_backend, run_packed
 
+        run_on = lattice_devices(state.spins.shape[2], devices)
         spins, energy, magnetization = run_packed(
             state.spins, key_words(key), _thresholds(beta, J, h), J, h,
-            n_sweeps=n_sweeps, measure_every=measure_every, backend=resolve_backend("auto"),
-            devices=lattice_devices(state.spins.shape[2], devices),
+            n_sweeps=n_sweeps, measure_every=measure_every, backend=resolve_backend("auto", run_on), devices=run_on,
         )
         return LatticeIsingState(spins), Measurements(energy, magnetization)
     spins, energy, magnetization = _compiled_run_lattice(

@@ -37,14 +37,16 @@ _BACKENDS = ("auto", "pallas", "jnp", "interpret")
 _MAX_GROUP = 1024
 
 
-def resolve_backend(backend: str) -> str:
-    """'pallas' on a CUDA GPU with Pallas for `backend="auto"`, else 'jnp'; explicit choices are checked."""
+def resolve_backend(backend: str, devices=()) -> str:
+    """'pallas' for `backend="auto"` when Pallas' Triton backend runs on every one of `devices` (CUDA GPUs;
+    default: the default backend's), else 'jnp'; explicit choices are checked."""
     if backend not in _BACKENDS:
         raise HeatbathError(f"backend must be one of {_BACKENDS}; got {backend!r}.")
+    on_gpus = pallas_available() and all(d.platform == "gpu" for d in devices)
     if backend == "auto":
-        return "pallas" if pallas_available() else "jnp"
-    if backend == "pallas" and not pallas_available():
-        raise HeatbathError("backend='pallas' needs a CUDA GPU with Pallas' Triton backend; use 'jnp' or 'auto'.")
+        return "pallas" if on_gpus else "jnp"
+    if backend == "pallas" and not on_gpus:
+        raise HeatbathError("backend='pallas' needs CUDA GPUs with Pallas' Triton backend; use 'jnp' or 'auto'.")
     return backend
 
 
