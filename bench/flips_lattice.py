@@ -12,9 +12,11 @@ random ±1 lattice in every column (`init_lattice`), and runs `--sweeps` sweeps.
   sample). Skipped (nan) when L > `--thrml-max-L` or with `--no-thrml`.
 - heatbath vmap: the same call with heatbath's classes (THRML's import paths).
 - heatbath batched: the same program through `heatbath.kernels.batched.sample_states_batched`.
-- lattice kernel: heatbath's dedicated checkerboard kernel,
+- lattice kernel: heatbath's dedicated lattice kernel,
   `heatbath.kernels.run_lattice(key, init_lattice(key, L, chains), β_c, sweeps, measure_every=sweeps)`
-  (one energy/magnetisation measurement, after the last sweep, as the others return one sample).
+  (one energy/magnetisation measurement, after the last sweep, as the others return one sample); for L
+  a multiple of 64 that is the multispin kernel (one bit per spin), otherwise the int8 checkerboard
+  kernel. `--kernel-only` prints both (`method="packed"` and `method="bytes"`).
 
 Flips/ns = sweeps × L² × chains / seconds, from the best of `--repeats` timed calls after one
 compiling call; ratios are against THRML. All libraries run in one process on the same device. A
