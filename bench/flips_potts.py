@@ -15,6 +15,9 @@ colouring in every column and runs `--sweeps` sweeps. Columns:
   over `chains` keys (schedule: `sweeps` warm-up sweeps, one sample). Skipped with `--no-thrml`.
 - heatbath vmap: the same call with heatbath's classes (THRML's import paths).
 - heatbath batched: the same program through `heatbath.kernels.batched.sample_states_batched`.
+- lattice kernel: the same model through heatbath's dedicated Potts lattice kernel,
+  `heatbath.kernels.potts_lattice.run_potts_lattice(key, state, β, sweeps, q=5, J=1, measure_every=sweeps)`
+  (one energy measurement after the last sweep), from the same initial colouring.
 
 Flips/ns = sweeps × L² × chains / seconds (one "flip" = one categorical site update), from the best of
 `--repeats` timed calls after one compiling call; ratios are against THRML. Both libraries run in
@@ -135,6 +138,18 @@ def batched_flips_per_ns(inputs, beta: float, init, chains: int, sweeps: int, re
     return _rate_and_energy(inputs, seconds, out, chains, sweeps)
 
 
+def kernel_flips_per_ns(L: int, beta: float, init, chains: int, sweeps: int, repeats: int):
+    """heatbath's dedicated Potts lattice kernel on the same model and initial colouring."""
+    from timing import best_time
+
+    from heatbath.kernels.potts_lattice import PottsLatticeState, run_potts_lattice
+
+    state = PottsLatticeState(init.T.reshape(L, L, chains))
+    run = lambda i: run_potts_lattice(jax.random.key(1 + i), state, beta, sweeps, q=Q, J=J, measure_every=sweeps)  # noqa: E731
+    seconds, (_, energy) = best_time(run, repeats)
+    return sweeps * L * L * chains / seconds / 1e9, float(jnp.mean(energy[-1]))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--L", type=int, nargs="+", default=[256], help="lattice sides (even, >= 4)")
@@ -143,6 +158,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--beta", type=float, default=1.0)
     parser.add_argument("--no-thrml", action="store_true")
+    parser.add_argument("--kernel-sweeps", type=int, default=0,
+                        help="sweeps for the lattice kernel column (default: --sweeps); flips/ns does not depend on it "
+                             "beyond the fixed cost per call")
     args = parser.parse_args(argv)
     for L in args.L:
         if L < 4 or L % 2:
@@ -153,7 +171,7 @@ def main(argv=None) -> None:
           f"{math.log(1 + math.sqrt(Q)):.4g}); {sweeps} sweeps; device {jax.devices()[0].device_kind}; "
           f"jax {jax.__version__}")
     print(f"{'L':>6} {'chains':>7} {'THRML':>9} {'heatbath vmap':>14} {'ratio':>7} {'heatbath batched':>17} "
-          f"{'ratio':>7}  (flips/ns)")
+          f"{'ratio':>7} {'lattice kernel':>15} {'ratio':>7}  (flips/ns)")
     for L in args.L:
         inputs = lattice_inputs(L)
         for chains in args.chains:
@@ -162,10 +180,12 @@ def main(argv=None) -> None:
                                 else flips_per_ns("thrml", inputs, args.beta, init, chains, sweeps, args.repeats))
             ours, e_ours = flips_per_ns("heatbath", inputs, args.beta, init, chains, sweeps, args.repeats)
             fast, e_fast = batched_flips_per_ns(inputs, args.beta, init, chains, sweeps, args.repeats)
+            kernel, e_kernel = kernel_flips_per_ns(L, args.beta, init, chains, args.kernel_sweeps or sweeps, args.repeats)
             print(f"{L:>6} {chains:>7} {theirs:>9.4g} {ours:>14.4g} {ours / theirs:>7.3g} {fast:>17.4g} "
-                  f"{fast / theirs:>7.3g}", flush=True)
+                  f"{fast / theirs:>7.3g} {kernel:>15.4g} {kernel / theirs:>7.3g}", flush=True)
             print(f"{'':>6} sanity, mean E/site after {sweeps} sweeps: THRML {e_theirs:.4g}, heatbath vmap "
-                  f"{e_ours:.4g}, batched {e_fast:.4g} (random colouring: {-2 * J / Q:.4g})", flush=True)
+                  f"{e_ours:.4g}, batched {e_fast:.4g}, lattice kernel {e_kernel:.4g} (after {args.kernel_sweeps or sweeps}; "
+                  f"random colouring: {-2 * J / Q:.4g})", flush=True)
 
 
 if __name__ == "__main__":

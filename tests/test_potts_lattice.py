@@ -1,0 +1,89 @@
+"""The Potts lattice kernel against the exact 4x4 torus (transfer matrix), and its input checks.
+
+Error bars: each chain's time average is one sample; chains are independent, so the standard error
+over chains is honest whatever the autocorrelation within a chain.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from heatbath.errors import HeatbathError
+from heatbath.kernels.potts_lattice import (
+    PottsLatticeState,
+    init_potts_lattice,
+    potts_energy_per_site,
+    run_potts_lattice,
+)
+
+Z_LIMIT = 4.0
+
+
+def _exact_energy_per_site(q: int, L: int, beta: float, J: float, field: np.ndarray) -> float:
+    """<E>/L² on the L×L torus from ln Z = ln Tr T^L (T over row configurations), by a central difference in β."""
+    rows = np.array(list(itertools.product(range(q), repeat=L)))  # [q^L, L]
+    within = (rows == np.roll(rows, 1, axis=1)).sum(1)  # horizontal bonds of a row
+    on_site = field[rows].sum(1)
+    between = (rows[:, None, :] == rows[None, :, :]).sum(2)  # vertical bonds between consecutive rows
+
+    def log_z(b: float) -> float:
+        log_t = b * (J * (within[:, None] + between) + on_site[:, None])
+        shift = log_t.max()
+        t = np.exp(log_t - shift)
+        eig = np.linalg.eigvals(t)
+        return float(np.log(np.sum(eig**L).real) + L * shift)
+
+    step = 1e-5
+    return -(log_z(beta + step) - log_z(beta - step)) / (2 * step) / L**2
+
+
+def test_energy_function_matches_numpy():
+    states = np.asarray(init_potts_lattice(jax.random.key(0), 6, 5, 4).states)
+    field = np.array([0.3, -0.2, 0.0, 0.5])
+    s = np.moveaxis(states, -1, 0)
+    bonds = (s == np.roll(s, 1, 1)).sum((1, 2)) + (s == np.roll(s, 1, 2)).sum((1, 2))
+    expected = -(1.3 * bonds + field[s].sum((1, 2))) / 36
+    got = potts_energy_per_site(jnp.asarray(states), 1.3, jnp.asarray(field), q=4)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "q, beta, J, field",
+    [
+        (3, 0.8, 1.0, [0.0, 0.0, 0.0]),
+        (5, 1.0, 1.0, [0.0] * 5),  # the benchmark's q = 5 model
+        (4, 0.7, -0.8, [0.4, -0.3, 0.1, 0.0]),  # antiferromagnetic, in a field
+    ],
+)
+def test_energy_matches_transfer_matrix(q, beta, J, field):
+    L, chains = 4, 2000
+    field = np.asarray(field)
+    exact = _exact_energy_per_site(q, L, beta, J, field)
+    state = init_potts_lattice(jax.random.key(1), L, chains, q)
+    state, _ = run_potts_lattice(jax.random.key(2), state, beta, 200, q=q, J=J, field=field, measure_every=200)
+    _, energy = run_potts_lattice(jax.random.key(3), state, beta, 1000, q=q, J=J, field=field, measure_every=2)
+    per_chain = np.asarray(energy, np.float64).mean(0)
+    se = per_chain.std(ddof=1) / np.sqrt(chains)
+    z = (per_chain.mean() - exact) / se
+    assert abs(z) < Z_LIMIT, f"q={q}: {per_chain.mean():.5f} ± {se:.5f}, exact {exact:.5f} (z = {z:.2f})"
+
+
+def test_bad_input():
+    good = init_potts_lattice(jax.random.key(0), 4, 2, 3)
+    with pytest.raises(HeatbathError, match="must lie in 0..2"):
+        run_potts_lattice(jax.random.key(0), PottsLatticeState(good.states + 3), 0.5, 2, q=3)
+    with pytest.raises(HeatbathError, match="uint8"):
+        run_potts_lattice(jax.random.key(0), PottsLatticeState(good.states.astype(jnp.int32)), 0.5, 2, q=3)
+    with pytest.raises(HeatbathError, match="even lattice side"):
+        run_potts_lattice(jax.random.key(0), PottsLatticeState(jnp.zeros((5, 5, 2), jnp.uint8)), 0.5, 2, q=3)
+    with pytest.raises(HeatbathError, match="2 <= q"):
+        run_potts_lattice(jax.random.key(0), good, 0.5, 2, q=9)
+    with pytest.raises(HeatbathError, match="one value per state"):
+        run_potts_lattice(jax.random.key(0), good, 0.5, 2, q=3, field=[0.0, 1.0])
+    with pytest.raises(HeatbathError, match="multiple of measure_every"):
+        run_potts_lattice(jax.random.key(0), good, 0.5, 10, q=3, measure_every=3)
