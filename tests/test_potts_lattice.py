@@ -87,3 +87,15 @@ def test_bad_input():
         run_potts_lattice(jax.random.key(0), good, 0.5, 2, q=3, field=[0.0, 1.0])
     with pytest.raises(HeatbathError, match="multiple of measure_every"):
         run_potts_lattice(jax.random.key(0), good, 0.5, 10, q=3, measure_every=3)
+
+
+@pytest.mark.parametrize("L, chains", [(4, 3), (6, 130)])
+def test_pallas_kernel_equals_jnp_update(L, chains):
+    """The Pallas kernel (interpreted on CPU; natively on GPU in the benchmark) gives identical states,
+    including chains beyond a whole tile (130 = 128 + 2)."""
+    state = init_potts_lattice(jax.random.key(4), L, chains, 5)
+    kwargs = dict(q=5, J=0.9, field=[0.1, 0.0, -0.2, 0.3, 0.0], measure_every=2)
+    jnp_final, jnp_energy = run_potts_lattice(jax.random.key(5), state, 1.1, 4, backend="jnp", **kwargs)
+    kernel_final, kernel_energy = run_potts_lattice(jax.random.key(5), state, 1.1, 4, backend="interpret", **kwargs)
+    np.testing.assert_array_equal(np.asarray(kernel_final.states), np.asarray(jnp_final.states))
+    np.testing.assert_array_equal(np.asarray(kernel_energy), np.asarray(jnp_energy))

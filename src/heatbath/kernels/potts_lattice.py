@@ -121,25 +121,50 @@ def _energy(colours, J, field, q: int) -> Float[Array, " chains"]:
     return -(J * agree.astype(jnp.float32) + field_sum) / (L * L)
 
 
-@partial(jax.jit, static_argnames=("q", "n_sweeps", "measure_every"))
-def _run(key, states, beta, J, field, *, q: int, n_sweeps: int, measure_every: int):
+def _colour_update(other, colour: int, table, q: int, hashes, keys, t, backend: str):
+    if backend == "jnp":
+        return _update(other, colour, table, q, hashes, keys[2 * t + colour])
+    from heatbath.kernels.potts_pallas import pallas_potts_update
+
+    return pallas_potts_update(other, colour, q, table, keys, t, interpret=backend == "interpret")
+
+
+@partial(jax.jit, static_argnames=("q", "n_sweeps", "measure_every", "backend"))
+def _run(key, states, beta, J, field, *, q: int, n_sweeps: int, measure_every: int, backend: str):
     words = key_words(key)
     table = threshold_table(beta, J, field, q)
     colours = (_colour_sites(states, 0), _colour_sites(states, 1))
     shape = colours[0].shape
     hashes = jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape) * jnp.uint32(_GOLDEN)
 
-    def one_sweep(t, colours):
-        even = _update(colours[1], 0, table, q, hashes, _update_key(words, 2 * t))
-        return even, _update(even, 1, table, q, hashes, _update_key(words, 2 * t + 1))
-
     def measured_block(colours, block):
-        first = block * measure_every
-        colours = jax.lax.fori_loop(0, measure_every, lambda t, c: one_sweep((first + t).astype(jnp.uint32), c), colours)
+        # The keys of every update of the block, computed before its loop: a GPU sweep is then two
+        # kernel launches (the kernel reads its key from the array with the loop counter).
+        first = (block * measure_every).astype(jnp.uint32)
+        keys = _update_key(words, 2 * first + jnp.arange(2 * measure_every, dtype=jnp.uint32))
+
+        def one_sweep(t, colours):
+            even = _colour_update(colours[1], 0, table, q, hashes, keys, t, backend)
+            return even, _colour_update(even, 1, table, q, hashes, keys, t, backend)
+
+        colours = jax.lax.fori_loop(0, measure_every, one_sweep, colours)
         return colours, _energy(colours, J, field, q)
 
     colours, energy = jax.lax.scan(measured_block, colours, jnp.arange(n_sweeps // measure_every))
     return _join_sites(colours), energy
+
+
+def _resolve_backend(backend: str) -> str:
+    from heatbath.kernels.pallas_spin import pallas_available
+
+    choices = ("auto", "jnp", "pallas", "interpret")
+    if backend not in choices:
+        raise HeatbathError(f"backend must be one of {choices}; got {backend!r}.")
+    if backend == "pallas" and not pallas_available():
+        raise HeatbathError("backend='pallas' needs a CUDA GPU with Pallas' Triton backend; use 'jnp' or 'auto'.")
+    if backend == "auto":
+        return "pallas" if pallas_available() else "jnp"
+    return backend
 
 
 def run_potts_lattice(
@@ -152,10 +177,14 @@ def run_potts_lattice(
     J: ArrayLike = 1.0,
     field: ArrayLike | None = None,
     measure_every: int = 1,
+    backend: str = "auto",
 ) -> tuple[PottsLatticeState, Float[Array, "measurements chains"]]:
     """Run `n_sweeps` checkerboard heat-bath sweeps; returns the final state and E/L² per chain after
     every `measure_every`-th sweep. `field` (q values, default zero) adds β·field[s_i] per site.
-    Compiled once per (shape, q, n_sweeps, measure_every); `beta`, `J` and `field` are traced."""
+    Compiled once per (shape, q, n_sweeps, measure_every); `beta`, `J` and `field` are traced.
+    `backend`: "auto" runs the Pallas kernel (`heatbath.kernels.potts_pallas`) on a CUDA GPU and the
+    jax.numpy update elsewhere; "jnp", "pallas" or "interpret" (the kernel interpreted, for tests) force
+    one. All give the same states."""
     _check(state.states, q)
     n_sweeps, measure_every = int(n_sweeps), int(measure_every)
     if n_sweeps < 1 or measure_every < 1 or n_sweeps % measure_every:
@@ -165,13 +194,16 @@ def run_potts_lattice(
         )
     if not isinstance(state.states, jax.core.Tracer) and bool(jnp.any(state.states >= q)):
         raise HeatbathError(f"Potts states must lie in 0..{q - 1} for q={q}; got a state >= {q}.")
-    if int(np.prod(state.states.shape)) >= 2**32:
-        raise HeatbathError("The Potts lattice kernel numbers its random words in 32 bits: run fewer chains per call.")
+    if int(np.prod(state.states.shape)) >= 2**31:
+        raise HeatbathError("The Potts lattice kernel numbers sites × chains in 31 bits: run fewer chains per call.")
     field = jnp.zeros(q, jnp.float32) if field is None else jnp.asarray(field, jnp.float32)
     if field.shape != (q,):
         raise HeatbathError(f"field must hold one value per state, shape ({q},); got {field.shape}.")
     beta, J = jnp.asarray(beta, jnp.float32), jnp.asarray(J, jnp.float32)
-    states, energy = _run(key, state.states, beta, J, field, q=q, n_sweeps=n_sweeps, measure_every=measure_every)
+    backend = _resolve_backend(backend)
+    states, energy = _run(
+        key, state.states, beta, J, field, q=q, n_sweeps=n_sweeps, measure_every=measure_every, backend=backend
+    )
     return PottsLatticeState(states), energy
 
 
