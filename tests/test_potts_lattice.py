@@ -16,6 +16,8 @@ import pytest
 from heatbath.errors import HeatbathError
 from heatbath.kernels.potts_lattice import (
     PottsLatticeState,
+    alias_table,
+    draw_states,
     init_potts_lattice,
     potts_energy_per_site,
     run_potts_lattice,
@@ -40,6 +42,30 @@ def _exact_energy_per_site(q: int, L: int, beta: float, J: float, field: np.ndar
 
     step = 1e-5
     return -(log_z(beta + step) - log_z(beta - step)) / (2 * step) / L**2
+
+
+@pytest.mark.parametrize("q", [2, 5, 8])
+def test_alias_table_reproduces_the_probabilities(q):
+    """Column k keeps state k with probability threshold/2**32 and gives its alias otherwise; averaged
+    over the q equally likely columns that is the row's distribution, to the table's 2**-29 precision."""
+    rng = np.random.default_rng(q)
+    logits = rng.normal(0, 4, (200, q)).astype(np.float32)
+    logits[0] = [0.0] * q  # uniform row
+    logits[1, 0] = 30.0  # one near-certain state, the others ~1e-13
+    probs = jax.nn.softmax(jnp.asarray(logits), axis=1)
+    table = np.asarray(alias_table(probs)).astype(np.int64)
+    keep, alias = (table & ~7) / 2.0**32, table & 7
+    implied = np.zeros((200, q))
+    rows = np.arange(200)[:, None]
+    np.add.at(implied, (rows, np.arange(q)[None, :]), keep / q)
+    np.add.at(implied, (rows, alias), (1 - keep) / q)
+    np.testing.assert_allclose(implied, np.asarray(probs, np.float64), atol=5e-7)
+    # draw_states on every 32-bit word of a fine grid gives the same frequencies.
+    u = (np.arange(2**16, dtype=np.uint64) * 65537 + 12345).astype(np.uint32)
+    flat = jnp.asarray(table.astype(np.uint32).reshape(-1))
+    states = np.asarray(draw_states(jnp.asarray(u), jnp.full(u.shape, 2, jnp.int32), lambda i: flat[i], q))
+    freq = np.bincount(states, minlength=q) / len(u)
+    np.testing.assert_allclose(freq, np.asarray(probs[2]), atol=5 * np.sqrt(0.25 / len(u)))
 
 
 def test_energy_function_matches_numpy():

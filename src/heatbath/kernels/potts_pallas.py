@@ -2,8 +2,8 @@
 
 A program owns a tile of `TILE_SITES` sites × `TILE_CHAINS` chains of one colour: it reads the four
 neighbour states of each (chains contiguous, so every read is a coalesced row segment), forms the
-table row, draws the random words, compares them with the thresholds (reads from the small table,
-which stays in cache) and writes the new states; nothing else goes to memory. Its arithmetic is the
+table index, draws the random words, reads one alias-table entry per site (the small table stays in
+cache) and writes the new states; nothing else goes to memory. Its arithmetic is the
 jax.numpy update's, so both give identical states (tested in interpret mode, and natively on the GPU
 by `bench/flips_potts.py --check`).
 """
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, UInt8, UInt32
 
 from heatbath.kernels.counter_rng import mix32
+from heatbath.kernels.potts_lattice import draw_states
 
 __all__ = ["pallas_potts_update", "TILE_SITES", "TILE_CHAINS", "NUM_WARPS"]
 
@@ -43,13 +44,10 @@ def _kernel(colour, q, L, M, C, tile_sites, tile_chains, keys_ref, sweep_ref, ta
         return plgpu.load(other_ref.at[sites[:, None] * C + c[None, :]], mask=valid, other=0).astype(jnp.int32)
 
     up, down, same, side = (read(n) for n in neighbour_sites)
-    row = (q - 1) * (up + q * (down + q * (same + q * side)))
+    config = up + q * (down + q * (same + q * side))
     key = keys_ref[2 * sweep_ref[0] + colour]
     g = (s[:, None] * C + c[None, :]).astype(jnp.uint32)
-    u = mix32(g * jnp.uint32(_GOLDEN) ^ key)
-    new = jnp.zeros(row.shape, jnp.int32)
-    for k in range(q - 1):
-        new = new + (u >= table_ref[row + k]).astype(jnp.int32)
+    new = draw_states(mix32(g * jnp.uint32(_GOLDEN) ^ key), config, lambda i: table_ref[i], q)
     plgpu.store(out_ref.at[s[:, None] * C + c[None, :]], new.astype(jnp.uint8), mask=valid)
 
 
@@ -57,7 +55,7 @@ def pallas_potts_update(
     other: UInt8[Array, "L M chains"],
     colour: int,
     q: int,
-    table: UInt32[Array, "configs q-1"],
+    table: UInt32[Array, "configs q"],
     keys: UInt32[Array, " updates"],
     sweep=0,
     *,
