@@ -47,6 +47,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int8, UInt32
 
 from heatbath.errors import HeatbathError
+from heatbath.kernels.checkerboard_layout import colour_sites, join_colours
 from heatbath.kernels.counter_rng import mix32
 
 __all__ = [
@@ -82,23 +83,6 @@ def check_packable(L: int) -> None:
 # Packing: int8 spins [L, L, chains] <-> words [chains, 2, L, W], bit b of word w = site m = b·W + w.
 
 
-def _colour_sites(spins: Array, colour: int) -> Array:
-    """`[L, M, chains]`: the sites of `colour` by row and index m (column 2m + (row + colour) % 2)."""
-    L, _, n_chains = spins.shape
-    blocks = spins.reshape(L // 2, 2, L // 2, 2, n_chains)  # [row pair, row parity, column pair, column parity]
-    rows = [blocks[:, a, :, (a + colour) % 2] for a in (0, 1)]
-    return jnp.stack(rows, axis=1).reshape(L, L // 2, n_chains)
-
-
-def _from_colour_sites(sites: tuple[Array, Array]) -> Array:
-    """The `[L, L, chains]` lattice from both colours' `_colour_sites` (its inverse)."""
-    L, M, n_chains = sites[0].shape
-    by_parity = [s.reshape(L // 2, 2, M, n_chains) for s in sites]  # [row pair, row parity, m, chains]
-    # Row parity a holds colour c at column parity (a + c) % 2, i.e. column parity b holds colour (a + b) % 2.
-    rows = [jnp.stack([by_parity[(a + b) % 2][:, a] for b in (0, 1)], axis=2) for a in (0, 1)]
-    return jnp.stack(rows, axis=1).reshape(L, L, n_chains)
-
-
 def pack_spins(spins: Int8[Array, "L L chains"]) -> UInt32[Array, "chains 2 L W"]:
     """Pack ±1 spins into one bit per spin (1 = +1) in the strided multispin layout."""
     L, _, n_chains = spins.shape
@@ -107,7 +91,7 @@ def pack_spins(spins: Int8[Array, "L L chains"]) -> UInt32[Array, "chains 2 L W"
     lanes = jnp.arange(LANES, dtype=jnp.uint32)[None, :, None, None]
     words = []
     for colour in (0, 1):
-        up = (_colour_sites(spins, colour) > 0).reshape(L, LANES, W, n_chains).astype(jnp.uint32)
+        up = (colour_sites(spins, colour) > 0).reshape(L, LANES, W, n_chains).astype(jnp.uint32)
         words.append(jnp.sum(up << lanes, axis=1, dtype=jnp.uint32))  # disjoint bits: the sum is the OR
     return jnp.moveaxis(jnp.stack(words), -1, 0)
 
@@ -120,7 +104,7 @@ def unpack_spins(words: UInt32[Array, "chains 2 L W"]) -> Int8[Array, "L L chain
     for colour in (0, 1):
         bits = (jnp.moveaxis(words[:, colour], 0, -1)[:, None] >> lanes) & 1  # [L, lanes, W, chains]
         sites.append(jnp.where(bits.reshape(L, L // 2, n_chains) == 1, jnp.int8(1), jnp.int8(-1)))
-    return _from_colour_sites(tuple(sites))
+    return join_colours(tuple(sites))
 
 
 # ---------------------------------------------------------------------------------------------------

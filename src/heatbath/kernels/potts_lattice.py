@@ -31,6 +31,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Key, UInt8, UInt32
 
 from heatbath.errors import HeatbathError
+from heatbath.kernels.checkerboard_layout import colour_sites, join_colours
 from heatbath.kernels.counter_rng import key_words, mix32
 
 __all__ = ["PottsLatticeState", "init_potts_lattice", "run_potts_lattice", "potts_energy_per_site", "MAX_STATES"]
@@ -63,20 +64,6 @@ def init_potts_lattice(key: Key[Array, ""], L: int, n_chains: int, q: int) -> Po
     states = jax.random.randint(key, (L, L, n_chains), 0, q).astype(jnp.uint8)
     _check(states, q)
     return PottsLatticeState(states)
-
-
-def _colour_sites(x: Array, colour: int) -> Array:
-    L = x.shape[0]
-    blocks = x.reshape(L // 2, 2, L // 2, 2, *x.shape[2:])
-    return jnp.stack([blocks[:, a, :, (a + colour) % 2] for a in (0, 1)], axis=1).reshape(L, L // 2, *x.shape[2:])
-
-
-def _join_sites(colours: tuple[Array, Array]) -> Array:
-    L, M = colours[0].shape[:2]
-    rest = colours[0].shape[2:]
-    by_parity = [c.reshape(L // 2, 2, M, *rest) for c in colours]
-    rows = [jnp.stack([by_parity[(a + b) % 2][:, a] for b in (0, 1)], axis=2) for a in (0, 1)]
-    return jnp.stack(rows, axis=1).reshape(L, L, *rest)
 
 
 def _neighbours(other: Array, colour: int) -> tuple[Array, Array, Array, Array]:
@@ -164,7 +151,7 @@ def _colour_update(other, colour: int, table, q: int, hashes, keys, t, backend: 
 def _run(key, states, beta, J, field, *, q: int, n_sweeps: int, measure_every: int, backend: str):
     words = key_words(key)
     table = alias_table(conditional_probabilities(beta, J, field, q))
-    colours = (_colour_sites(states, 0), _colour_sites(states, 1))
+    colours = (colour_sites(states, 0), colour_sites(states, 1))
     shape = colours[0].shape
     hashes = jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape) * jnp.uint32(_GOLDEN)
 
@@ -182,7 +169,7 @@ def _run(key, states, beta, J, field, *, q: int, n_sweeps: int, measure_every: i
         return colours, _energy(colours, J, field, q)
 
     colours, energy = jax.lax.scan(measured_block, colours, jnp.arange(n_sweeps // measure_every))
-    return _join_sites(colours), energy
+    return join_colours(colours), energy
 
 
 def _resolve_backend(backend: str) -> str:
@@ -242,4 +229,4 @@ def run_potts_lattice(
 def potts_energy_per_site(states: UInt8[Array, "L L chains"], J: ArrayLike = 1.0, field=None, *, q: int):
     """E/L² per chain of int states, E = -J Σ_bonds δ(s_i, s_j) - Σ_i field[s_i]."""
     field = jnp.zeros(q, jnp.float32) if field is None else jnp.asarray(field, jnp.float32)
-    return _energy((_colour_sites(states, 0), _colour_sites(states, 1)), jnp.asarray(J, jnp.float32), field, q)
+    return _energy((colour_sites(states, 0), colour_sites(states, 1)), jnp.asarray(J, jnp.float32), field, q)
