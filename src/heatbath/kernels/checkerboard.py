@@ -188,6 +188,7 @@ def sweep(
     """
     _check_spins(state.spins)
     beta, J, h = (jnp.asarray(v, jnp.float32) for v in (beta, J, h))
+    _check_finite(beta, J, h)
     if _use_packed(state.spins.shape[0], method):
         from heatbath.kernels.multispin_run import resolve_backend, sweep_packed
 
@@ -198,6 +199,13 @@ def sweep(
 
 
 _METHODS = ("auto", "packed", "bytes")
+
+
+def _check_finite(beta, J, h) -> None:
+    """Raise on NaN or infinite parameters (when they are concrete), which would silently give garbage."""
+    for name, value in (("beta", beta), ("J", J), ("h", h)):
+        if not isinstance(value, jax.core.Tracer) and not bool(jnp.isfinite(value)):
+            raise HeatbathError(f"{name} must be finite; got {float(value)}.")
 
 
 def _use_packed(L: int, method: str) -> bool:
@@ -340,6 +348,7 @@ def run_lattice(
             "measurement follows the same number of sweeps."
         )
     beta, J, h = (jnp.asarray(v, jnp.float32) for v in (beta, J, h))
+    _check_finite(beta, J, h)
     if _use_packed(state.spins.shape[0], method):
         from heatbath.kernels.multispin_run import lattice_devices, resolve_backend, run_packed
 

@@ -13,7 +13,7 @@ decides between the column's own state and its alias (`draw_states`): one table 
 exponentials, exact to about $2^{-29}$ in each probability.
 
 Layout: each colour is a `[L, L/2, chains]` uint8 array, chains contiguous (site m of row i is column
-$2m + ((i + c) \bmod 2)$ for colour c, as in `heatbath.kernels.multispin`), so every neighbour of a
+$2m + ((i + c) \bmod 2)$ for colour c, `heatbath.kernels.checkerboard_layout`), so every neighbour of a
 colour-c site is the same or the next/previous entry of the other colour's row, or the row above or
 below. Random words: update n (colour c of sweep t is n = 2t + c) has the key `mix32(n ^ w0) ^ w1`
 from the run's key words (distinct per update), and entry g (flat over rows, sites and chains) draws
@@ -36,7 +36,7 @@ from heatbath.kernels.counter_rng import key_words, mix32
 
 __all__ = ["PottsLatticeState", "init_potts_lattice", "run_potts_lattice", "potts_energy_per_site", "MAX_STATES"]
 
-MAX_STATES = 8  # q^4 (q - 1) thresholds: 114 KB at q = 8
+MAX_STATES = 8  # the alias table holds q^5 words: 128 KB at q = 8, and an alias fits in 3 bits
 _GOLDEN = 0x9E3779B9
 
 
@@ -61,6 +61,8 @@ def _check(states: Array, q: int) -> int:
 
 def init_potts_lattice(key: Key[Array, ""], L: int, n_chains: int, q: int) -> PottsLatticeState:
     """Independent uniform states per site and chain."""
+    if n_chains < 1:
+        raise HeatbathError(f"n_chains must be at least 1; got {n_chains}.")
     states = jax.random.randint(key, (L, L, n_chains), 0, q).astype(jnp.uint8)
     _check(states, q)
     return PottsLatticeState(states)
@@ -218,6 +220,9 @@ def run_potts_lattice(
     if field.shape != (q,):
         raise HeatbathError(f"field must hold one value per state, shape ({q},); got {field.shape}.")
     beta, J = jnp.asarray(beta, jnp.float32), jnp.asarray(J, jnp.float32)
+    concrete = [x for x in (beta, J, field) if not isinstance(x, jax.core.Tracer)]
+    if any(not bool(jnp.all(jnp.isfinite(x))) for x in concrete):
+        raise HeatbathError(f"beta, J and field must be finite; got beta={beta}, J={J}, field={field}.")
     backend = _resolve_backend(backend)
     states, energy = _run(
         key, state.states, beta, J, field, q=q, n_sweeps=n_sweeps, measure_every=measure_every, backend=backend
