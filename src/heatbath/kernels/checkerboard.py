@@ -17,7 +17,9 @@ sweep never share a word and about 8 integer operations replace a cipher call pe
 conditional probability is compared with the word as an integer threshold, exactly to float32
 precision even for the tiny flip probabilities of low temperatures.
 
-The API is pure functions over NamedTuple states (`init_lattice`, `sweep`, `run_lattice`).
+The API is pure functions over NamedTuple states (`init_lattice`, `sweep`, `run_lattice`). When L is
+a multiple of 64, `sweep` and `run_lattice` run the multispin kernel (`heatbath.kernels.multispin`:
+one bit per spin, a Pallas kernel on GPUs) on the same int8 states unless `method="bytes"` is asked for.
 """
 
 from __future__ import annotations
