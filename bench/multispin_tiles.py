@@ -24,8 +24,8 @@ from timing import best_time  # noqa: E402
 from heatbath.kernels import init_lattice  # noqa: E402
 from heatbath.kernels import multispin_pallas  # noqa: E402
 from heatbath.kernels.checkerboard import _thresholds  # noqa: E402
-from heatbath.kernels.counter_rng import key_words  # noqa: E402
-from heatbath.kernels.multispin import PLANES, pack_spins, packed_update, site_hashes, sweep_parameters  # noqa: E402
+from heatbath.kernels.counter_rng import iota_hashes, key_words  # noqa: E402
+from heatbath.kernels.multispin import PLANES, pack_spins, packed_update, sweep_parameters  # noqa: E402
 
 BETA_C = math.log(1.0 + math.sqrt(2.0)) / 2.0
 TABLES = _thresholds(jnp.float32(BETA_C), jnp.float32(1.0), jnp.float32(0.0))
@@ -37,7 +37,7 @@ def check_native_equals_jnp(L: int, chains: int, planes: int) -> bool:
     same = True
     for colour in (0, 1):
         other = words[:, 1 - colour]
-        expected = packed_update(other, colour, site_hashes(0, other.shape), params[1, colour], planes=planes)
+        expected = packed_update(other, colour, iota_hashes(0, other.shape), params[1, colour], planes=planes)
         got = multispin_pallas.pallas_packed_update(other, colour, params, jnp.int32(1), planes=planes)
         same &= bool(np.array_equal(np.asarray(got), np.asarray(expected)))
     return same

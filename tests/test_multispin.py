@@ -16,13 +16,12 @@ from heatbath.errors import HeatbathError
 from heatbath.exact.ising2d import BETA_CRITICAL, exact_finite_lattice
 from heatbath.kernels import energy_per_site, init_lattice, magnetization_per_site, run_lattice, sweep
 from heatbath.kernels.checkerboard import _thresholds
-from heatbath.kernels.counter_rng import key_words
+from heatbath.kernels.counter_rng import iota_hashes, key_words
 from heatbath.kernels.multispin import (
     PLANES,
     pack_spins,
     packed_observables,
     packed_update,
-    site_hashes,
     sweep_parameters,
     unpack_spins,
     update_parameters,
@@ -65,7 +64,7 @@ def test_update_is_threshold_rule(colour, planes):
     kw = key_words(jax.random.key(3))
     other = words[:, 1 - colour]
     params = update_parameters(tables, kw, jnp.uint32(update), planes)
-    new = packed_update(other, colour, site_hashes(0, other.shape), params, planes=planes)
+    new = packed_update(other, colour, iota_hashes(0, other.shape), params, planes=planes)
     new_spins = np.asarray(unpack_spins(jnp.stack([new, other] if colour == 0 else [other, new], axis=1)))
 
     W = L // 64
@@ -116,7 +115,7 @@ def test_pallas_kernel_equals_jnp_update(L, chains, block):
         table = sweep_parameters(tables, kw, 5, 3, planes)  # sweeps 5, 6, 7; the kernel reads row [1, colour]
         np.testing.assert_array_equal(np.asarray(table[1, colour]), np.asarray(update_parameters(tables, kw, 12 + colour, planes)))
         other, first = words[:, 1 - colour], 1000 * colour  # as on the second of several devices
-        expected = packed_update(other, colour, site_hashes(first, other.shape), table[1, colour], planes=planes)
+        expected = packed_update(other, colour, iota_hashes(first, other.shape), table[1, colour], planes=planes)
         got = pallas_packed_update(
             other, colour, table, jnp.int32(1), first_word=first, planes=planes, block=block, interpret=True
         )

@@ -15,7 +15,7 @@ from jaxtyping import Array, ArrayLike, Key, UInt32
 
 from heatbath.errors import HeatbathError
 
-__all__ = ["threefry2x32", "key_words", "random_bits", "cipher_bits", "mix32", "stream_seeds", "update_words", "uniform_from_words"]
+__all__ = ["threefry2x32", "key_words", "random_bits", "cipher_bits", "mix32", "stream_seeds", "update_words", "uniform_from_words", "weyl_hashes", "iota_hashes"]
 
 _ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)  # Threefry-2x32 rotation distances, cycled every 8 rounds
 _KEY_PARITY = 0x1BD11BDA
@@ -95,6 +95,18 @@ def stream_seeds(chain_words: UInt32[Array, "chains 2"], stream) -> UInt32[Array
     k0, k1 = chain_words[:, 0], chain_words[:, 1]
     s = jnp.broadcast_to(jnp.asarray(stream, jnp.uint32), k0.shape)
     return threefry2x32((k0, k1), s, jnp.full_like(s, _STREAM_TAG))[0]
+
+
+def weyl_hashes(index: Array) -> UInt32[Array, "*n"]:
+    """golden · index (mod 2**32) for integer indices: a bijection that spreads consecutive indices
+    over the whole word, the per-element half of a `mix32(golden·index ^ key)` random word."""
+    return index.astype(jnp.uint32) * jnp.uint32(_GOLDEN)
+
+
+def iota_hashes(first, shape: tuple[int, ...]) -> UInt32[Array, "*shape"]:
+    """`weyl_hashes` of the flat indices first, first + 1, ... of an array of `shape`."""
+    index = jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape) + jnp.asarray(first, jnp.uint32)
+    return weyl_hashes(index)
 
 
 def update_words(seed: UInt32[Array, " chains"], node_ids: UInt32[Array, " n"]) -> UInt32[Array, "n chains"]:

@@ -52,6 +52,11 @@ from heatbath.kernels.counter_rng import mix32
 
 __all__ = [
     "LANES",
+    "PLANES",
+    "N_PARAMS",
+    "rotate_lanes_up",
+    "rotate_lanes_down",
+    "any_set",
     "check_packable",
     "pack_spins",
     "unpack_spins",
@@ -67,7 +72,6 @@ __all__ = [
 
 LANES = 32
 PLANES = 8  # bits of every uniform compared plane by plane (the rest lane by lane, for the few ties)
-_GOLDEN = 0x9E3779B9
 
 
 def check_packable(L: int) -> None:
@@ -187,16 +191,6 @@ class ParameterRow:
         return self.table[self.offset + i]
 
 
-def word_hashes(g: Array) -> UInt32[Array, "*n"]:
-    """golden · g for flat global word indices g: the per-word half of every random word."""
-    return g.astype(jnp.uint32) * jnp.uint32(_GOLDEN)
-
-
-def site_hashes(first_word, shape) -> UInt32[Array, "*shape"]:
-    """`word_hashes` of the words of an array of `shape`, numbered flat from `first_word`."""
-    return word_hashes(jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape) + jnp.asarray(first_word, jnp.uint32))
-
-
 def decide_lanes(
     bits,
     hashes: UInt32[Array, "*n"],
@@ -260,7 +254,7 @@ def packed_update(
     other: UInt32[Array, "chains L W"], colour: int, hashes, params, *, planes: int = PLANES
 ) -> UInt32[Array, "chains L W"]:
     """New words of colour `colour` given the other colour's words (jax.numpy; `hashes` from
-    `site_hashes`, `params` from `update_parameters` with the same `planes`)."""
+    `counter_rng.iota_hashes`, `params` from `update_parameters` with the same `planes`)."""
     bits = count_bits(*_neighbour_words(other, colour))
     return decide_lanes(bits, hashes, params, planes=planes, any_set=any_set)
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, UInt32
 
+from heatbath.kernels.counter_rng import weyl_hashes
 from heatbath.kernels.multispin import (
     N_PARAMS,
     PLANES,
@@ -26,7 +27,6 @@ from heatbath.kernels.multispin import (
     decide_lanes,
     rotate_lanes_down,
     rotate_lanes_up,
-    word_hashes,
 )
 
 __all__ = ["pallas_packed_update", "BLOCK_WORDS", "NUM_WARPS"]
@@ -56,7 +56,7 @@ def _kernel(colour: int, L: int, W: int, block: int, planes: int, params_ref, sw
 
     bits = count_bits(up, down, same, side)
     params = ParameterRow(params_ref, (2 * sweep_ref[0] + colour) * N_PARAMS)
-    new = decide_lanes(bits, word_hashes(g + first_ref[0]), params, planes=planes, any_set=any_set)
+    new = decide_lanes(bits, weyl_hashes(g + first_ref[0]), params, planes=planes, any_set=any_set)
     out_ref[pl.ds(start, block)] = new
 
 

@@ -18,13 +18,13 @@ from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Float, Int8, UInt32
 
 from heatbath.errors import HeatbathError
+from heatbath.kernels.counter_rng import iota_hashes
 from heatbath.kernels.multispin import (
     PLANES,
     check_packable,
     pack_spins,
     packed_observables,
     packed_update,
-    site_hashes,
     sweep_parameters,
     unpack_spins,
 )
@@ -52,7 +52,7 @@ def resolve_backend(backend: str, devices=()) -> str:
 
 def _update(other, colour: int, first_word, params, t, backend: str):
     if backend == "jnp":
-        hashes = site_hashes(first_word, other.shape)
+        hashes = iota_hashes(first_word, other.shape)
         return packed_update(other, colour, hashes, params[t, colour], planes=PLANES)
     from heatbath.kernels.multispin_pallas import pallas_packed_update
 

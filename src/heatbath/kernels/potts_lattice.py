@@ -32,12 +32,11 @@ from jaxtyping import Array, ArrayLike, Float, Key, UInt8, UInt32
 
 from heatbath.errors import HeatbathError
 from heatbath.kernels.checkerboard_layout import colour_sites, join_colours
-from heatbath.kernels.counter_rng import key_words, mix32
+from heatbath.kernels.counter_rng import iota_hashes, key_words, mix32
 
 __all__ = ["PottsLatticeState", "init_potts_lattice", "run_potts_lattice", "potts_energy_per_site", "MAX_STATES"]
 
 MAX_STATES = 8  # the alias table holds q^5 words: 128 KB at q = 8, and an alias fits in 3 bits
-_GOLDEN = 0x9E3779B9
 
 
 class PottsLatticeState(NamedTuple):
@@ -155,7 +154,7 @@ def _run(key, states, beta, J, field, *, q: int, n_sweeps: int, measure_every: i
     table = alias_table(conditional_probabilities(beta, J, field, q))
     colours = (colour_sites(states, 0), colour_sites(states, 1))
     shape = colours[0].shape
-    hashes = jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape) * jnp.uint32(_GOLDEN)
+    hashes = iota_hashes(0, shape)
 
     def measured_block(colours, block):
         # The keys of every update of the block, computed before its loop: a GPU sweep is then two

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, UInt8, UInt32
 
-from heatbath.kernels.counter_rng import mix32
+from heatbath.kernels.counter_rng import mix32, weyl_hashes
 from heatbath.kernels.potts_lattice import draw_states
 
 __all__ = ["pallas_potts_update", "TILE_SITES", "TILE_CHAINS", "NUM_WARPS"]
@@ -24,7 +24,6 @@ __all__ = ["pallas_potts_update", "TILE_SITES", "TILE_CHAINS", "NUM_WARPS"]
 TILE_SITES = 8
 TILE_CHAINS = 128
 NUM_WARPS = 4
-_GOLDEN = 0x9E3779B9
 
 
 def _kernel(colour, q, L, M, C, tile_sites, tile_chains, keys_ref, sweep_ref, table_ref, other_ref, out_ref):
@@ -47,7 +46,7 @@ def _kernel(colour, q, L, M, C, tile_sites, tile_chains, keys_ref, sweep_ref, ta
     config = up + q * (down + q * (same + q * side))
     key = keys_ref[2 * sweep_ref[0] + colour]
     g = (s[:, None] * C + c[None, :]).astype(jnp.uint32)
-    new = draw_states(mix32(g * jnp.uint32(_GOLDEN) ^ key), config, lambda i: table_ref[i], q)
+    new = draw_states(mix32(weyl_hashes(g) ^ key), config, lambda i: table_ref[i], q)
     plgpu.store(out_ref.at[s[:, None] * C + c[None, :]], new.astype(jnp.uint8), mask=valid)
 
 
