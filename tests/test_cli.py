@@ -95,3 +95,6 @@ def test_chunk_plan():
     chunk, warm, measured = _chunk_plan(64, 64, 3000, 333)  # no good common divisor: round up
     assert warm * chunk >= 3000 and measured * chunk >= 333 and chunk >= 10
     assert _chunk_plan(16, 2, 0, 1) == (1, 0, 1)
+    # A GPU takes longer chunks: a 4096² lattice with 4 chains runs 25 sweeps per call, not 1.
+    assert _chunk_plan(4096, 4, 1000, 1000, "cpu")[0] == 1
+    assert _chunk_plan(4096, 4, 1000, 1000, "gpu")[0] == 25
