@@ -179,7 +179,7 @@ def test_bad_method_and_size():
         run_lattice(jax.random.key(0), state, 0.4, 2, method="bits")
     with pytest.raises(HeatbathError, match="multiple of 64"):
         sweep(jax.random.key(0), state, 0.4, method="packed")
-    with pytest.raises(HeatbathError, match="beta must be finite"):
+    with pytest.raises(HeatbathError, match="Lattice beta contain 1 NaN or infinite"):
         run_lattice(jax.random.key(0), init_lattice(jax.random.key(0), 64, 2), float("nan"), 2)
-    with pytest.raises(HeatbathError, match="J must be finite"):
+    with pytest.raises(HeatbathError, match="Lattice J contain 1 NaN or infinite"):
         sweep(jax.random.key(0), state, 0.4, float("inf"))

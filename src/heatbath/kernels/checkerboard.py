@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int8, Key, UInt32
 
 from heatbath.errors import HeatbathError
+from heatbath.validation import check_finite
 from heatbath.kernels.counter_rng import key_words, threefry2x32, update_words
 
 __all__ = [
@@ -206,8 +207,7 @@ _METHODS = ("auto", "packed", "bytes")
 def _check_finite(beta, J, h) -> None:
     """Raise on NaN or infinite parameters (when they are concrete), which would silently give garbage."""
     for name, value in (("beta", beta), ("J", J), ("h", h)):
-        if not isinstance(value, jax.core.Tracer) and not bool(jnp.isfinite(value)):
-            raise HeatbathError(f"{name} must be finite; got {float(value)}.")
+        check_finite(value, f"Lattice {name}")
 
 
 def _use_packed(L: int, method: str) -> bool:

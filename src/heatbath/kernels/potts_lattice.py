@@ -31,6 +31,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Key, UInt8, UInt32
 
 from heatbath.errors import HeatbathError
+from heatbath.validation import check_finite, is_concrete
 from heatbath.kernels.checkerboard_layout import colour_sites, join_colours
 from heatbath.kernels.counter_rng import iota_hashes, key_words, mix32
 
@@ -211,7 +212,7 @@ def run_potts_lattice(
             f"n_sweeps ({n_sweeps}) and measure_every ({measure_every}) must be positive, n_sweeps a multiple "
             "of measure_every."
         )
-    if not isinstance(state.states, jax.core.Tracer) and bool(jnp.any(state.states >= q)):
+    if is_concrete(state.states) and bool(jnp.any(state.states >= q)):
         raise HeatbathError(f"Potts states must lie in 0..{q - 1} for q={q}; got a state >= {q}.")
     if int(np.prod(state.states.shape)) >= 2**31:
         raise HeatbathError("The Potts lattice kernel numbers sites × chains in 31 bits: run fewer chains per call.")
@@ -219,9 +220,8 @@ def run_potts_lattice(
     if field.shape != (q,):
         raise HeatbathError(f"field must hold one value per state, shape ({q},); got {field.shape}.")
     beta, J = jnp.asarray(beta, jnp.float32), jnp.asarray(J, jnp.float32)
-    concrete = [x for x in (beta, J, field) if not isinstance(x, jax.core.Tracer)]
-    if any(not bool(jnp.all(jnp.isfinite(x))) for x in concrete):
-        raise HeatbathError(f"beta, J and field must be finite; got beta={beta}, J={J}, field={field}.")
+    for name, value in (("beta", beta), ("J", J), ("field", field)):
+        check_finite(value, f"Potts lattice {name}")
     backend = _resolve_backend(backend)
     states, energy = _run(
         key, state.states, beta, J, field, q=q, n_sweeps=n_sweeps, measure_every=measure_every, backend=backend
