@@ -193,7 +193,8 @@ def sweep(
     beta, J, h = (jnp.asarray(v, jnp.float32) for v in (beta, J, h))
     _check_finite(beta, J, h)
     if _use_packed(state.spins.shape[0], method):
-        from heatbath.kernels.multispin_run import resolve_backend, sweep_packed
+        from heatbath.kernels.multispin_run import sweep_packed
+        from heatbath.kernels.pallas_backend import resolve_backend
 
         tables = _thresholds(beta, J, h)
         spins = sweep_packed(state.spins, key_words(key), index, tables, backend=resolve_backend("auto"))
@@ -352,7 +353,8 @@ def run_lattice(
     beta, J, h = (jnp.asarray(v, jnp.float32) for v in (beta, J, h))
     _check_finite(beta, J, h)
     if _use_packed(state.spins.shape[0], method):
-        from heatbath.kernels.multispin_run import lattice_devices, resolve_backend, run_packed
+        from heatbath.kernels.multispin_run import lattice_devices, run_packed
+        from heatbath.kernels.pallas_backend import resolve_backend
 
         run_on = lattice_devices(state.spins.shape[2], devices)
         spins, energy, magnetization = run_packed(

@@ -28,26 +28,11 @@ from heatbath.kernels.multispin import (
     sweep_parameters,
     unpack_spins,
 )
-from heatbath.kernels.pallas_spin import pallas_available
 
-__all__ = ["packed_sweep", "run_packed", "resolve_backend", "lattice_devices"]
+__all__ = ["packed_sweep", "run_packed", "lattice_devices"]
 
 _Words = tuple[UInt32[Array, "chains L W"], UInt32[Array, "chains L W"]]
-_BACKENDS = ("auto", "pallas", "jnp", "interpret")
 _MAX_GROUP = 1024
-
-
-def resolve_backend(backend: str, devices=()) -> str:
-    """'pallas' for `backend="auto"` when Pallas' Triton backend runs on every one of `devices` (CUDA GPUs;
-    default: the default backend's), else 'jnp'; explicit choices are checked."""
-    if backend not in _BACKENDS:
-        raise HeatbathError(f"backend must be one of {_BACKENDS}; got {backend!r}.")
-    on_gpus = pallas_available() and all(d.platform == "gpu" for d in devices)
-    if backend == "auto":
-        return "pallas" if on_gpus else "jnp"
-    if backend == "pallas" and not on_gpus:
-        raise HeatbathError("backend='pallas' needs CUDA GPUs with Pallas' Triton backend; use 'jnp' or 'auto'.")
-    return backend
 
 
 def _update(other, colour: int, first_word, params, t, backend: str):

@@ -29,7 +29,8 @@ from jaxtyping import Array, Bool, Int8, UInt32
 from heatbath.block_sampling import CATEGORY_RANGE_MESSAGE, BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
-from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_available, pallas_block_update
+from heatbath.kernels.pallas_backend import pallas_runs_on
+from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_block_update
 
 __all__ = ["run_pairwise"]
 
@@ -206,7 +207,7 @@ def run_pairwise(
     """
     tables = pairwise_tables(program)
     devices = tuple(jax.devices() if devices is None else devices)
-    use_pallas = use_pallas and tables.kind == "spin" and pallas_available() and all(d.platform == "gpu" for d in devices)
+    use_pallas = use_pallas and tables.kind == "spin" and pallas_runs_on(devices)
     chains = chain_words.shape[0]
     pad = -chains % (len(devices) * (_chain_tile(chains, len(devices)) if use_pallas else 1))
     if tables.kind == "spin":

@@ -19,24 +19,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int8, Int32, UInt32
 
 from heatbath.kernels.counter_rng import signed_coupling, uniform_from_words, update_words
+from heatbath.kernels.pallas_backend import pallas_available
 
 __all__ = ["pallas_available", "pallas_block_update", "TILE_CHAINS"]
 
 TILE_NODES = 32
 TILE_CHAINS = 128
-
-
-@functools.cache
-def pallas_available() -> bool:
-    """True on a CUDA GPU where Pallas' Triton backend imports."""
-    if jax.default_backend() != "gpu":
-        return False
-    try:
-        from jax.experimental import pallas  # noqa: F401
-        from jax.experimental.pallas import triton  # noqa: F401
-    except ImportError:  # pragma: no cover - depends on the jaxlib build
-        return False
-    return True
 
 
 def _kernel(widths, n, tile_nodes, tile_chains, *refs):

@@ -34,6 +34,7 @@ from heatbath.errors import HeatbathError
 from heatbath.validation import check_finite, is_concrete
 from heatbath.kernels.checkerboard_layout import colour_sites, join_colours
 from heatbath.kernels.counter_rng import iota_hashes, key_words, mix32
+from heatbath.kernels.pallas_backend import resolve_backend
 
 __all__ = ["PottsLatticeState", "init_potts_lattice", "run_potts_lattice", "potts_energy_per_site", "MAX_STATES"]
 
@@ -174,19 +175,6 @@ def _run(key, states, beta, J, field, *, q: int, n_sweeps: int, measure_every: i
     return join_colours(colours), energy
 
 
-def _resolve_backend(backend: str) -> str:
-    from heatbath.kernels.pallas_spin import pallas_available
-
-    choices = ("auto", "jnp", "pallas", "interpret")
-    if backend not in choices:
-        raise HeatbathError(f"backend must be one of {choices}; got {backend!r}.")
-    if backend == "pallas" and not pallas_available():
-        raise HeatbathError("backend='pallas' needs a CUDA GPU with Pallas' Triton backend; use 'jnp' or 'auto'.")
-    if backend == "auto":
-        return "pallas" if pallas_available() else "jnp"
-    return backend
-
-
 def run_potts_lattice(
     key: Key[Array, ""],
     state: PottsLatticeState,
@@ -222,7 +210,7 @@ def run_potts_lattice(
     beta, J = jnp.asarray(beta, jnp.float32), jnp.asarray(J, jnp.float32)
     for name, value in (("beta", beta), ("J", J), ("field", field)):
         check_finite(value, f"Potts lattice {name}")
-    backend = _resolve_backend(backend)
+    backend = resolve_backend(backend)
     states, energy = _run(
         key, state.states, beta, J, field, q=q, n_sweeps=n_sweeps, measure_every=measure_every, backend=backend
     )

@@ -1,0 +1,48 @@
+"""Whether the Pallas (Triton) GPU kernels can run, and which implementation a kernel call takes.
+
+Every kernel with a Pallas version also has a jax.numpy version that gives the same results; the
+Pallas one runs only where Pallas' Triton backend imports and every device of the call is a CUDA GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+
+from heatbath.errors import HeatbathError
+
+__all__ = ["pallas_available", "pallas_runs_on", "resolve_backend", "BACKENDS"]
+
+BACKENDS = ("auto", "pallas", "jnp", "interpret")
+
+
+@functools.cache
+def pallas_available() -> bool:
+    """True on a CUDA GPU where Pallas' Triton backend imports."""
+    if jax.default_backend() != "gpu":
+        return False
+    try:
+        from jax.experimental import pallas  # noqa: F401
+        from jax.experimental.pallas import triton  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the jaxlib build
+        return False
+    return True
+
+
+def pallas_runs_on(devices=()) -> bool:
+    """True when Pallas is available and every one of `devices` (default: the default backend's) is a GPU."""
+    return pallas_available() and all(d.platform == "gpu" for d in devices)
+
+
+def resolve_backend(backend: str, devices=()) -> str:
+    """'pallas' for `backend="auto"` when `pallas_runs_on(devices)`, else 'jnp'; explicit choices
+    ('pallas', 'jnp', or 'interpret': the Pallas kernel interpreted, for tests) are checked."""
+    if backend not in BACKENDS:
+        raise HeatbathError(f"backend must be one of {BACKENDS}; got {backend!r}.")
+    on_gpus = pallas_runs_on(devices)
+    if backend == "auto":
+        return "pallas" if on_gpus else "jnp"
+    if backend == "pallas" and not on_gpus:
+        raise HeatbathError("backend='pallas' needs CUDA GPUs with Pallas' Triton backend; use 'jnp' or 'auto'.")
+    return backend
