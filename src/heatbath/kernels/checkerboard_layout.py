@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array
 
-__all__ = ["colour_sites", "join_colours"]
+__all__ = ["colour_sites", "join_colours", "side_is_previous"]
 
 
 def colour_sites(x: Array, colour: int) -> Array:
@@ -30,3 +30,9 @@ def join_colours(colours: tuple[Array, Array]) -> Array:
     # Row parity a holds colour c at column parity (a + c) % 2, i.e. column parity b holds colour (a + b) % 2.
     rows = [jnp.stack([by_parity[(a + b) % 2][:, a] for b in (0, 1)], axis=2) for a in (0, 1)]
     return jnp.stack(rows, axis=1).reshape(L, L, *rest)
+
+
+def side_is_previous(row, colour: int):
+    """True where a site of `colour` in row `row` (an int or an integer array, numpy or jax) has its
+    fourth neighbour at entry m - 1 of the other colour's row, False where at m + 1."""
+    return (row + colour) % 2 == 0

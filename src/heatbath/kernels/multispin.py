@@ -47,7 +47,11 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int8, UInt32
 
 from heatbath.errors import HeatbathError
-from heatbath.kernels.checkerboard_layout import colour_sites, join_colours
+from heatbath.kernels.checkerboard_layout import (
+    colour_sites,
+    join_colours,
+    side_is_previous,
+)
 from heatbath.kernels.counter_rng import mix32
 
 __all__ = [
@@ -245,8 +249,7 @@ def _neighbour_words(other: UInt32[Array, "chains L W"], colour: int):
     up, down = jnp.roll(other, 1, axis=1), jnp.roll(other, -1, axis=1)
     previous = jnp.concatenate([rotate_lanes_up(other[..., -1:]), other[..., :-1]], axis=-1)  # sites m-1
     following = jnp.concatenate([other[..., 1:], rotate_lanes_down(other[..., :1])], axis=-1)  # sites m+1
-    # Site (i, m) of colour c has its fourth neighbour at m-1 when i + c is even, else at m+1.
-    to_previous = ((np.arange(L) + colour) % 2 == 0)[None, :, None]
+    to_previous = side_is_previous(np.arange(L), colour)[None, :, None]
     return up, down, other, jnp.where(to_previous, previous, following)
 
 

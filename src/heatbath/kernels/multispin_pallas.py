@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, UInt32
 
+from heatbath.kernels.checkerboard_layout import side_is_previous
 from heatbath.kernels.counter_rng import weyl_hashes
 from heatbath.kernels.multispin import (
     N_PARAMS,
@@ -48,7 +49,7 @@ def _kernel(colour: int, L: int, W: int, block: int, planes: int, params_ref, sw
     same = other_ref[g]
     # The fourth neighbour: sites m-1 when i + colour is even, else m+1; at a row's end, the word at the
     # other end with its lanes rotated.
-    to_previous = (i + colour) % 2 == 0
+    to_previous = side_is_previous(i, colour)
     at_end = jnp.where(to_previous, w == 0, w == W - 1)
     side_w = jnp.where(at_end, jnp.where(to_previous, W - 1, 0), jnp.where(to_previous, w - 1, w + 1))
     side = other_ref[base + i * W + side_w]

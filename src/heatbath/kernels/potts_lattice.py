@@ -31,10 +31,14 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Key, UInt8, UInt32
 
 from heatbath.errors import HeatbathError
-from heatbath.validation import check_finite, is_concrete
-from heatbath.kernels.checkerboard_layout import colour_sites, join_colours
+from heatbath.kernels.checkerboard_layout import (
+    colour_sites,
+    join_colours,
+    side_is_previous,
+)
 from heatbath.kernels.counter_rng import iota_hashes, key_words, mix32
 from heatbath.kernels.pallas_backend import resolve_backend
+from heatbath.validation import check_finite, is_concrete
 
 __all__ = ["PottsLatticeState", "init_potts_lattice", "run_potts_lattice", "potts_energy_per_site", "MAX_STATES"]
 
@@ -72,7 +76,7 @@ def init_potts_lattice(key: Key[Array, ""], L: int, n_chains: int, q: int) -> Po
 def _neighbours(other: Array, colour: int) -> tuple[Array, Array, Array, Array]:
     """The four neighbours of each colour-`colour` site, from the other colour's `[L, M, chains]` array."""
     L = other.shape[0]
-    to_previous = ((np.arange(L) + colour) % 2 == 0)[:, None, None]
+    to_previous = side_is_previous(np.arange(L), colour)[:, None, None]
     side = jnp.where(to_previous, jnp.roll(other, 1, axis=1), jnp.roll(other, -1, axis=1))
     return jnp.roll(other, 1, axis=0), jnp.roll(other, -1, axis=0), other, side
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, UInt8, UInt32
 
+from heatbath.kernels.checkerboard_layout import side_is_previous
 from heatbath.kernels.counter_rng import mix32, weyl_hashes
 from heatbath.kernels.potts_lattice import draw_states
 
@@ -35,7 +36,7 @@ def _kernel(colour, q, L, M, C, tile_sites, tile_chains, keys_ref, sweep_ref, ta
     valid = (s[:, None] < L * M) & (c[None, :] < C)
     s = jnp.where(s < L * M, s, 0)
     i, m = s // M, s % M
-    to_previous = (i + colour) % 2 == 0
+    to_previous = side_is_previous(i, colour)
     side_m = jnp.where(to_previous, (m + (M - 1)) % M, (m + 1) % M)
     neighbour_sites = (((i + (L - 1)) % L) * M + m, ((i + 1) % L) * M + m, s, i * M + side_m)
 
