@@ -32,8 +32,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int8, Key, UInt32
 
 from heatbath.errors import HeatbathError
-from heatbath.validation import check_finite
 from heatbath.kernels.counter_rng import key_words, threefry2x32, update_words
+from heatbath.validation import check_finite
 
 __all__ = [
     "LatticeIsingState",
@@ -205,6 +205,20 @@ def sweep(
 _METHODS = ("auto", "packed", "bytes")
 
 
+def check_run_length(n_sweeps, measure_every) -> tuple[int, int]:
+    """`(n_sweeps, measure_every)` as ints, after checking that both are positive and that every
+    measurement follows the same number of sweeps (shared by the lattice kernels' run functions)."""
+    n_sweeps, measure_every = int(n_sweeps), int(measure_every)
+    if n_sweeps < 1 or measure_every < 1:
+        raise HeatbathError(f"n_sweeps and measure_every must be positive; got {n_sweeps} and {measure_every}.")
+    if n_sweeps % measure_every:
+        raise HeatbathError(
+            f"n_sweeps ({n_sweeps}) must be a multiple of measure_every ({measure_every}) so that every "
+            "measurement follows the same number of sweeps."
+        )
+    return n_sweeps, measure_every
+
+
 def _check_finite(beta, J, h) -> None:
     """Raise on NaN or infinite parameters (when they are concrete), which would silently give garbage."""
     for name, value in (("beta", beta), ("J", J), ("h", h)):
@@ -342,14 +356,7 @@ def run_lattice(
     The int8 kernel runs on the default device.
     """
     _check_spins(state.spins)
-    n_sweeps, measure_every = int(n_sweeps), int(measure_every)
-    if n_sweeps < 1 or measure_every < 1:
-        raise HeatbathError(f"n_sweeps and measure_every must be positive; got {n_sweeps} and {measure_every}.")
-    if n_sweeps % measure_every:
-        raise HeatbathError(
-            f"n_sweeps ({n_sweeps}) must be a multiple of measure_every ({measure_every}) so that every "
-            "measurement follows the same number of sweeps."
-        )
+    n_sweeps, measure_every = check_run_length(n_sweeps, measure_every)
     beta, J, h = (jnp.asarray(v, jnp.float32) for v in (beta, J, h))
     _check_finite(beta, J, h)
     if _use_packed(state.spins.shape[0], method):

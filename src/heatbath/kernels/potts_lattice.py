@@ -31,6 +31,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Key, UInt8, UInt32
 
 from heatbath.errors import HeatbathError
+from heatbath.kernels.checkerboard import check_run_length
 from heatbath.kernels.checkerboard_layout import (
     colour_sites,
     join_colours,
@@ -198,12 +199,7 @@ def run_potts_lattice(
     jax.numpy update elsewhere; "jnp", "pallas" or "interpret" (the kernel interpreted, for tests) force
     one. All give the same states."""
     _check(state.states, q)
-    n_sweeps, measure_every = int(n_sweeps), int(measure_every)
-    if n_sweeps < 1 or measure_every < 1 or n_sweeps % measure_every:
-        raise HeatbathError(
-            f"n_sweeps ({n_sweeps}) and measure_every ({measure_every}) must be positive, n_sweeps a multiple "
-            "of measure_every."
-        )
+    n_sweeps, measure_every = check_run_length(n_sweeps, measure_every)
     if is_concrete(state.states) and bool(jnp.any(state.states >= q)):
         raise HeatbathError(f"Potts states must lie in 0..{q - 1} for q={q}; got a state >= {q}.")
     if int(np.prod(state.states.shape)) >= 2**31:
