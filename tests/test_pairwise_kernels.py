@@ -60,7 +60,22 @@ def test_spin_glass_clamped_with_superblocks_matches_enumeration():
     )
 
 
-def test_samples_do_not_depend_on_chain_count_or_devices():
+@pytest.fixture(params=["compiled CPU kernel", "jax.numpy sweep"])
+def cpu_path(request, monkeypatch):
+    """Run a test on both CPU paths of the pairwise spin kernel (compiled caches are cleared around
+    the jax.numpy run, whose traces would otherwise be reused by the other)."""
+    if request.param == "jax.numpy sweep":
+        from heatbath.kernels import pairwise_sweep
+
+        monkeypatch.setattr(pairwise_sweep, "cpu_kernel_runs_on", lambda devices: False)
+        jax.clear_caches()
+        yield request.param
+        jax.clear_caches()
+    else:
+        yield request.param
+
+
+def test_samples_do_not_depend_on_chain_count_or_devices(cpu_path):
     spins, _, ebm = pairwise_spin_model(np.random.default_rng(5), 10)
     blocks = color_blocks(ebm)
     program = _program(ebm, blocks, [], 2)

@@ -32,6 +32,7 @@ from jaxtyping import Array, Key
 from heatbath.block_management import Block, node_positions
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.errors import HeatbathError, StateError
+from heatbath.kernels.counter_rng import STREAM_TAG as _STREAM_TAG
 from heatbath.kernels.counter_rng import key_words, threefry2x32
 from heatbath.kernels.pairwise_sweep import run_pairwise
 from heatbath.kernels.pairwise_tables import pairwise_kind
@@ -60,7 +61,6 @@ def supports_batched(program: BlockSamplingProgram) -> str | None:
     return None
 
 
-_STREAM_TAG = 0x5EED5EED  # second counter word when deriving a stream's key
 
 
 def _uniform(bits: Array) -> Array:

@@ -15,10 +15,10 @@ from jaxtyping import Array, ArrayLike, Key, UInt32
 
 from heatbath.errors import HeatbathError
 
-__all__ = ["threefry2x32", "key_words", "random_bits", "cipher_bits", "mix32", "stream_seeds", "update_words", "uniform_from_words", "weyl_hashes", "iota_hashes"]
+__all__ = ["GOLDEN", "KEY_PARITY", "MIX_MULTIPLIERS", "ROTATIONS", "STREAM_TAG", "threefry2x32", "key_words", "random_bits", "cipher_bits", "mix32", "stream_seeds", "update_words", "uniform_from_words", "weyl_hashes", "iota_hashes"]
 
-_ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)  # Threefry-2x32 rotation distances, cycled every 8 rounds
-_KEY_PARITY = 0x1BD11BDA
+ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)  # Threefry-2x32 rotation distances, cycled every 8 rounds
+KEY_PARITY = 0x1BD11BDA
 _ROUNDS = 20
 
 
@@ -31,11 +31,11 @@ def threefry2x32(
 ) -> tuple[UInt32[Array, "*n"], UInt32[Array, "*n"]]:
     """The Threefry-2x32-20 block cipher of the counter pairs `(x0, x1)` under `key` (two uint32 words)."""
     k0, k1 = (jnp.asarray(k, jnp.uint32) for k in key)
-    schedule = (k0, k1, k0 ^ k1 ^ jnp.uint32(_KEY_PARITY))
+    schedule = (k0, k1, k0 ^ k1 ^ jnp.uint32(KEY_PARITY))
     x0, x1 = x0 + schedule[0], x1 + schedule[1]
     for r in range(_ROUNDS):
         x0 = x0 + x1
-        x1 = _rotate_left(x1, _ROTATIONS[r % 8]) ^ x0
+        x1 = _rotate_left(x1, ROTATIONS[r % 8]) ^ x0
         if r % 4 == 3:
             s = r // 4 + 1
             x0 = x0 + schedule[s % 3]
@@ -74,17 +74,18 @@ def random_bits(
     return cipher_bits(key_words(key), tuple(shape), stream)
 
 
-_GOLDEN = 0x9E3779B9  # odd, so multiplying a node id by it is a bijection of uint32
-_STREAM_TAG = 0x5EED5EED
+GOLDEN = 0x9E3779B9  # odd, so multiplying a node id by it is a bijection of uint32
+STREAM_TAG = 0x5EED5EED
+MIX_MULTIPLIERS = (0x7FEB352D, 0x846CA68B)  # mix32's two odd multipliers
 
 
 def mix32(x: UInt32[Array, "*n"]) -> UInt32[Array, "*n"]:
     """A bijective 32-bit avalanche mix (xor-shift-multiply, the 'lowbias32' constants): every input
     bit flips each output bit with probability close to 1/2."""
     x = x ^ (x >> jnp.uint32(16))
-    x = x * jnp.uint32(0x7FEB352D)
+    x = x * jnp.uint32(MIX_MULTIPLIERS[0])
     x = x ^ (x >> jnp.uint32(15))
-    x = x * jnp.uint32(0x846CA68B)
+    x = x * jnp.uint32(MIX_MULTIPLIERS[1])
     return x ^ (x >> jnp.uint32(16))
 
 
@@ -94,13 +95,13 @@ def stream_seeds(chain_words: UInt32[Array, "chains 2"], stream) -> UInt32[Array
     words depend on its key alone, not on which other chains run beside it or on which device."""
     k0, k1 = chain_words[:, 0], chain_words[:, 1]
     s = jnp.broadcast_to(jnp.asarray(stream, jnp.uint32), k0.shape)
-    return threefry2x32((k0, k1), s, jnp.full_like(s, _STREAM_TAG))[0]
+    return threefry2x32((k0, k1), s, jnp.full_like(s, STREAM_TAG))[0]
 
 
 def weyl_hashes(index: Array) -> UInt32[Array, "*n"]:
     """golden · index (mod 2**32) for integer indices: a bijection that spreads consecutive indices
     over the whole word, the per-element half of a `mix32(golden·index ^ key)` random word."""
-    return index.astype(jnp.uint32) * jnp.uint32(_GOLDEN)
+    return index.astype(jnp.uint32) * jnp.uint32(GOLDEN)
 
 
 def iota_hashes(first, shape: tuple[int, ...]) -> UInt32[Array, "*shape"]:
@@ -117,7 +118,7 @@ def update_words(seed: UInt32[Array, " chains"], node_ids: UInt32[Array, " n"]) 
     word, and each chain's seed is a fresh cipher output for every stream. About 8 integer operations
     per word instead of Threefry's ~60, which matters once the field is a few loads.
     """
-    a = node_ids.astype(jnp.uint32)[:, None] * jnp.uint32(_GOLDEN)
+    a = node_ids.astype(jnp.uint32)[:, None] * jnp.uint32(GOLDEN)
     return mix32(a ^ seed[None, :])
 
 

@@ -24,11 +24,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
-from jaxtyping import Array, Bool, Int8, UInt32
+from jaxtyping import Array, Int8, UInt32
 
-from heatbath.block_sampling import CATEGORY_RANGE_MESSAGE, BlockSamplingProgram, SamplingSchedule
-from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
-from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
+from heatbath.block_sampling import (
+    CATEGORY_RANGE_MESSAGE,
+    BlockSamplingProgram,
+    SamplingSchedule,
+)
+from heatbath.kernels.counter_rng import (
+    signed_coupling,
+    stream_seeds,
+    uniform_from_words,
+    update_words,
+)
+from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
+from heatbath.kernels.pairwise_tables import (
+    NeighbourTables,
+    block_couplings,
+    pairwise_tables,
+)
 from heatbath.kernels.pallas_backend import pallas_runs_on
 from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_block_update
 
@@ -198,15 +212,24 @@ def run_pairwise(
     observed_ids: list[np.ndarray],
     devices=None,
     use_pallas: bool = False,
+    cpu_kernel: bool = True,
 ) -> list[Array]:
     """Run `schedule` on every chain; `block_states` holds every block (free, then clamped).
 
     `observed_ids[i]` are the spec-wide ids of the nodes of the i-th observed block. Chains are split
     evenly over `devices` (default: every device of the default backend) and padded with throw-away
     chains to a multiple of their number; each chain's samples do not depend on the split.
+
+    Spin programs without dense layers run on CPUs through the compiled kernel of `cpu_spin` (all
+    chains, every host thread), unless `cpu_kernel=False`; it takes the same steps as jax.numpy.
     """
     tables = pairwise_tables(program)
     devices = tuple(jax.devices() if devices is None else devices)
+    if cpu_kernel and tables.kind == "spin" and not any(map(any, tables.dense)) and cpu_kernel_runs_on(devices):
+        fields = [block_couplings(program, tables, b) for b in range(len(tables.sources))]
+        order = tuple(tuple(members) for members in program.gibbs_spec.sampling_order)
+        return run_spin_on_cpu(tables, order, schedule, [f[0] for f in fields], [f[1] for f in fields],
+                               chain_words, block_states, observed_ids)
     use_pallas = use_pallas and tables.kind == "spin" and pallas_runs_on(devices)
     chains = chain_words.shape[0]
     pad = -chains % (len(devices) * (_chain_tile(chains, len(devices)) if use_pallas else 1))

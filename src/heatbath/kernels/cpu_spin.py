@@ -1,0 +1,149 @@
+"""The pairwise spin kernel compiled for the CPU with numba: a whole schedule in one call.
+
+On XLA:CPU the jax.numpy sweep of `pairwise_sweep` is bound by XLA's gathers and fusion choices
+(about 0.3 flips/ns on Pegasus P(14) with 64 chains on two cores, measured). Here the same Markov
+chain runs as one compiled loop nest (`cpu_spin_numba`), called from the traced program through
+`jax.pure_callback`:
+
+- chains are split into groups of at most `MAX_GROUP`, each group one `[rows, chains]` int8 array
+  (one byte per spin), and the innermost loops run over a group's chains, which LLVM vectorises;
+- a block update is split into tiles of (group, `ROWS_PER_TILE` rows) shared among the threads, so
+  64 chains keep two cores busy as well as 10,000 chains do;
+- one update is the `pairwise_sweep` update: the field `bias + Σ_d J_d s_d` summed in the same
+  order, the same counter-based word `update_words(seed, node)` (the per-sweep seeds are the same
+  Threefry outputs), and s = +1 where `u · (1 + e^{-2·field}) < 1`.
+
+`exp` is evaluated by range reduction and a degree-7 Taylor polynomial (truncation error below
+1e-8 relative), written so that it vectorises; a call to libm would not. It may differ from XLA's
+`exp` in the last bit, so the two paths take the same steps except where u falls within float
+rounding of the threshold (about once in 10^7 updates at most; the tests see none).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, UInt32
+
+from heatbath.kernels.pairwise_tables import NeighbourTables
+
+__all__ = ["cpu_kernel_available", "cpu_kernel_runs_on", "run_spin_on_cpu", "MAX_GROUP"]
+
+MAX_GROUP = 64  # chains per group: the vectorised loops run over a group's chains
+
+
+@functools.cache
+def cpu_kernel_available() -> bool:
+    """True where numba imports (it is a dependency; a platform without its wheels falls back)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the platform
+        return False
+    return True
+
+
+def cpu_kernel_runs_on(devices) -> bool:
+    """True when numba is available and every one of `devices` is a CPU."""
+    return cpu_kernel_available() and all(d.platform == "cpu" for d in devices)
+
+
+def _compiled():
+    """The kernel; numba compiles it on first use and keeps the machine code on disk for later processes."""
+    from heatbath.kernels.cpu_spin_numba import run_schedule
+
+    return run_schedule
+
+
+_LOCK = threading.Lock()  # numba's default thread pool must not be entered by two callers at once
+
+
+@functools.lru_cache(maxsize=32)
+def _static_layout(tables: NeighbourTables, order: tuple[tuple[int, ...], ...]) -> dict[str, np.ndarray]:
+    """The program's structure as the kernel reads it (numpy, built once per program structure).
+
+    Rows are global (every block's nodes in block order, free blocks first). `neighbours` `[free
+    rows, D]` concatenates a row's source tables in `tables` order and pads with row 0 at zero
+    coupling, D a multiple of 4; the couplings follow the same layout (`flat_couplings`)."""
+    starts = np.cumsum([0, *tables.block_sizes])
+    n_free = len(tables.sources)
+    widths = [sum(nb.shape[1] for _, nb, _ in sources) for sources in tables.sources]
+    neighbours = np.zeros((int(starts[n_free]), -(-max(1, *widths) // 4) * 4), np.int32)
+    for b, sources in enumerate(tables.sources):
+        if sources:
+            neighbours[starts[b] : starts[b + 1], : widths[b]] = np.concatenate([nb + starts[src] for src, nb, _ in sources], 1)
+    return dict(
+        neighbours=neighbours,
+        node_ids=np.arange(starts[-1], dtype=np.uint32),
+        row_block=np.repeat(np.arange(n_free), tables.block_sizes[:n_free]).astype(np.int64),
+        order_blocks=np.asarray([b for members in order for b in members], np.int64),
+        order_splits=np.cumsum([0, *(len(members) for members in order)]).astype(np.int64),
+        rows=np.concatenate([np.arange(starts[b], starts[b + 1]) for members in order for b in members]).astype(np.int64),
+        row_splits=np.cumsum([0, *(sum(tables.block_sizes[b] for b in members) for members in order)]).astype(np.int64),
+    )
+
+
+def _group_size(chains: int) -> int:
+    """Chains per group: all of them up to MAX_GROUP, in a multiple of 8 (one AVX2 float register)."""
+    return int(min(MAX_GROUP, -(-chains // 8) * 8))
+
+
+def run_spin_on_cpu(
+    tables: NeighbourTables,
+    order: tuple[tuple[int, ...], ...],
+    schedule,
+    bias: list[Float[Array, " n"]],
+    couplings: list[list[Float[Array, "n d"]]],
+    chain_words: UInt32[Array, "chains 2"],
+    block_states: list[Bool[Array, "chains n"]],
+    observed_ids: list[np.ndarray],
+) -> list[Array]:
+    """Samples `[chains, n_samples, len(block)]` (bool) of every observed block: the pairwise spin
+    kernel's schedule run by the compiled CPU kernel. `bias[b]` and `couplings[b]` are free block
+    b's field terms (`block_couplings`), `block_states` every block's spins (free, then clamped)."""
+    if not observed_ids:
+        return []
+    layout = _static_layout(tables, order)
+    width = layout["neighbours"].shape[1]
+    rows = []
+    for b in range(len(tables.sources)):
+        parts = couplings[b] if couplings[b] else [jnp.zeros((tables.block_sizes[b], 0), jnp.float32)]
+        w = jnp.concatenate(parts, axis=1)
+        rows.append(jnp.pad(w, ((0, 0), (0, width - w.shape[1]))))
+    flat_couplings = jnp.concatenate(rows, axis=0).astype(jnp.float32)
+    flat_bias = jnp.concatenate(bias, axis=0).astype(jnp.float32)
+    flat_state = jnp.concatenate(block_states, axis=1)
+    observed = jnp.concatenate([jnp.asarray(ids, jnp.int32) for ids in observed_ids])
+    chains = chain_words.shape[0]
+    sizes = [int(ids.shape[0]) for ids in observed_ids]
+    out_types = [jax.ShapeDtypeStruct((chains, schedule.n_samples, size), jnp.bool_) for size in sizes]
+
+    def host(*arrays):
+        couplings_np, bias_np, state_np, words_np, observed_np = (np.asarray(a) for a in arrays)
+        run_schedule = _compiled()
+        group = _group_size(chains)
+        groups = -(-chains // group)
+        padded = groups * group
+        state = np.ones((state_np.shape[1], padded), np.int8)
+        state[:, :chains] = np.where(state_np.T, 1, -1)
+        state = np.ascontiguousarray(state.reshape(-1, groups, group).transpose(1, 0, 2))
+        words = np.zeros((padded, 2), np.uint32)
+        words[:chains] = words_np
+        key0, key1 = (np.ascontiguousarray(words[:, k].reshape(groups, group)) for k in (0, 1))
+        out = np.empty((groups, schedule.n_samples, len(observed_np), group), np.bool_)
+        with _LOCK:
+            run_schedule(
+                state, layout["neighbours"], np.ascontiguousarray(couplings_np, np.float32),
+                np.ascontiguousarray(bias_np, np.float32), layout["node_ids"], layout["row_block"],
+                layout["order_blocks"], layout["order_splits"], layout["rows"], layout["row_splits"],
+                key0, key1, len(tables.sources), schedule.n_warmup, schedule.n_samples, schedule.steps_per_sample,
+                observed_np.astype(np.int64), out,
+            )
+        samples = out.transpose(0, 3, 1, 2).reshape(padded, schedule.n_samples, len(observed_np))[:chains]
+        return [np.ascontiguousarray(part) for part in np.split(samples, np.cumsum(sizes)[:-1], axis=2)]
+
+    return jax.pure_callback(host, out_types, flat_couplings, flat_bias, flat_state, chain_words, observed,
+                             vmap_method="sequential")

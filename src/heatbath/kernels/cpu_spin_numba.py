@@ -1,0 +1,134 @@
+"""The compiled loops of `cpu_spin` (numba; imported on first use, so that importing heatbath does not
+import numba). Every function here is one update rule of `pairwise_sweep` written for one row of
+chains at a time; see `cpu_spin` for the layout and the reasons.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from heatbath.kernels.counter_rng import (
+    GOLDEN,
+    KEY_PARITY,
+    MIX_MULTIPLIERS,
+    ROTATIONS,
+    STREAM_TAG,
+)
+
+__all__ = ["run_schedule", "ROWS_PER_TILE"]
+
+ROWS_PER_TILE = 32  # rows one thread updates before taking the next tile
+_ROTATIONS = np.asarray(ROTATIONS, np.uint32)
+# No bounds checks (the tables are built in range), numpy's error model (no Python exception paths in
+# the loops) and fused multiply-adds (every product here is exact or inside the exp polynomial).
+_OPTIONS = dict(boundscheck=False, error_model="numpy", fastmath={"contract"})
+u32 = np.uint32
+f32 = np.float32
+
+
+@njit(inline="always", cache=True)
+def rotate_left(x, r):
+    """Rotate the uint32 x left by r bits."""
+    return u32((x << r) | (x >> (u32(32) - r)))
+
+
+@njit(inline="always", cache=True)
+def stream_seed(k0, k1, stream):
+    """counter_rng.stream_seeds for one chain: Threefry-2x32-20 of (stream, tag), first word."""
+    keys = (k0, k1, u32(k0 ^ k1 ^ u32(KEY_PARITY)))
+    x0, x1 = u32(stream + k0), u32(u32(STREAM_TAG) + k1)
+    for r in range(20):
+        x0 = u32(x0 + x1)
+        x1 = u32(rotate_left(x1, _ROTATIONS[r % 8]) ^ x0)
+        if r % 4 == 3:
+            s = r // 4 + 1
+            x0 = u32(x0 + keys[s % 3])
+            x1 = u32(x1 + keys[(s + 1) % 3] + u32(s))
+    return x0
+
+
+@njit(inline="always", cache=True)
+def update_word(a, seed):
+    """counter_rng.update_words for one (node, chain): mix32(golden·node ^ seed)."""
+    x = u32(a ^ seed)
+    x = u32(x ^ (x >> u32(16)))
+    x = u32(x * u32(MIX_MULTIPLIERS[0]))
+    x = u32(x ^ (x >> u32(15)))
+    x = u32(x * u32(MIX_MULTIPLIERS[1]))
+    return u32(x ^ (x >> u32(16)))
+
+
+@njit(inline="always", cache=True, **_OPTIONS)
+def update_row(st, i, neighbours, couplings, bias, node_ids, seeds, acc, scale_bits, scale, target):
+    """New spins of global row i of one group's chains (their state `st`) into `target`."""
+    chains = st.shape[1]
+    for c in range(chains):
+        acc[c] = bias[i]
+    for d in range(0, neighbours.shape[1], 4):  # four neighbours a pass, summed in table order
+        j0, j1, j2, j3 = neighbours[i, d], neighbours[i, d + 1], neighbours[i, d + 2], neighbours[i, d + 3]
+        w0, w1, w2, w3 = couplings[i, d], couplings[i, d + 1], couplings[i, d + 2], couplings[i, d + 3]
+        for c in range(chains):  # J·s is exact for s = ±1, so fused multiply-adds round as adds do
+            a = acc[c] + w0 * f32(st[j0, c])
+            a = a + w1 * f32(st[j1, c])
+            a = a + w2 * f32(st[j2, c])
+            acc[c] = a + w3 * f32(st[j3, c])
+    for c in range(chains):  # e^{-2 acc} = 2^k · p(r), 2^k assembled from exponent bits
+        x = min(max(f32(-2.0) * acc[c], f32(-87.0)), f32(88.0))
+        k = f32(np.floor(x * f32(1.4426950408889634) + f32(0.5)))
+        r = x - k * f32(0.693359375) - k * f32(-2.1219444005469057e-4)
+        p = f32(1.0 / 5040.0)
+        p = p * r + f32(1.0 / 720.0)
+        p = p * r + f32(1.0 / 120.0)
+        p = p * r + f32(1.0 / 24.0)
+        p = p * r + f32(1.0 / 6.0)
+        p = p * r + f32(0.5)
+        p = p * r + f32(1.0)
+        acc[c] = p * r + f32(1.0)
+        scale_bits[c] = (np.int32(k) + np.int32(127)) << np.int32(23)
+    node_hash = u32(node_ids[i] * u32(GOLDEN))
+    for c in range(chains):
+        u = (f32(update_word(node_hash, seeds[c]) >> u32(8)) + f32(0.5)) * f32(2.0**-24)
+        target[c] = 1 if u * (f32(1.0) + acc[c] * scale[c]) < f32(1.0) else -1
+
+
+@njit(parallel=True, nogil=True, cache=True, **_OPTIONS)
+def run_schedule(state, neighbours, couplings, bias, node_ids, row_block, order_blocks, order_splits,
+                 rows, row_splits, key0, key1, n_free, n_warmup, n_samples, steps, observed, out):
+    """Run a schedule on `state` `[groups, rows, chains]` (±1, updated in place) and write the observed
+    rows of every sample into `out` `[groups, n_samples, observed, chains]`.
+
+    Sampling group g (the blocks `order_blocks[order_splits[g]:order_splits[g + 1]]`) updates the
+    global rows `rows[row_splits[g]:row_splits[g + 1]]` in place: the blocks of one group never
+    interact (the spec rejects it), so none reads a row that another writes. Sweep t of free block b
+    draws its words from the stream `t · n_free + b`, as `pairwise_sweep` does."""
+    groups, _, chains = state.shape
+    seeds = np.empty((groups, n_free, chains), np.uint32)
+    sweep = 0
+    for sample in range(n_samples):
+        for _ in range(n_warmup if sample == 0 else steps):
+            for g in range(order_splits.shape[0] - 1):
+                for h in prange(groups):
+                    for m in range(order_splits[g], order_splits[g + 1]):
+                        b = order_blocks[m]
+                        stream = u32(u32(sweep) * u32(n_free) + u32(b))
+                        for c in range(chains):
+                            seeds[h, b, c] = stream_seed(key0[h, c], key1[h, c], stream)
+                first, last = row_splits[g], row_splits[g + 1]
+                tiles = -(-(last - first) // ROWS_PER_TILE)
+                for t in prange(groups * tiles):
+                    h, tile = t // tiles, t % tiles
+                    st = state[h]
+                    acc = np.empty(chains, np.float32)
+                    scale_bits = np.empty(chains, np.int32)
+                    scale = scale_bits.view(np.float32)
+                    for q in range(first + tile * ROWS_PER_TILE, min(first + (tile + 1) * ROWS_PER_TILE, last)):
+                        i = rows[q]
+                        update_row(st, i, neighbours, couplings, bias, node_ids, seeds[h, row_block[i]], acc,
+                                   scale_bits, scale, st[i])
+            sweep += 1
+        for h in prange(groups):
+            for o in range(observed.shape[0]):
+                for c in range(chains):
+                    out[h, sample, o, c] = state[h, observed[o], c] > 0
+

@@ -1,0 +1,114 @@
+"""The compiled CPU kernel (`kernels.cpu_spin`) takes the same steps as the jax.numpy pairwise sweep, so
+it samples the same distribution; the exact-enumeration tests of `test_pairwise_kernels` run through
+it on the CPU, and the tests here check it against the jax.numpy path step for step."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_exact_agreement import _program
+from test_pairwise_kernels import pairwise_spin_model
+
+from heatbath import Block, BlockGibbsSpec, FactorSamplingProgram, SamplingSchedule
+from heatbath.graphs import color_blocks
+from heatbath.kernels import cpu_spin, pairwise_sweep
+from heatbath.kernels.batched import chain_words_from_key
+from heatbath.models import SpinGibbsConditional
+
+pytestmark = pytest.mark.skipif(not cpu_spin.cpu_kernel_available(), reason="numba is not installed")
+
+
+def _both_paths(program, schedule, chains: int, observed_nodes, clamp=(), seed=3):
+    """Samples of the same chains from the compiled kernel and from the jax.numpy sweep."""
+    rng = np.random.default_rng(seed)
+    spec = program.gibbs_spec
+    free = [jnp.asarray(rng.random((chains, len(b))) < 0.5) for b in spec.free_blocks]
+    states = free + [jnp.broadcast_to(c, (chains, c.shape[0])) for c in clamp]
+    observed = [np.asarray(spec.node_ids(nodes), np.int32) for nodes in observed_nodes]
+    words = chain_words_from_key(jax.random.key(seed), chains)
+    run = lambda cpu_kernel: pairwise_sweep.run_pairwise(
+        program, schedule, words, states, observed, devices=jax.devices("cpu")[:1], cpu_kernel=cpu_kernel
+    )
+    return [np.asarray(x) for x in run(True)], [np.asarray(x) for x in run(False)]
+
+
+@pytest.mark.parametrize("chains", [1, 13, 64, 150])
+def test_same_steps_as_jax_numpy(chains):
+    """Any chain count (one group, a partial group, several groups): identical samples."""
+    spins, _, ebm = pairwise_spin_model(np.random.default_rng(5), 30)
+    program = _program(ebm, color_blocks(ebm), [], 2)
+    compiled, reference = _both_paths(program, SamplingSchedule(5, 7, 3), chains, [spins, spins[3:9]])
+    assert compiled[0].shape == (chains, 7, 30) and compiled[1].shape == (chains, 7, 6)
+    assert compiled[0].dtype == np.bool_
+    for a, b in zip(compiled, reference):
+        np.testing.assert_array_equal(a, b)
+    assert 0.2 < compiled[0].mean() < 0.8  # the chains move
+
+
+def test_same_steps_with_clamped_nodes_and_superblocks():
+    """Clamped nodes enter the field, and the blocks of a superblock read the states from before it;
+    still identical to jax.numpy."""
+    spins, _, ebm = pairwise_spin_model(np.random.default_rng(9), 14)
+    clamped = Block(spins[:3])
+    colours = color_blocks(ebm, nodes=spins[3:])
+    halves = [Block(colours[0].nodes[::2]), Block(colours[0].nodes[1::2])]  # one colour: they never interact
+    spec = BlockGibbsSpec([tuple(halves), *colours[1:]], [clamped], ebm.node_shape_dtypes)
+    program = FactorSamplingProgram(spec, [SpinGibbsConditional() for _ in spec.free_blocks], ebm.factors, [])
+    assert len(spec.sampling_order[0]) == 2
+    clamp = [jnp.asarray([True, False, True])]
+    compiled, reference = _both_paths(program, SamplingSchedule(3, 5, 2), 40, [spins], clamp=clamp)
+    np.testing.assert_array_equal(compiled[0], reference[0])
+    np.testing.assert_array_equal(compiled[0][:, :, :3], np.broadcast_to([True, False, True], (40, 5, 3)))
+
+
+def test_thrml_style_call_uses_the_compiled_kernel_on_cpu(monkeypatch):
+    """`jit(vmap(sample_states))` on the CPU reaches the compiled kernel (and gives what it gives)."""
+    from heatbath import sample_states
+
+    calls = []
+    original = cpu_spin._compiled
+
+    def counting():
+        calls.append(1)
+        return original()
+
+    monkeypatch.setattr(cpu_spin, "_compiled", counting)
+    spins, _, ebm = pairwise_spin_model(np.random.default_rng(11), 8)
+    blocks = color_blocks(ebm)
+    program = _program(ebm, blocks, [], 2)
+    init = [jnp.zeros(len(b), bool) for b in blocks]
+    run = jax.jit(jax.vmap(lambda k: sample_states(k, program, SamplingSchedule(2, 3, 1), init, [], [Block(spins)])))
+    out = run(jax.random.split(jax.random.key(0), 5))[0]
+    assert out.shape == (5, 3, 8) and calls
+
+
+def test_without_numba_the_jax_numpy_sweep_runs(monkeypatch):
+    spins, _, ebm = pairwise_spin_model(np.random.default_rng(5), 10)
+    program = _program(ebm, color_blocks(ebm), [], 2)
+    compiled, reference = _both_paths(program, SamplingSchedule(2, 2, 1), 16, [spins])
+    monkeypatch.setattr(pairwise_sweep, "cpu_kernel_runs_on", lambda devices: False)
+    fallback, _ = _both_paths(program, SamplingSchedule(2, 2, 1), 16, [spins])
+    np.testing.assert_array_equal(fallback[0], reference[0])
+    np.testing.assert_array_equal(compiled[0], reference[0])
+
+
+def test_exp_polynomial_matches_exp_to_float_precision():
+    """The kernel's exp(-2a) (range reduction, degree-7 polynomial, exponent bits) over the whole
+    range that decides a spin, against float64 exp: within 4 float32 ulps."""
+    from heatbath.kernels.cpu_spin_numba import update_row
+
+    a = np.linspace(-43.0, 43.0, 4001).astype(np.float32)
+    n = a.shape[0]
+    st = np.ones((n, 1), np.int8)
+    neighbours = np.zeros((n, 4), np.int32)
+    couplings = np.zeros((n, 4), np.float32)
+    acc, bits, target = np.empty(1, np.float32), np.empty(1, np.int32), np.empty(1, np.int8)
+    got = np.empty(n)
+    for i in range(n):
+        update_row(st, i, neighbours, couplings, a, np.arange(n, dtype=np.uint32), np.zeros(1, np.uint32), acc, bits,
+                   bits.view(np.float32), target)
+        got[i] = float(acc[0]) * float(bits.view(np.float32)[0])
+    want = np.exp(-2.0 * a.astype(np.float64))
+    assert np.max(np.abs(got / want - 1)) < 4 * 2.0**-23
