@@ -8,14 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_exact_agreement import _program
-from test_pairwise_kernels import pairwise_spin_model
 
 from heatbath import Block, BlockGibbsSpec, FactorSamplingProgram, SamplingSchedule
 from heatbath.graphs import color_blocks
 from heatbath.kernels import cpu_spin, pairwise_sweep
 from heatbath.kernels.batched import chain_words_from_key
 from heatbath.models import SpinGibbsConditional
+from test_exact_agreement import _program
+from test_pairwise_kernels import pairwise_spin_model
 
 pytestmark = pytest.mark.skipif(not cpu_spin.cpu_kernel_available(), reason="numba is not installed")
 
@@ -63,6 +63,7 @@ def test_same_steps_with_clamped_nodes_and_superblocks():
     np.testing.assert_array_equal(compiled[0][:, :, :3], np.broadcast_to([True, False, True], (40, 5, 3)))
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the default devices are not CPUs")
 def test_thrml_style_call_uses_the_compiled_kernel_on_cpu(monkeypatch):
     """`jit(vmap(sample_states))` on the CPU reaches the compiled kernel (and gives what it gives)."""
     from heatbath import sample_states

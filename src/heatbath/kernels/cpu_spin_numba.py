@@ -8,13 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from heatbath.kernels.counter_rng import (
-    GOLDEN,
-    KEY_PARITY,
-    MIX_MULTIPLIERS,
-    ROTATIONS,
-    STREAM_TAG,
-)
+from heatbath.kernels.counter_rng import GOLDEN, KEY_PARITY, MIX_MULTIPLIERS, ROTATIONS, STREAM_TAG
 
 __all__ = ["run_schedule", "ROWS_PER_TILE"]
 

@@ -26,23 +26,10 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Int8, UInt32
 
-from heatbath.block_sampling import (
-    CATEGORY_RANGE_MESSAGE,
-    BlockSamplingProgram,
-    SamplingSchedule,
-)
-from heatbath.kernels.counter_rng import (
-    signed_coupling,
-    stream_seeds,
-    uniform_from_words,
-    update_words,
-)
+from heatbath.block_sampling import CATEGORY_RANGE_MESSAGE, BlockSamplingProgram, SamplingSchedule
+from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
-from heatbath.kernels.pairwise_tables import (
-    NeighbourTables,
-    block_couplings,
-    pairwise_tables,
-)
+from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
 from heatbath.kernels.pallas_backend import pallas_runs_on
 from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_block_update
 
