@@ -47,8 +47,10 @@ def cpu_kernel_available() -> bool:
 
 
 def cpu_kernel_runs_on(devices) -> bool:
-    """True when numba is available and every one of `devices` is a CPU."""
-    return cpu_kernel_available() and all(d.platform == "cpu" for d in devices)
+    """True when numba is available and every one of `devices` is a CPU of this process (the kernel
+    runs on the host that calls it; chains spread over several hosts stay on the jax.numpy sweep)."""
+    here = jax.process_index()
+    return cpu_kernel_available() and all(d.platform == "cpu" and d.process_index == here for d in devices)
 
 
 def _compiled():
