@@ -28,10 +28,14 @@ def _both_paths(program, schedule, chains: int, observed_nodes, clamp=(), seed=3
     states = free + [jnp.broadcast_to(c, (chains, c.shape[0])) for c in clamp]
     observed = [np.asarray(spec.node_ids(nodes), np.int32) for nodes in observed_nodes]
     words = chain_words_from_key(jax.random.key(seed), chains)
-    run = lambda cpu_kernel: pairwise_sweep.run_pairwise(
-        program, schedule, words, states, observed, devices=jax.devices("cpu")[:1], cpu_kernel=cpu_kernel
-    )
-    return [np.asarray(x) for x in run(True)], [np.asarray(x) for x in run(False)]
+
+    def run(cpu_kernel: bool):
+        out = pairwise_sweep.run_pairwise(
+            program, schedule, words, states, observed, devices=jax.devices("cpu")[:1], cpu_kernel=cpu_kernel
+        )
+        return [np.asarray(x) for x in out]
+
+    return run(True), run(False)
 
 
 @pytest.mark.parametrize("chains", [1, 13, 64, 150])

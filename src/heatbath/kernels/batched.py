@@ -61,8 +61,6 @@ def supports_batched(program: BlockSamplingProgram) -> str | None:
     return None
 
 
-
-
 def _uniform(bits: Array) -> Array:
     """Uniform floats in (0, 1) from 32-bit words (24 random bits, never exactly 0 or 1)."""
     return ((bits >> 8).astype(jnp.float32) + 0.5) * jnp.float32(2.0**-24)

@@ -125,4 +125,3 @@ def run_schedule(state, neighbours, couplings, bias, node_ids, row_block, order_
             for o in range(observed.shape[0]):
                 for c in range(chains):
                     out[h, sample, o, c] = state[h, observed[o], c] > 0
-
