@@ -4,6 +4,8 @@
 - `prmt`: the same update with spins stored as the top byte of ±1.0f (0x3F / 0xBF), turned into
   floats by one byte-permute (`prmt`, inline PTX) and summed by fused multiply-adds; it must give
   the same spins as `kernel` (checked);
+- `row xor` / `row prmt`: one node per program (scalar neighbour indices, contiguous row loads),
+  at four chain tiles;
 - `same row`: `kernel`'s arithmetic with every neighbour read from row 0 (no memory traffic to speak
   of): how fast the arithmetic alone is;
 - `no draw`: `kernel` without the random word and exp (spin = sign of the field): what the draw costs.
@@ -162,29 +164,24 @@ def main(argv=None):
                                                   tile_chains=tiles[1], num_warps=tiles[2]))
     print(f"{'kernel':>10}: {flips / _time(shipped) / 1e9:8.1f} flips/ns", flush=True)
     reference = np.asarray(shipped()) > 0
-    for variant in ("row xor", "row prmt"):
-        for tile_chains, warps in ((512, 2), (1024, 4), (2048, 4), (2048, 8)):
-            if chains % tile_chains:
-                continue
-            states = floats if variant == "row prmt" else plain
-            fn = jax.jit(lambda variant=variant, states=states, tc=tile_chains, nw=warps: row_update(
-                variant, bias, ids, seed, sources(states), tc, nw))
-            try:
-                rate = flips / _time(fn) / 1e9
-                agree = float(np.mean((np.asarray(fn()) > 0) == reference))
-                print(f"{variant:>10} {tile_chains:>5} chains {warps} warps: {rate:8.1f} flips/ns   agreement {agree:.6f}", flush=True)
-            except Exception as err:  # noqa: BLE001
-                print(f"{variant:>10}: failed {type(err).__name__}: {str(err)[:600]}", flush=True)
-    for variant in ("prmt", "same row", "no draw"):
-        states = floats if variant == "prmt" else plain
-        fn = jax.jit(lambda variant=variant, states=states: block_update(variant, bias, ids, seed, sources(states), *tiles))
+
+    def report(label, fn):
         try:
             rate = flips / _time(fn) / 1e9
             agree = float(np.mean((np.asarray(fn()) > 0) == reference))
-            print(f"{variant:>10}: {rate:8.1f} flips/ns   agreement with kernel {agree:.6f}", flush=True)
+            print(f"{label:>32}: {rate:8.1f} flips/ns   agreement with kernel {agree:.6f}", flush=True)
         except Exception as err:  # noqa: BLE001
-            print(f"{variant:>10}: failed {type(err).__name__}: {str(err)[:400]}", flush=True)
+            print(f"{label:>32}: failed {type(err).__name__}: {str(err)[:600]}", flush=True)
 
+    for variant in ("row xor", "row prmt"):
+        states = floats if variant == "row prmt" else plain
+        for tile_chains, warps in ((512, 2), (1024, 4), (2048, 4), (2048, 8)):
+            if chains % tile_chains == 0:
+                report(f"{variant}, {tile_chains} chains, {warps} warps", jax.jit(
+                    lambda v=variant, st=states, tc=tile_chains, nw=warps: row_update(v, bias, ids, seed, sources(st), tc, nw)))
+    for variant in ("prmt", "same row", "no draw"):
+        states = floats if variant == "prmt" else plain
+        report(variant, jax.jit(lambda v=variant, st=states: block_update(v, bias, ids, seed, sources(st), *tiles)))
 
 if __name__ == "__main__":
     main()
