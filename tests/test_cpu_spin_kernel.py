@@ -89,6 +89,36 @@ def test_thrml_style_call_uses_the_compiled_kernel_on_cpu(monkeypatch):
     assert out.shape == (5, 3, 8) and calls
 
 
+def test_every_call_runs_on_the_one_kernel_thread(monkeypatch):
+    """Calls from the main thread and from another thread (as an XLA worker makes them) all run on
+    the same kernel thread, so numba keeps one OpenMP team (see `cpu_spin._KernelThread`)."""
+    import threading
+
+    threads = []
+    original = cpu_spin._compiled
+
+    def recording():
+        run = original()
+
+        def run_and_record(*args):
+            threads.append(threading.current_thread())
+            return run(*args)
+
+        return run_and_record
+
+    monkeypatch.setattr(cpu_spin, "_compiled", recording)
+    spins, _, ebm = pairwise_spin_model(np.random.default_rng(4), 10)
+    program = _program(ebm, color_blocks(ebm), [], 2)
+    main_thread, _ = _both_paths(program, SamplingSchedule(2, 2, 1), 16, [spins])
+    other = {}
+    caller = threading.Thread(target=lambda: other.update(out=_both_paths(program, SamplingSchedule(2, 2, 1), 16, [spins])))
+    caller.start()
+    caller.join()
+    np.testing.assert_array_equal(other["out"][0][0], main_thread[0])
+    assert len(threads) == 2 and threads[0] is threads[1]
+    assert threads[0] is not threading.main_thread() and threads[0].name.startswith("heatbath-cpu-kernel")
+
+
 def test_without_numba_the_jax_numpy_sweep_runs(monkeypatch):
     spins, _, ebm = pairwise_spin_model(np.random.default_rng(5), 10)
     program = _program(ebm, color_blocks(ebm), [], 2)

@@ -22,7 +22,9 @@ rounding of the threshold (about once in 10^7 updates at most; the tests see non
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
 import threading
 
 import jax
@@ -61,7 +63,31 @@ def _compiled():
     return run_schedule
 
 
-_LOCK = threading.Lock()  # numba's default thread pool must not be entered by two callers at once
+class _KernelThread:
+    """One long-lived thread of this process that makes every kernel call.
+
+    numba's OpenMP layer gives each calling thread its own team of worker threads, and GNU OpenMP
+    stops its workers from spinning between parallel regions once the teams together hold more
+    threads than there are cores. A schedule launches two regions per block update (hundreds per
+    call), so a sleeping worker's wake-up dominated: calls slowed about 3x, in every later call of
+    the process, as soon as one call had come from a second thread, for instance an XLA worker
+    thread running the `pure_callback` (measured on the 2-core CI machine). Calls funnelled through
+    this thread keep a single team; they also never overlap, which numba's thread pools require."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._executor = None
+        self._pid = None
+
+    def call(self, fn, *args):
+        with self._lock:
+            if self._executor is None or self._pid != os.getpid():  # (none survives a fork)
+                self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="heatbath-cpu-kernel")
+                self._pid = os.getpid()
+            return self._executor.submit(fn, *args).result()
+
+
+_KERNEL_THREAD = _KernelThread()
 
 
 @functools.lru_cache(maxsize=32)
@@ -137,14 +163,14 @@ def run_spin_on_cpu(
         words[:chains] = words_np
         key0, key1 = (np.ascontiguousarray(words[:, k].reshape(groups, group)) for k in (0, 1))
         out = np.empty((groups, schedule.n_samples, len(observed_np), group), np.bool_)
-        with _LOCK:
-            run_schedule(
-                state, layout["neighbours"], np.ascontiguousarray(couplings_np, np.float32),
-                np.ascontiguousarray(bias_np, np.float32), layout["node_ids"], layout["row_block"],
-                layout["order_blocks"], layout["order_splits"], layout["rows"], layout["row_splits"],
-                key0, key1, len(tables.sources), schedule.n_warmup, schedule.n_samples, schedule.steps_per_sample,
-                observed_np.astype(np.int64), out,
-            )
+        _KERNEL_THREAD.call(
+            run_schedule,
+            state, layout["neighbours"], np.ascontiguousarray(couplings_np, np.float32),
+            np.ascontiguousarray(bias_np, np.float32), layout["node_ids"], layout["row_block"],
+            layout["order_blocks"], layout["order_splits"], layout["rows"], layout["row_splits"],
+            key0, key1, len(tables.sources), schedule.n_warmup, schedule.n_samples, schedule.steps_per_sample,
+            observed_np.astype(np.int64), out,
+        )
         samples = out.transpose(0, 3, 1, 2).reshape(padded, schedule.n_samples, len(observed_np))[:chains]
         return [np.ascontiguousarray(part) for part in np.split(samples, np.cumsum(sizes)[:-1], axis=2)]
 
