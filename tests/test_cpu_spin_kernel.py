@@ -139,12 +139,12 @@ def test_exp_polynomial_matches_exp_to_float_precision():
     st = np.ones((n, 1), np.int8)
     neighbours = np.zeros((n, 4), np.int32)
     couplings = np.zeros((n, 4), np.float32)
-    acc, bits, target = np.empty(1, np.float32), np.empty(1, np.int32), np.empty(1, np.int8)
+    acc, scale, target = np.empty(1, np.float32), np.empty(1, np.float32), np.empty(1, np.int8)
     got = np.empty(n)
     for i in range(n):
-        update_row(st, i, neighbours, couplings, a, np.arange(n, dtype=np.uint32), np.zeros(1, np.uint32), acc, bits,
-                   bits.view(np.float32), target)
-        got[i] = float(acc[0]) * float(bits.view(np.float32)[0])
+        update_row(st, i, neighbours, couplings, a, np.arange(n, dtype=np.uint32), np.zeros(1, np.uint32), acc, scale,
+                   target)
+        got[i] = float(acc[0]) * float(scale[0])
     want = np.exp(-2.0 * a.astype(np.float64))
     assert np.max(np.abs(got / want - 1)) < 4 * 2.0**-23
 
@@ -175,3 +175,23 @@ def test_wide_vector_attribute_reaches_the_machine_code():
 
     assert "zmm" in chain_loop(True)
     assert "zmm" not in chain_loop(False)
+
+
+def test_a_group_larger_than_the_stack_scratch_is_refused():
+    """The kernel's per-row scratch holds MAX_GROUP chains on the stack; a larger group must raise,
+    never write past it."""
+    from heatbath.kernels.cpu_spin_numba import run_schedule
+
+    def run(chains):
+        i64 = lambda *v: np.asarray(v, np.int64)  # noqa: E731
+        state = np.ones((1, 2, chains), np.int8)
+        out = np.empty((1, 1, 2, chains), np.bool_)
+        keys = np.zeros((1, chains), np.uint32)
+        run_schedule(state, np.asarray([[1, 0, 0, 0], [0, 0, 0, 0]], np.int32), np.full((2, 4), 0.5, np.float32),
+                     np.zeros(2, np.float32), np.arange(2, dtype=np.uint32), i64(0, 1), i64(0, 1), i64(0, 1, 2),
+                     i64(0, 1), i64(0, 1, 2), keys, keys, 2, 3, 1, 1, i64(0, 1), out)
+        return out
+
+    assert run(cpu_spin.MAX_GROUP).shape == (1, 1, 2, cpu_spin.MAX_GROUP)
+    with pytest.raises(ValueError, match="MAX_GROUP"):
+        run(cpu_spin.MAX_GROUP + 1)
