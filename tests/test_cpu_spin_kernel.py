@@ -38,7 +38,7 @@ def _both_paths(program, schedule, chains: int, observed_nodes, clamp=(), seed=3
     return run(True), run(False)
 
 
-@pytest.mark.parametrize("chains", [1, 13, 64, 150])
+@pytest.mark.parametrize("chains", [1, 2, 5, 13, 64, 150])
 def test_same_steps_as_jax_numpy(chains):
     """Any chain count (one group, a partial group, several groups): identical samples."""
     spins, _, ebm = pairwise_spin_model(np.random.default_rng(5), 30)

@@ -37,6 +37,7 @@ from heatbath.kernels.pairwise_tables import NeighbourTables
 __all__ = ["cpu_kernel_available", "cpu_kernel_runs_on", "run_spin_on_cpu", "MAX_GROUP"]
 
 MAX_GROUP = 64  # chains per group: the vectorised loops run over a group's chains
+PER_CHAIN_GROUP = 2  # up to this many chains the kernel updates one chain at a time (no vector)
 
 
 @functools.cache
@@ -116,7 +117,11 @@ def _static_layout(tables: NeighbourTables, order: tuple[tuple[int, ...], ...]) 
 
 
 def _group_size(chains: int) -> int:
-    """Chains per group: all of them up to MAX_GROUP, in a multiple of 8 (one AVX2 float register)."""
+    """Chains per group: all of them up to MAX_GROUP, in a multiple of 8 (one AVX2 float register);
+    up to PER_CHAIN_GROUP stay as they are (the kernel updates them one chain at a time: padded to 8
+    they would cost more, measured)."""
+    if chains <= PER_CHAIN_GROUP:
+        return int(chains)
     return int(min(MAX_GROUP, -(-chains // 8) * 8))
 
 

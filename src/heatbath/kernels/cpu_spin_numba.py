@@ -12,7 +12,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from heatbath.kernels.counter_rng import GOLDEN, KEY_PARITY, MIX_MULTIPLIERS, ROTATIONS, STREAM_TAG
-from heatbath.kernels.cpu_spin import MAX_GROUP
+from heatbath.kernels.cpu_spin import MAX_GROUP, PER_CHAIN_GROUP
 
 __all__ = ["run_schedule", "ROWS_PER_TILE"]
 
@@ -98,6 +98,45 @@ def update_word(a, seed):
 
 
 @njit(inline="always", cache=True, **_OPTIONS)
+def exp_minus_twice(a):
+    """e^{-2a} as (p, 2^k) with e^{-2a} = p · 2^k: range reduction, a degree-7 polynomial p(r), and 2^k
+    assembled from exponent bits. Written without calls, so that the chain loops vectorise."""
+    x = min(max(f32(-2.0) * a, f32(-87.0)), f32(88.0))
+    k = f32(np.floor(x * f32(1.4426950408889634) + f32(0.5)))
+    r = x - k * f32(0.693359375) - k * f32(-2.1219444005469057e-4)
+    p = f32(1.0 / 5040.0)
+    p = p * r + f32(1.0 / 720.0)
+    p = p * r + f32(1.0 / 120.0)
+    p = p * r + f32(1.0 / 24.0)
+    p = p * r + f32(1.0 / 6.0)
+    p = p * r + f32(0.5)
+    p = p * r + f32(1.0)
+    return p * r + f32(1.0), np.int32((np.int32(k) + np.int32(127)) << np.int32(23)).view(np.float32)
+
+
+@njit(inline="always", cache=True, **_OPTIONS)
+def spin_up(node_hash, seed, p, two_k):
+    """The heat-bath decision: +1 where u · (1 + e^{-2·field}) < 1, u from the update word."""
+    u = (f32(update_word(node_hash, seed) >> u32(8)) + f32(0.5)) * f32(2.0**-24)
+    return 1 if u * (f32(1.0) + p * two_k) < f32(1.0) else -1
+
+
+@njit(inline="always", cache=True, **_OPTIONS)
+def update_row_per_chain(st, i, neighbours, couplings, bias, node_ids, seeds, target):
+    """`update_row` for groups of at most `PER_CHAIN_GROUP` chains, one chain at a time: too few to
+    fill a vector, and rows overlap better in the CPU than the vector loops' setup does (one chain
+    3x faster than padded to a vector of 8, measured). Same operations in the same order, so the
+    same spins."""
+    node_hash = u32(node_ids[i] * u32(GOLDEN))
+    for c in range(st.shape[1]):
+        a = bias[i]
+        for d in range(neighbours.shape[1]):
+            a = a + couplings[i, d] * f32(st[neighbours[i, d], c])
+        p, two_k = exp_minus_twice(a)
+        target[c] = spin_up(node_hash, seeds[c], p, two_k)
+
+
+@njit(inline="always", cache=True, **_OPTIONS)
 def update_row(st, i, neighbours, couplings, bias, node_ids, seeds, acc, scale, target):
     """New spins of global row i of one group's chains (their state `st`) into `target`; `acc` and
     `scale` are scratch of one item per chain."""
@@ -112,23 +151,11 @@ def update_row(st, i, neighbours, couplings, bias, node_ids, seeds, acc, scale, 
             a = a + w1 * f32(st[j1, c])
             a = a + w2 * f32(st[j2, c])
             acc[c] = a + w3 * f32(st[j3, c])
-    for c in range(chains):  # e^{-2 acc} = 2^k · p(r), 2^k assembled from exponent bits
-        x = min(max(f32(-2.0) * acc[c], f32(-87.0)), f32(88.0))
-        k = f32(np.floor(x * f32(1.4426950408889634) + f32(0.5)))
-        r = x - k * f32(0.693359375) - k * f32(-2.1219444005469057e-4)
-        p = f32(1.0 / 5040.0)
-        p = p * r + f32(1.0 / 720.0)
-        p = p * r + f32(1.0 / 120.0)
-        p = p * r + f32(1.0 / 24.0)
-        p = p * r + f32(1.0 / 6.0)
-        p = p * r + f32(0.5)
-        p = p * r + f32(1.0)
-        acc[c] = p * r + f32(1.0)
-        scale[c] = np.int32((np.int32(k) + np.int32(127)) << np.int32(23)).view(np.float32)
+    for c in range(chains):
+        acc[c], scale[c] = exp_minus_twice(acc[c])
     node_hash = u32(node_ids[i] * u32(GOLDEN))
     for c in range(chains):
-        u = (f32(update_word(node_hash, seeds[c]) >> u32(8)) + f32(0.5)) * f32(2.0**-24)
-        target[c] = 1 if u * (f32(1.0) + acc[c] * scale[c]) < f32(1.0) else -1
+        target[c] = spin_up(node_hash, seeds[c], acc[c], scale[c])
 
 
 @njit(parallel=True, nogil=True, cache=True, **_OPTIONS)
@@ -166,8 +193,11 @@ def run_schedule(state, neighbours, couplings, bias, node_ids, row_block, order_
                     scale = carray(stack_buffer(np.float32), chains)
                     for q in range(first + tile * ROWS_PER_TILE, min(first + (tile + 1) * ROWS_PER_TILE, last)):
                         i = rows[q]
-                        update_row(st, i, neighbours, couplings, bias, node_ids, seeds[h, row_block[i]], acc,
-                                   scale, st[i])
+                        if chains <= PER_CHAIN_GROUP:
+                            update_row_per_chain(st, i, neighbours, couplings, bias, node_ids, seeds[h, row_block[i]], st[i])
+                        else:
+                            update_row(st, i, neighbours, couplings, bias, node_ids, seeds[h, row_block[i]], acc, scale,
+                                       st[i])
             sweep += 1
         for h in prange(groups):
             for o in range(observed.shape[0]):
