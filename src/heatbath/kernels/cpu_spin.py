@@ -7,7 +7,8 @@ chain runs as one compiled loop nest (`cpu_spin_numba`), called from the traced 
 
 - chains are split into groups of at most `MAX_GROUP`, each group one `[rows, chains]` int8 array
   (one byte per spin), and the innermost loops run over a group's chains, which LLVM vectorises
-  (with 512-bit registers on AVX-512 CPUs: `cpu_spin_numba.prefer_wide_vectors`);
+  (with 512-bit registers on AVX-512 CPUs: `cpu_spin_numba.prefer_wide_vectors`); one or two chains
+  are updated one chain at a time instead (`PER_CHAIN_GROUP`);
 - a block update is split into tiles of (group, `cpu_spin_numba.ROWS_PER_TILE` rows) shared among the threads, so
   64 chains keep two cores busy as well as 10,000 chains do;
 - one update is the `pairwise_sweep` update: the field `bias + Σ_d J_d s_d` summed in the same
