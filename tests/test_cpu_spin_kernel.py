@@ -187,7 +187,7 @@ def test_a_group_larger_than_the_stack_scratch_is_refused():
         state = np.ones((1, 2, chains), np.int8)
         out = np.empty((1, 1, 2, chains), np.bool_)
         keys = np.zeros((1, chains), np.uint32)
-        run_schedule(state, np.asarray([[1, 0, 0, 0], [0, 0, 0, 0]], np.int32), np.full((2, 4), 0.5, np.float32),
+        run_schedule(state, np.asarray([[1, 0, 0, 0], [0, 0, 0, 0]], np.uint32), np.full((2, 4), 0.5, np.float32),
                      np.zeros(2, np.float32), np.arange(2, dtype=np.uint32), i64(0, 1), i64(0, 1), i64(0, 1, 2),
                      i64(0, 1), i64(0, 1, 2), keys, keys, 2, 3, 1, 1, i64(0, 1), out)
         return out

@@ -98,11 +98,12 @@ def _static_layout(tables: NeighbourTables, order: tuple[tuple[int, ...], ...]) 
 
     Rows are global (every block's nodes in block order, free blocks first). `neighbours` `[free
     rows, D]` concatenates a row's source tables in `tables` order and pads with row 0 at zero
-    coupling, D a multiple of 4; the couplings follow the same layout (`flat_couplings`)."""
+    coupling, D a multiple of 4; the couplings follow the same layout (`flat_couplings`). The indices
+    are unsigned, so numba compiles no negative-index wraparound into the kernel's loops."""
     starts = np.cumsum([0, *tables.block_sizes])
     n_free = len(tables.sources)
     widths = [sum(nb.shape[1] for _, nb, _ in sources) for sources in tables.sources]
-    neighbours = np.zeros((int(starts[n_free]), -(-max(1, *widths) // 4) * 4), np.int32)
+    neighbours = np.zeros((int(starts[n_free]), -(-max(1, *widths) // 4) * 4), np.uint32)
     for b, sources in enumerate(tables.sources):
         if sources:
             neighbours[starts[b] : starts[b + 1], : widths[b]] = np.concatenate([nb + starts[src] for src, nb, _ in sources], 1)

@@ -22,6 +22,7 @@ _ROTATIONS = np.asarray(ROTATIONS, np.uint32)
 # the loops) and fused multiply-adds (every product here is exact or inside the exp polynomial).
 _OPTIONS = dict(boundscheck=False, error_model="numpy", fastmath={"contract"})
 u32 = np.uint32
+u64 = np.uint64
 f32 = np.float32
 
 
@@ -143,9 +144,13 @@ def update_row(st, i, neighbours, couplings, bias, node_ids, seeds, acc, scale, 
     chains = st.shape[1]
     for c in range(chains):
         acc[c] = bias[i]
-    for d in range(0, neighbours.shape[1], 4):  # four neighbours a pass, summed in table order
-        j0, j1, j2, j3 = neighbours[i, d], neighbours[i, d + 1], neighbours[i, d + 2], neighbours[i, d + 3]
-        w0, w1, w2, w3 = couplings[i, d], couplings[i, d + 1], couplings[i, d + 2], couplings[i, d + 3]
+    row = u64(i)  # unsigned indices (here and in the table): numba adds no negative-index wraparound
+    for n in range(neighbours.shape[1] // 4):  # four neighbours a pass, summed in table order
+        d = u64(4) * u64(n)
+        j0, j1 = neighbours[row, d], neighbours[row, d + u64(1)]
+        j2, j3 = neighbours[row, d + u64(2)], neighbours[row, d + u64(3)]
+        w0, w1 = couplings[row, d], couplings[row, d + u64(1)]
+        w2, w3 = couplings[row, d + u64(2)], couplings[row, d + u64(3)]
         for c in range(chains):  # J·s is exact for s = ±1, so fused multiply-adds round as adds do
             a = acc[c] + w0 * f32(st[j0, c])
             a = a + w1 * f32(st[j1, c])
