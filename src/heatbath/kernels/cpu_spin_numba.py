@@ -126,7 +126,7 @@ def spin_up(node_hash, seed, p, two_k):
 def update_row_per_chain(st, i, neighbours, couplings, bias, node_ids, seeds, target):
     """`update_row` for groups of at most `PER_CHAIN_GROUP` chains, one chain at a time: too few to
     fill a vector, and rows overlap better in the CPU than the vector loops' setup does (one chain
-    3x faster than padded to a vector of 8, measured). Same operations in the same order, so the
+    about 2.4x faster than padded to a vector of 8, measured in BENCHMARKS.md). Same operations in the same order, so the
     same spins."""
     node_hash = u32(node_ids[i] * u32(GOLDEN))
     for c in range(st.shape[1]):
