@@ -9,7 +9,7 @@ timed calls after one compiling call. Both libraries run in one process on the s
 column runs the same program through heatbath's batched fast path (`sample_states_batched`: chains
 as the contiguous axis, counter-based random words), the one-line alternative to the vmap call.
 
-    .venv-bench/bin/python bench/flips_pegasus.py [--chains 100 1000 10000] [--sweeps 100] [--repeats 3]
+    .venv-bench/bin/python bench/flips_pegasus.py [--chains 100 1000 10000] [--sweeps 100] [--repeats 3] [--methods gather]
 
 (On a machine where thrml is not installed pass `--no-thrml` to time heatbath alone.)
 """
@@ -82,14 +82,18 @@ def pegasus_inputs():
             rng.normal(0, 0.3, len(edge_index)).astype(np.float32))
 
 
-def print_table(inputs, chain_counts, sweeps: int, repeats: int, no_thrml: bool) -> None:
-    """One row per chain count: THRML, heatbath THRML-style, heatbath batched, and the two ratios."""
-    print(f"{'chains':>8} {'THRML':>9} {'heatbath vmap':>14} {'ratio':>7} {'heatbath batched':>17} {'ratio':>7}  (flips/ns)")
+def print_table(inputs, chain_counts, sweeps: int, repeats: int, no_thrml: bool, methods=()) -> None:
+    """One row per chain count: THRML, heatbath THRML-style, heatbath batched, and the two ratios;
+    then the batched call with each of `methods` forced (e.g. "gather", the pre-tensor-core GPU path)."""
+    extra = "".join(f" {'batched ' + m:>17} {'ratio':>7}" for m in methods)
+    print(f"{'chains':>8} {'THRML':>9} {'heatbath vmap':>14} {'ratio':>7} {'heatbath batched':>17} {'ratio':>7}{extra}  (flips/ns)")
     for chains in chain_counts:
         theirs = float("nan") if no_thrml else flips_per_ns("thrml", inputs, chains, sweeps, repeats)
         ours = flips_per_ns("heatbath", inputs, chains, sweeps, repeats)
         fast = batched_flips_per_ns(inputs, chains, sweeps, repeats)
-        print(f"{chains:>8} {theirs:>9.4g} {ours:>14.4g} {ours / theirs:>7.3g} {fast:>17.4g} {fast / theirs:>7.3g}", flush=True)
+        forced = [batched_flips_per_ns(inputs, chains, sweeps, repeats, method=m) for m in methods]
+        cells = "".join(f" {f:>17.4g} {f / theirs:>7.3g}" for f in forced)
+        print(f"{chains:>8} {theirs:>9.4g} {ours:>14.4g} {ours / theirs:>7.3g} {fast:>17.4g} {fast / theirs:>7.3g}{cells}", flush=True)
 
 
 def main(argv=None) -> None:
@@ -98,13 +102,14 @@ def main(argv=None) -> None:
     parser.add_argument("--sweeps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-thrml", action="store_true")
+    parser.add_argument("--methods", nargs="*", default=[], help="also time the batched call with these update methods")
     args = parser.parse_args(argv)
 
     inputs = pegasus_inputs()
     edge_index, n_nodes, colours = inputs[:3]
     print(f"Pegasus P(14): {n_nodes} spins, {len(edge_index)} edges, {colours.max() + 1} colours; "
           f"{args.sweeps} sweeps; device {jax.devices()[0].device_kind}; jax {jax.__version__}")
-    print_table(inputs, args.chains, args.sweeps, args.repeats, args.no_thrml)
+    print_table(inputs, args.chains, args.sweeps, args.repeats, args.no_thrml, args.methods)
 
 
 if __name__ == "__main__":

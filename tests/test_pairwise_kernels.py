@@ -122,8 +122,8 @@ def test_fused_gpu_kernel_follows_the_same_chain_as_jax_numpy():
     tables = spin_sweep.pairwise_tables(program)
     observed = [jnp.asarray(program.gibbs_spec.node_ids(nodes), jnp.int32)]
     outs = [
-        spin_sweep._run_local(program, SamplingSchedule(1, 1, 1), tables, words, states, observed, use_pallas)[0]
-        for use_pallas in (False, True)
+        spin_sweep._run_local(program, SamplingSchedule(1, 1, 1), tables, words, states, observed, method)[0]
+        for method in ("gather", "pallas")
     ]
     agree = float(jnp.mean(outs[0] == outs[1]))
     assert agree > 0.9999, agree

@@ -34,7 +34,7 @@ from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.errors import HeatbathError, StateError
 from heatbath.kernels.counter_rng import STREAM_TAG as _STREAM_TAG
 from heatbath.kernels.counter_rng import key_words, threefry2x32
-from heatbath.kernels.pairwise_sweep import run_pairwise
+from heatbath.kernels.pairwise_sweep import METHODS, run_pairwise
 from heatbath.kernels.pairwise_tables import pairwise_kind
 from heatbath.models.discrete_ebm import (
     CategoricalGibbsConditional,
@@ -193,6 +193,7 @@ def sample_states_batched(
     nodes_to_sample: Sequence[Block],
     *,
     devices: Sequence[jax.Device] | None = None,
+    method: str = "auto",
 ) -> list[Array]:
     """Run `chains` independent chains (the leading axis of each initial state) on the fast path.
 
@@ -204,7 +205,12 @@ def sample_states_batched(
     run the pairwise kernels (`kernels.pairwise_sweep`), with the chains split over `devices`
     (default: every device of the default backend); chain c's samples are the same for any number
     of chains or devices. Other discrete programs run a general batched sweep on one device.
+
+    `method` chooses the pairwise spin update on GPUs: "auto" (the tensor-core field where it
+    applies, see `kernels.pairwise_sweep.run_pairwise`), "gather", "pallas" or "tensor".
     """
+    if method not in METHODS:
+        raise HeatbathError(f"method must be one of {METHODS}; got {method!r}.")
     reason = supports_batched(program)
     if reason is not None:
         raise HeatbathError(f"sample_states_batched cannot run this program: {reason}. Use sample_states instead.")
@@ -218,7 +224,7 @@ def sample_states_batched(
     if pairwise_kind(program)[0] is not None:
         observed = [_observed_ids(program.gibbs_spec, block) for block in nodes_to_sample]
         devices = None if devices is None else tuple(devices)
-        return _run_pairwise(key, program, schedule, list(init_state_free), list(state_clamp), observed, devices, chains)
+        return _run_pairwise(key, program, schedule, list(init_state_free), list(state_clamp), observed, devices, chains, method)
     block_states = chain_block_states(program, list(init_state_free), list(state_clamp), chains)
     global_state = _batched_global(program, block_states)
     return _run(key, program, schedule, global_state, [Block(block) for block in nodes_to_sample])
@@ -243,10 +249,10 @@ def _observed_ids(spec, block) -> Array:
 
 
 @eqx.filter_jit
-def _run_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, chains: int):
+def _run_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, chains: int, method: str):
     """Key to samples in one compiled call (eager set-up cost 10-25 ms a call, measured)."""
     block_states = chain_block_states(program, init_state_free, state_clamp, chains)
-    return run_pairwise(program, schedule, chain_words_from_key(key, chains), block_states, observed, devices)
+    return run_pairwise(program, schedule, chain_words_from_key(key, chains), block_states, observed, devices, method)
 
 
 def _observe(global_state, where):

@@ -27,13 +27,16 @@ from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Int8, UInt32
 
 from heatbath.block_sampling import CATEGORY_RANGE_MESSAGE, BlockSamplingProgram, SamplingSchedule
+from heatbath.errors import HeatbathError
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
 from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
 from heatbath.kernels.pallas_backend import pallas_runs_on
 from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_block_update
+from heatbath.kernels.tensor_spin import TensorBlock, tensor_block_update, tensor_block_update_jnp, tensor_blocks
+from heatbath.kernels.tensor_tables import TILED_ROWS_LIMIT, tensor_tiles
 
-__all__ = ["run_pairwise"]
+__all__ = ["run_pairwise", "tensor_path_applies", "METHODS"]
 
 
 def _gather_rows(state, neighbours: np.ndarray):
@@ -110,17 +113,24 @@ def _update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: 
     return jnp.where(u * (1 + jnp.exp(-2 * field)) < 1, 1, -1).astype(jnp.int8)
 
 
-def _sweep(params, tables: NeighbourTables, sampling_order, states, chain_words, sweep, seeds, use_pallas=False):
-    """One sweep with this sweep's seeds; returns the new states and the next sweep's seeds.
-
-    The seeds travel in the loop carry so that they are materialised: computed inside the sweep,
-    XLA fuses the per-chain cipher into the per-(node, chain) loop and recomputes it for every
-    element (measured 70x slower on XLA:CPU; an optimisation barrier does not survive to fusion).
-    """
+def _sweep(params, tables: NeighbourTables, sampling_order, states, seeds, use_pallas=False):
+    """One sweep over the per-block states with this sweep's seeds."""
     for members in sampling_order:
         new = {b: _update(params, tables, b, states, seeds, use_pallas) for b in members}
         states = [new.get(i, s) for i, s in enumerate(states)]
-    return states, _sweep_seeds(chain_words, sweep + jnp.uint32(1), len(params))
+    return states
+
+
+def _tensor_sweep(blocks: list[TensorBlock], sampling_order, flat, seeds, interpret: bool):
+    """One sweep over the flat state: the blocks of a group read none of each other (checked by
+    `tensor_path_applies`), so updating them one after the other in place is the same as at once."""
+    for members in sampling_order:
+        for b in members:
+            if interpret is None:
+                flat = tensor_block_update_jnp(blocks[b], flat, seeds[b])
+            else:
+                flat = tensor_block_update(blocks[b], flat, seeds[b], interpret=interpret)
+    return flat
 
 
 def _observe(states, observed, kind: str):
@@ -130,39 +140,56 @@ def _observe(states, observed, kind: str):
     return [flat[ids].T for ids in observed]
 
 
-def _run_local(program, schedule, tables, chain_words, states, observed, use_pallas=False):
-    """The whole schedule for the chains held locally (one device's shard, or all of them)."""
+def _run_local(program, schedule, tables, chain_words, states, observed, method="gather"):
+    """The whole schedule for the chains held locally (one device's shard, or all of them).
+
+    `method`: "gather" (jax.numpy), "pallas" (the fused gather kernel), or "tensor" / "tensor-jnp" /
+    "tensor-interpret" (the tensor-core field on the flat state; its jax.numpy twin; interpreted)."""
     params = [block_couplings(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
     order = program.gibbs_spec.sampling_order
+    if method.startswith("tensor"):
+        blocks = tensor_blocks(tables, tensor_tiles(tables), params)
+        interpret = {"tensor": False, "tensor-interpret": True, "tensor-jnp": None}[method]
+        scratch = jnp.ones((1, states[0].shape[1]), jnp.int8)
+        state = jnp.concatenate(list(states) + [scratch], axis=0)
+        sweep = lambda state, seeds: _tensor_sweep(blocks, order, state, seeds, interpret)  # noqa: E731
+        observe = lambda state: _observe([state], observed, tables.kind)  # noqa: E731
+    else:
+        state = list(states)
+        sweep = lambda state, seeds: _sweep(params, tables, order, state, seeds, method == "pallas")  # noqa: E731
+        observe = lambda state: _observe(state, observed, tables.kind)  # noqa: E731
+    n_free = len(params)
 
+    # The seeds travel in the loop carry so that they are materialised: computed inside the sweep,
+    # XLA fuses the per-chain cipher into the per-(node, chain) loop and recomputes it for every
+    # element (measured 70x slower on XLA:CPU; an optimisation barrier does not survive to fusion).
     def sweeps(carry, start, count):
         def body(i, carry):
-            states, seeds = carry
-            return _sweep(params, tables, order, states, chain_words, start + i.astype(jnp.uint32), seeds, use_pallas)
+            state, seeds = carry
+            return sweep(state, seeds), _sweep_seeds(chain_words, start + i.astype(jnp.uint32) + jnp.uint32(1), n_free)
 
         return jax.lax.fori_loop(0, count, body, carry) if count else carry
 
-    n_free = len(params)
-    carry = (list(states), _sweep_seeds(chain_words, jnp.uint32(0), n_free))
+    carry = (state, _sweep_seeds(chain_words, jnp.uint32(0), n_free))
     carry = sweeps(carry, jnp.uint32(0), schedule.n_warmup)
-    first = _observe(carry[0], observed, tables.kind)
+    first = observe(carry[0])
 
     def body(carry, i):
         carry = sweeps(carry, jnp.uint32(schedule.n_warmup) + i * jnp.uint32(schedule.steps_per_sample), schedule.steps_per_sample)
-        return carry, _observe(carry[0], observed, tables.kind)
+        return carry, observe(carry[0])
 
     _, rest = jax.lax.scan(body, carry, jnp.arange(schedule.n_samples - 1, dtype=jnp.uint32))
     return [jnp.concatenate([f[:, None], jnp.moveaxis(r, 0, 1)], axis=1) for f, r in zip(first, rest)]
 
 
 @eqx.filter_jit
-def _run(program, schedule, tables, devices, use_pallas, chain_words, states, observed):
+def _run(program, schedule, tables, devices, method, chain_words, states, observed):
     if len(devices) == 1:
-        return _run_local(program, schedule, tables, chain_words, states, observed, use_pallas)
+        return _run_local(program, schedule, tables, chain_words, states, observed, method)
     mesh = Mesh(np.asarray(devices), ("chains",))
     chain_major, chain_minor = PartitionSpec("chains"), PartitionSpec(None, "chains")
     local = jax.shard_map(
-        lambda p, w, s, o: _run_local(p, schedule, tables, w, s, o, use_pallas),
+        lambda p, w, s, o: _run_local(p, schedule, tables, w, s, o, method),
         mesh=mesh,
         in_specs=(PartitionSpec(), chain_major, [chain_minor] * len(states), PartitionSpec()),
         out_specs=chain_major,
@@ -191,6 +218,36 @@ def _chain_tile(chains: int, n_devices: int) -> int:
     return min(TILE_CHAINS, 1 << max(per_device - 1, 0).bit_length())
 
 
+METHODS = ("auto", "gather", "pallas", "tensor", "tensor-jnp", "tensor-interpret")
+TENSOR_MIN_CHAINS = 4096  # per device; on an H200 the gather sweep is as fast or faster at 1,000 chains
+
+
+def tensor_path_applies(program: BlockSamplingProgram, tables: NeighbourTables) -> bool:
+    """Whether the tensor-core update can run `program`: spins, every free block tiled (no dense
+    layers, no block reading itself, neighbourhoods of a tile within MAX_UNION), and no block of a
+    sampling group reading another block of that group (the flat state is updated in place)."""
+    if tables.kind != "spin" or any(tiles is None for tiles in tensor_tiles(tables)):
+        return False
+    for members in program.gibbs_spec.sampling_order:
+        if any(src in members for b in members for src, _, _ in tables.sources[b]):
+            return False
+    return True
+
+
+def _method(method: str, program, tables: NeighbourTables, devices, chains: int) -> str:
+    on_gpus = tables.kind == "spin" and pallas_runs_on(devices)
+    if method == "auto":
+        many = chains >= TENSOR_MIN_CHAINS * len(devices)
+        return "tensor" if on_gpus and many and tensor_path_applies(program, tables) else "gather"
+    if method in ("pallas", "tensor") and not on_gpus:
+        raise HeatbathError(f"method={method!r} needs a spin program on CUDA GPUs with Pallas; use 'auto' or 'gather'.")
+    if method.startswith("tensor") and not tensor_path_applies(program, tables):
+        raise HeatbathError(f"method={method!r} cannot run this program (dense layers, a block reading itself, "
+                            "a sampling group whose blocks read each other, too wide neighbourhoods, or a block of more than "
+                            f"{TILED_ROWS_LIMIT} nodes); use 'auto'.")
+    return method
+
+
 def run_pairwise(
     program: BlockSamplingProgram,
     schedule: SamplingSchedule,
@@ -198,7 +255,7 @@ def run_pairwise(
     block_states: list[Array],
     observed_ids: list[np.ndarray],
     devices=None,
-    use_pallas: bool = False,
+    method: str = "auto",
     cpu_kernel: bool = True,
 ) -> list[Array]:
     """Run `schedule` on every chain; `block_states` holds every block (free, then clamped).
@@ -208,18 +265,28 @@ def run_pairwise(
     chains to a multiple of their number; each chain's samples do not depend on the split.
 
     Spin programs without dense layers run on CPUs through the compiled kernel of `cpu_spin` (all
-    chains, every host thread), unless `cpu_kernel=False`; it takes the same steps as jax.numpy.
+    chains, every host thread) when `method="auto"`, unless `cpu_kernel=False`; it takes the same
+    steps as jax.numpy.
+
+    `method` picks the GPU update: "auto" (the tensor-core field of `tensor_spin` on CUDA GPUs with
+    Pallas, where `tensor_path_applies` and from TENSOR_MIN_CHAINS chains per device; else jax.numpy
+    gathers), "gather", "pallas" (the fused gather kernel), "tensor" (the tensor-core kernel), or
+    for tests "tensor-jnp" / "tensor-interpret".
     """
     tables = pairwise_tables(program)
     devices = tuple(jax.devices() if devices is None else devices)
-    if cpu_kernel and tables.kind == "spin" and not any(map(any, tables.dense)) and cpu_kernel_runs_on(devices):
+    if method not in METHODS:
+        raise HeatbathError(f"method must be one of {METHODS}; got {method!r}.")
+    cpu_ok = cpu_kernel and method == "auto" and tables.kind == "spin" and not any(map(any, tables.dense))
+    if cpu_ok and cpu_kernel_runs_on(devices):
         fields = [block_couplings(program, tables, b) for b in range(len(tables.sources))]
         order = tuple(tuple(members) for members in program.gibbs_spec.sampling_order)
         return run_spin_on_cpu(tables, order, schedule, [f[0] for f in fields], [f[1] for f in fields],
                                chain_words, block_states, observed_ids)
-    use_pallas = use_pallas and tables.kind == "spin" and pallas_runs_on(devices)
     chains = chain_words.shape[0]
-    pad = -chains % (len(devices) * (_chain_tile(chains, len(devices)) if use_pallas else 1))
+    method = _method(method, program, tables, devices, chains)
+    tile = _chain_tile(chains, len(devices))
+    pad = -chains % (len(devices) * {"gather": 1, "pallas": tile}.get(method, max(16, tile)))
     if tables.kind == "spin":
         states: list[Int8[Array, "n c"]] = [jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states]
     else:
@@ -228,5 +295,5 @@ def run_pairwise(
         chain_words = jnp.concatenate([chain_words, jnp.zeros((pad, 2), jnp.uint32)])
         states = [jnp.pad(s, ((0, 0), (0, pad)), constant_values=1 if tables.kind == "spin" else 0) for s in states]
     observed = [jnp.asarray(ids, jnp.int32) for ids in observed_ids]
-    out = _run(program, schedule, tables, devices, use_pallas, chain_words, states, observed)
+    out = _run(program, schedule, tables, devices, method, chain_words, states, observed)
     return [o[:chains] for o in out] if pad else out

@@ -53,6 +53,7 @@ class NeighbourTables:
     kind: str  # "spin" or "categorical"
     n_categories: int  # 2 for spins
     dense: tuple[tuple[bool, ...], ...] = ()  # per free block and source: couplings as a dense matrix
+    zero_columns: tuple[int, ...] = ()  # per free block: the all-zero column padding slots point at
 
 
 def pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
@@ -126,7 +127,7 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
     kind, _ = pairwise_kind(program)
     owners = _owners(spec)
     starts = np.cumsum([0] + [len(block) for block in spec.blocks])
-    sources, biases, pairs, dense = [], [], [], []
+    sources, biases, pairs, dense, zero_columns = [], [], [], [], []
     for b in range(len(spec.free_blocks)):
         n = len(spec.blocks[b])
         tail_block, tail_local, active, bias_j, pair_j = [], [], [], [], []
@@ -139,7 +140,7 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
             tail_block.append(block[entry.tail_positions[0]])
             tail_local.append(local[entry.tail_positions[0]])
             active.append(np.asarray(entry.active, bool))
-        per_source = []
+        per_source, zero_column = [], 0
         if pair_j:
             tail_block, tail_local = np.concatenate(tail_block, 1), np.concatenate(tail_local, 1)
             active = np.concatenate(active, 1)
@@ -156,11 +157,12 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
         dense.append(tuple(_is_dense(kind, width.shape[1], len(spec.blocks[src])) for src, width, _ in per_source))
         biases.append(tuple(bias_j))
         pairs.append(tuple(pair_j))
+        zero_columns.append(zero_column)
     node_ids = tuple(np.arange(starts[b], starts[b + 1], dtype=np.uint32) for b in range(len(spec.blocks)))
     n_categories = program.samplers[0].n_categories if kind == "categorical" else 2
     return NeighbourTables(
         tuple(sources), tuple(biases), tuple(pairs), node_ids, tuple(len(block) for block in spec.blocks),
-        kind, n_categories, tuple(dense),
+        kind, n_categories, tuple(dense), tuple(zero_columns),
     )
 
 
