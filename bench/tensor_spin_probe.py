@@ -90,17 +90,20 @@ def build(n, edges, colours, biases, weights, R, k_multiple):
         scale = np.where(top > 0, top / LARGEST_CODE, 1.0)
         q = np.rint(J / scale[:, :, None]).astype(np.int64)
         digits = digits_of(q).transpose(1, 0, 2, 3)  # [T, 3, R, K]
+        stacked = np.zeros((T, 4 * R, K), np.int8)  # digits stacked along rows: one product of 64 rows
+        for d in range(3):
+            stacked[:, d * R : (d + 1) * R] = digits[:, d]
         v = J / np.where(top > 0, top, 1.0)[:, :, None]
         hi = v.astype(np.float16)
         halves = np.stack([hi, (v - hi.astype(np.float64)).astype(np.float16)], axis=1)  # [T, 2, R, K]
         bias = np.zeros((T, R), np.float32)
         bias[rows < n] = biases[rows[rows < n]]
         colour_tables.append(dict(rows=rows, union=union, digits=digits, scale=scale.astype(np.float32),
-                                  bias=bias, ids=np.minimum(rows, n - 1).astype(np.uint32), K=K, T=T, chunks=chunks, halves=halves, top=np.where(top > 0, top, 1.0).astype(np.float32)))
+                                  bias=bias, ids=np.minimum(rows, n - 1).astype(np.uint32), K=K, T=T, chunks=chunks, halves=halves, stacked=stacked, top=np.where(top > 0, top, 1.0).astype(np.float32)))
     return colour_tables
 
 
-def _kernel(R, chunks, TC, CB, variant, union_ref, digits_ref, halves_ref, top_ref, scale_ref, bias_ref, rows_ref, ids_ref, seed_ref, state_ref, out_ref):
+def _kernel(R, chunks, TC, CB, variant, union_ref, digits_ref, halves_ref, top_ref, stacked_ref, scale_ref, bias_ref, rows_ref, ids_ref, seed_ref, state_ref, out_ref):
     from jax.experimental import pallas as pl
 
     t = pl.program_id(0)
@@ -123,9 +126,15 @@ def _kernel(R, chunks, TC, CB, variant, union_ref, digits_ref, halves_ref, top_r
             g = state_ref[pl.ds(k0, kc), chains] if "contiguous" in variant else state_ref[u, chains]
             if "f16" in variant:
                 g = g.astype(jnp.float16)
+            if "stacked" in variant:
+                part = jnp.dot(stacked_ref[t, :, pl.ds(k0, kc)], g, preferred_element_type=jnp.int32)  # [4R, TC]
+                acc[0] = part if acc[0] is None else acc[0] + part
+                continue
             for d in range(n_digits):
                 part = jnp.dot(digits[d][j], g, preferred_element_type=jnp.float32 if "f16" in variant else jnp.int32)
                 acc[d] = part if acc[d] is None else acc[d] + part
+        if "stacked" in variant:
+            acc = jnp.split(acc[0], 4, axis=0)
         x = acc[0] * 65536 + acc[1] * 256 + acc[2] if n_digits == 3 else acc[0] + acc[1] if "f16" in variant else acc[0]
         h = x.astype(jnp.float32) * scale + bias
         if "nodraw" in variant:
@@ -152,10 +161,10 @@ def colour_update(table, state, seed, TC, variant, CB=1, interpret=False, num_wa
         functools.partial(_kernel, table["rows"].shape[1], table["chunks"], TC, CB, variant),
         out_shape=jax.ShapeDtypeStruct(state.shape, jnp.int8),
         grid=(table["T"], C // (TC * CB)),
-        input_output_aliases={9: 0},
+        input_output_aliases={10: 0},
         interpret=interpret,
         **kw,
-    )(jnp.asarray(table["union"]), jnp.asarray(table["digits"]), jnp.asarray(table["halves"]), jnp.asarray(table["top"]), jnp.asarray(table["scale"]), jnp.asarray(table["bias"]),
+    )(jnp.asarray(table["union"]), jnp.asarray(table["digits"]), jnp.asarray(table["halves"]), jnp.asarray(table["top"]), jnp.asarray(table["stacked"]), jnp.asarray(table["scale"]), jnp.asarray(table["bias"]),
       jnp.asarray(table["rows"]), jnp.asarray(table["ids"]), seed, state)
 
 
@@ -213,7 +222,7 @@ def main(argv=None):
             chain_words = jax.random.bits(jax.random.key(3), (C, 2), jnp.uint32)
             state0 = jnp.where(jax.random.bernoulli(jax.random.key(4), 0.5, (n + 1, C)), 1, -1).astype(jnp.int8)
             ref = jax.jit(lambda s: run(tables, s, chain_words, 3, reference_update))(state0)
-            for variant in [v for v in args.variants if v in ("rows_m", "chains_m", "f16")]:
+            for variant in [v for v in args.variants if v in ("rows_m", "chains_m", "f16", "stacked")]:
                 upd = functools.partial(colour_update, TC=32, CB=2, variant=variant, interpret=args.interpret)
                 got = jax.jit(lambda s: run(tables, s, chain_words, 3, upd))(state0)
                 print(f"  check {variant}: agreement with jnp reference {float(jnp.mean(got[:n] == ref[:n])):.6f}", flush=True)
