@@ -6,7 +6,7 @@ evenly (`shard_map` over a one-axis mesh) and each chain's samples do not depend
 throughput ratio is the whole story. Flips/ns from the best of `--repeats` timed calls after a
 compiling one.
 
-    python3 bench/device_scaling.py [--chains 64000 256000] [--sweeps 100] [--repeats 3]
+    python3 bench/device_scaling.py [--chains 64000 256000] [--sweeps 100] [--repeats 3] [--method auto]
     python3 bench/device_scaling.py --lattice 4096 --chains 8 --sweeps 1000
 
 `--lattice L` times `run_lattice` (the multispin kernel) on `chains` L × L lattices at β_c instead,
@@ -32,6 +32,7 @@ def main(argv=None) -> None:
     parser.add_argument("--sweeps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--lattice", type=int, default=0, help="time run_lattice on L x L lattices instead")
+    parser.add_argument("--method", default="auto", help="the pairwise update (sample_states_batched's method)")
     args = parser.parse_args(argv)
 
     devices = jax.devices()
@@ -42,8 +43,12 @@ def main(argv=None) -> None:
     print(f"Pegasus P(14), {args.sweeps} sweeps; {len(devices)} x {devices[0].device_kind}; jax {jax.__version__}")
     print(f"{'chains':>8} " + " ".join(f"{n:>2} dev flips/ns" for n in counts) + "  speed-up over 1 device")
     for chains in args.chains:
-        rates = [batched_flips_per_ns(inputs, chains, args.sweeps, args.repeats, devices=devices[:n]) for n in counts]
-        print(f"{chains:>8} " + " ".join(f"{r:>15.4g}" for r in rates) + "  " + " ".join(f"{r / rates[0]:.3g}x" for r in rates), flush=True)
+        runs = [batched_flips_per_ns(inputs, chains, args.sweeps, args.repeats, devices=devices[:n], method=args.method,
+                                     samples=True) for n in counts]
+        rates = [rate for rate, _ in runs]
+        same = all(bool((out[0] == runs[0][1][0]).all()) for _, out in runs[1:])
+        print(f"{chains:>8} " + " ".join(f"{r:>15.4g}" for r in rates) + "  " + " ".join(f"{r / rates[0]:.3g}x" for r in rates)
+              + f"  (same samples on every device count: {same})", flush=True)
 
 
 def lattice_scaling(args, devices, counts) -> None:

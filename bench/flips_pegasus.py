@@ -62,13 +62,15 @@ def flips_per_ns(lib, model_inputs, chains: int, sweeps: int, repeats: int) -> f
     return sweeps * len(nodes) * chains / seconds / 1e9
 
 
-def batched_flips_per_ns(model_inputs, chains: int, sweeps: int, repeats: int, **options) -> float:
-    """The same model and schedule on heatbath's batched fast path (`sample_states_batched`)."""
+def batched_flips_per_ns(model_inputs, chains: int, sweeps: int, repeats: int, samples: bool = False, **options):
+    """The same model and schedule on heatbath's batched fast path (`sample_states_batched`):
+    flips/ns, or (flips/ns, the first call's samples) with `samples=True`."""
     program, init, nodes, Block, SamplingSchedule, sample_states = build("heatbath", *model_inputs)
     states = [jnp.zeros((chains,) + x.shape, x.dtype) for x in init]
     built = (program, nodes, None, Block, SamplingSchedule, sample_states)
-    seconds, _ = batched_time(built, states, sweeps, repeats, **options)
-    return sweeps * len(nodes) * chains / seconds / 1e9
+    seconds, out = batched_time(built, states, sweeps, repeats, **options)
+    rate = sweeps * len(nodes) * chains / seconds / 1e9
+    return (rate, out) if samples else rate
 
 
 def pegasus_inputs():

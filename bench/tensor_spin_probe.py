@@ -189,7 +189,7 @@ def run(tables, state, chain_words, sweeps, update):
             state = update(table, state, seeds[c])
         return state
 
-    return jax.lax.fori_loop(jnp.uint32(0), jnp.uint32(sweeps), body, state, unroll=UNROLL)
+    return jax.lax.fori_loop(0, sweeps, lambda i, s: body(jnp.uint32(i), s), state, unroll=UNROLL)
 
 
 def main(argv=None):
