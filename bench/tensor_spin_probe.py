@@ -4,9 +4,21 @@ Each colour's nodes are grouped into tiles of R nodes; a tile's neighbours (the 
 neighbour lists, K of them after padding) are gathered as one [K, chains] int8 block and multiplied
 by the tile's couplings, quantised per node to 23-bit fixed point and split into three signed int8
 digits (balanced base 256), so three int8 MMAs give the exact integer field Σ q_ij s_j. The draw is
-the pairwise kernel's (same words, same comparison).
+the pairwise kernel's (same words, same comparison). The library's version is
+`heatbath.kernels.tensor_spin`; this standalone sweep explores shapes and diagnostic variants:
 
-    PYTHONPATH=src python3 bench/tensor_spin_probe.py [--chains 10240] [--rows 16] [--sweeps 100]
+- `rows_m`: the shipped arrangement (tile rows as the product's M, chains as N);
+- `chains_m`: chains as M (transposed operands);
+- `stacked`: the three digits stacked into one 4R-row product, split afterwards;
+- `f16`: fp16 hi + lo couplings against spins converted to fp16, fp32 accumulation;
+- suffixes `_nodraw` (spin = sign of the field), `_1digit` (one product), `_contiguous` (K consecutive
+  rows instead of the gather): what each part costs.
+
+`--check` compares the kernel with a jax.numpy reference of the same arithmetic (`--interpret` runs
+the kernel interpreted, on a CPU) and the fixed-point field with the float64 and float32 fields.
+
+    PYTHONPATH=src python3 bench/tensor_spin_probe.py [--chains 10240] [--rows 16 32] [--variants rows_m f16]
+        [--tile-chains 128] [--warps 4] [--blocks 1] [--unroll 1] [--check]
 """
 
 from __future__ import annotations
