@@ -174,3 +174,22 @@ def test_blocks_over_the_tiling_limit_stay_on_the_gather_path(monkeypatch):
     tensor_tables._CACHE.clear()
     assert not pairwise_sweep.tensor_path_applies(program, pairwise_tables(program))
     tensor_tables._CACHE.clear()
+
+
+def test_many_strong_neighbours_cannot_overflow_the_integer_field():
+    """400 neighbours with couplings ±1 and aligned spins: Σ q s would reach 400 · 2**23 > 2**31 with
+    the plain per-node scale; the coarser scale keeps the integer field exact and in range."""
+    from heatbath.kernels.tensor_tables import block_tiles
+
+    neighbours = np.arange(1, 401)[None, :]
+    tiles = block_tiles(neighbours, np.ones((1, 400), bool))
+    signs = np.where(np.arange(400) % 3 == 0, -1.0, 1.0)
+    digits, scale = coupling_digits(tiles, jnp.asarray(signs[None, :], jnp.float32))
+    codes = np.tensordot(np.asarray(digits, np.int64), [65536, 256, 1], axes=([1], [0]))[0, 0]  # [K]
+    spins = np.zeros(tiles.union.shape[1])
+    spins[: 400] = signs  # every term +1: the largest field
+    total = int((codes * spins).sum())
+    assert abs(total) < 2**31 - 1
+    as_int32 = int(np.int32(np.sum((codes * spins).astype(np.int64)).astype(np.int32)))
+    assert as_int32 == total  # no wrap-around
+    assert abs(total * float(scale[0, 0]) - 400.0) < 400 * 2**-20

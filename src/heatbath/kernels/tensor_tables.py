@@ -16,6 +16,9 @@ Its error is at most half a code per coupling, deg_i · max_j |J_ij| · 2**-24 i
 rounding of a float32 sum of the same terms (P(14), 128 random states: 6.1e-7 against 7.9e-7 at
 worst), so the update samples the conditionals of the float32 kernels to float32 accuracy. (Small
 couplings lose relative precision, never absolute: the field's error is what moves probabilities.)
+A node whose |couplings| sum to more than about 130 times its largest one (over 130 strong
+neighbours) gets the coarser scale Σ_j |J_ij| / 2**30 instead, so that Σ_j |q_ij| and with it the
+int32 field cannot overflow; its error is then below deg_i · Σ_j |J_ij| · 2**-31.
 
 Index tables are static numpy (built once per program structure); the digits are computed from the
 program's possibly traced couplings on every call, as in `pairwise_tables`.
@@ -38,6 +41,7 @@ K_MULTIPLE = 32  # neighbour slots come in multiples of one int8 product's depth
 MAX_UNION = 512  # beyond this the padded products cost more than the gather kernel
 TILED_ROWS_LIMIT = 1 << 17  # larger blocks stay on the gather sweep: tiling is a Python pass (3 s here)
 LARGEST_CODE = 2**23 - 2**17  # keeps the top balanced base-256 digit within int8 (|d0| <= 127)
+FIELD_CODE_LIMIT = float(2**30)  # Σ_j |q_ij| stays below this (plus half a code per neighbour), so within int32
 DIGIT_WEIGHTS = (65536, 256, 1)
 
 
@@ -170,7 +174,9 @@ def coupling_digits(
     shape = (tiles.n_tiles, TILE_ROWS, tiles.union.shape[1])
     dense = jnp.zeros(shape, jnp.float32).at[tiles.slot_tile, tiles.slot_row, tiles.slot_col].add(couplings)
     top = jnp.max(jnp.abs(dense), axis=2)
-    scale = jnp.where(top > 0, top / LARGEST_CODE, 1.0).astype(jnp.float32)
+    total = jnp.sum(jnp.abs(dense), axis=2)
+    scale = jnp.maximum(top / LARGEST_CODE, total / FIELD_CODE_LIMIT)  # Σ|q| < 2**31: no int32 overflow
+    scale = jnp.where(top > 0, scale, 1.0).astype(jnp.float32)
     q = jnp.round(dense / scale[:, :, None]).astype(jnp.int32)
     d2 = ((q + 128) & 255) - 128
     q1 = (q - d2) >> 8
