@@ -193,3 +193,28 @@ def test_many_strong_neighbours_cannot_overflow_the_integer_field():
     as_int32 = int(np.int32(np.sum((codes * spins).astype(np.int64)).astype(np.int32)))
     assert as_int32 == total  # no wrap-around
     assert abs(total * float(scale[0, 0]) - 400.0) < 400 * 2**-20
+
+
+def test_auto_decides_on_the_total_chain_count_not_the_split(monkeypatch):
+    """On GPUs "auto" takes the tensor path from TENSOR_MIN_CHAINS chains in a call, however many
+    devices share them, so a chain's samples never depend on the device count."""
+    spins, ebm, program = _spin_glass(40, 13)
+    tables = pairwise_tables(program)
+    monkeypatch.setattr(pairwise_sweep, "pallas_runs_on", lambda devices: True)
+    cpus = jax.devices("cpu")
+    threshold = pairwise_sweep.TENSOR_MIN_CHAINS
+    for n_devices in (1, 2, 4):
+        devices = tuple(cpus[:n_devices])
+        assert pairwise_sweep._method("auto", program, tables, devices, threshold + 1000) == "tensor"
+        assert pairwise_sweep._method("auto", program, tables, devices, threshold - 1) == "gather"
+
+
+def test_tensor_methods_refuse_categorical_programs_and_say_why():
+    from test_pairwise_kernels import pairwise_categorical_model
+
+    _, cats, ebm = pairwise_categorical_model(np.random.default_rng(14), 8, 3)
+    program = _program(ebm, color_blocks(ebm), [], 3)
+    init = [jnp.zeros((4, len(b)), jnp.uint8) for b in program.gibbs_spec.free_blocks]
+    with pytest.raises(HeatbathError, match="spin programs only"):
+        sample_states_batched(jax.random.key(0), program, SamplingSchedule(1, 1, 1), init, [], [Block(cats)],
+                              method="tensor-jnp")

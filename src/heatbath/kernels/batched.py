@@ -204,10 +204,14 @@ def sample_states_batched(
     Pairwise programs (Ising models, Boltzmann machines, RBMs; Potts and pairwise categorical EBMs)
     run the pairwise kernels (`kernels.pairwise_sweep`), with the chains split over `devices`
     (default: every device of the default backend); chain c's samples are the same for any number
-    of chains or devices. Other discrete programs run a general batched sweep on one device.
+    of devices, and of chains (see `method`). Other discrete programs run a general batched sweep
+    on one device.
 
-    `method` chooses the pairwise spin update on GPUs: "auto" (the tensor-core field where it
-    applies, see `kernels.pairwise_sweep.run_pairwise`), "gather", "pallas" or "tensor".
+    `method` chooses the pairwise spin update: "auto" (on CUDA GPUs the tensor-core field from 4,096
+    chains, on CPUs the compiled kernel), "gather" (the jax.numpy sweep everywhere), "pallas" or
+    "tensor"; `kernels.pairwise_sweep.run_pairwise` explains each. The tensor-core field rounds
+    differently from the others, so under "auto" a chain's samples match across chain counts on the
+    same side of 4,096 chains; fix `method` to make them match across it too.
     """
     if method not in METHODS:
         raise HeatbathError(f"method must be one of {METHODS}; got {method!r}.")

@@ -33,6 +33,7 @@ from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
 from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
 from heatbath.kernels.pallas_backend import pallas_runs_on
 from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_block_update
+from heatbath.kernels.tensor_spin import TILE_CHAINS as TENSOR_TILE_CHAINS
 from heatbath.kernels.tensor_spin import TensorBlock, tensor_block_update, tensor_block_update_jnp, tensor_blocks
 from heatbath.kernels.tensor_tables import TILED_ROWS_LIMIT, tensor_tiles
 
@@ -121,9 +122,10 @@ def _sweep(params, tables: NeighbourTables, sampling_order, states, seeds, use_p
     return states
 
 
-def _tensor_sweep(blocks: list[TensorBlock], sampling_order, flat, seeds, interpret: bool):
+def _tensor_sweep(blocks: list[TensorBlock], sampling_order, flat, seeds, interpret: bool | None):
     """One sweep over the flat state: the blocks of a group read none of each other (checked by
-    `tensor_path_applies`), so updating them one after the other in place is the same as at once."""
+    `tensor_path_applies`), so updating them one after the other in place is the same as at once.
+    `interpret`: False for the native kernel, True for the interpreted one, None for jax.numpy."""
     for members in sampling_order:
         for b in members:
             if interpret is None:
@@ -212,14 +214,14 @@ def _checked_categories(program: BlockSamplingProgram, states: list[Array]) -> l
     return [eqx.error_if(s, bad, CATEGORY_RANGE_MESSAGE) for s in states]
 
 
-def _chain_tile(chains: int, n_devices: int) -> int:
-    """Chains per kernel tile: TILE_CHAINS, or the power of two covering a device's share if smaller."""
+def _chain_tile(chains: int, n_devices: int, tile: int) -> int:
+    """Chains per kernel tile: `tile`, or the power of two covering a device's share if smaller."""
     per_device = -(-chains // n_devices)
-    return min(TILE_CHAINS, 1 << max(per_device - 1, 0).bit_length())
+    return min(tile, 1 << max(per_device - 1, 0).bit_length())
 
 
 METHODS = ("auto", "gather", "pallas", "tensor", "tensor-jnp", "tensor-interpret")
-TENSOR_MIN_CHAINS = 4096  # per device; on an H200 the gather sweep is as fast or faster at 1,000 chains
+TENSOR_MIN_CHAINS = 4096  # chains of a call; on an H200 the gather sweep is as fast or faster at 1,000
 
 
 def tensor_path_applies(program: BlockSamplingProgram, tables: NeighbourTables) -> bool:
@@ -235,10 +237,14 @@ def tensor_path_applies(program: BlockSamplingProgram, tables: NeighbourTables) 
 
 
 def _method(method: str, program, tables: NeighbourTables, devices, chains: int) -> str:
+    """The update a call runs. "auto" decides on the call's total chain count, never on how they are
+    split, so a chain's samples are the same on any number of devices."""
     on_gpus = tables.kind == "spin" and pallas_runs_on(devices)
     if method == "auto":
-        many = chains >= TENSOR_MIN_CHAINS * len(devices)
+        many = chains >= TENSOR_MIN_CHAINS
         return "tensor" if on_gpus and many and tensor_path_applies(program, tables) else "gather"
+    if method != "gather" and tables.kind != "spin":
+        raise HeatbathError(f"method={method!r} runs spin programs only; this one is categorical. Use 'auto' or 'gather'.")
     if method in ("pallas", "tensor") and not on_gpus:
         raise HeatbathError(f"method={method!r} needs a spin program on CUDA GPUs with Pallas; use 'auto' or 'gather'.")
     if method.startswith("tensor") and not tensor_path_applies(program, tables):
@@ -268,10 +274,14 @@ def run_pairwise(
     chains, every host thread) when `method="auto"`, unless `cpu_kernel=False`; it takes the same
     steps as jax.numpy.
 
-    `method` picks the GPU update: "auto" (the tensor-core field of `tensor_spin` on CUDA GPUs with
-    Pallas, where `tensor_path_applies` and from TENSOR_MIN_CHAINS chains per device; else jax.numpy
-    gathers), "gather", "pallas" (the fused gather kernel), "tensor" (the tensor-core kernel), or
-    for tests "tensor-jnp" / "tensor-interpret".
+    `method` picks the update: "auto" (on CUDA GPUs with Pallas, the tensor-core field of
+    `tensor_spin` where `tensor_path_applies` and the call has at least TENSOR_MIN_CHAINS chains;
+    else the gather sweep, or the CPU kernel on CPUs), "gather" (the jax.numpy sweep everywhere),
+    "pallas" (the fused gather kernel), "tensor" (the tensor-core kernel), or for tests "tensor-jnp"
+    / "tensor-interpret". The tensor-core field rounds differently from the gather sweep, so a chain
+    can take a different step where a comparison is a near-tie: its samples are the same for any
+    number of devices and of chains on one side of TENSOR_MIN_CHAINS, and across the threshold only
+    when `method` is fixed.
     """
     tables = pairwise_tables(program)
     devices = tuple(jax.devices() if devices is None else devices)
@@ -285,8 +295,13 @@ def run_pairwise(
                                chain_words, block_states, observed_ids)
     chains = chain_words.shape[0]
     method = _method(method, program, tables, devices, chains)
-    tile = _chain_tile(chains, len(devices))
-    pad = -chains % (len(devices) * {"gather": 1, "pallas": tile}.get(method, max(16, tile)))
+    if method == "gather":
+        tile = 1
+    elif method == "pallas":
+        tile = _chain_tile(chains, len(devices), TILE_CHAINS)
+    else:  # the tensor kernel's products need at least 16 chains
+        tile = max(16, _chain_tile(chains, len(devices), TENSOR_TILE_CHAINS))
+    pad = -chains % (len(devices) * tile)
     if tables.kind == "spin":
         states: list[Int8[Array, "n c"]] = [jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states]
     else:

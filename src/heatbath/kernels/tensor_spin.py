@@ -12,10 +12,12 @@ one tile of `TILE_ROWS` nodes (`tensor_tables`) and `tile_chains` chains:
 On one H200 this is 1.1-1.3x the jax.numpy gather sweep on Pegasus P(14) from 4,096 chains
 (BENCHMARKS.md): gathering each neighbour row once per tile instead of once per node outweighs the
 zeros multiplied. Below that the gather sweep is as fast, so `run_pairwise` picks this path from
-TENSOR_MIN_CHAINS chains per device.
+TENSOR_MIN_CHAINS chains in a call.
 
-`tensor_block_update_jnp` is the same arithmetic in jax.numpy (identical samples); it runs the path
-where Pallas cannot (CPU tests) and checks the kernel.
+`tensor_block_update_jnp` is the same arithmetic in jax.numpy: identical samples to the interpreted
+kernel, and to the native one except where the GPU compiler's fused multiply-add rounds the field
+differently at a near-tie (agreement > 0.9999 in the tests). It runs the path where Pallas cannot
+(CPU tests) and checks the kernel.
 """
 
 from __future__ import annotations
@@ -97,14 +99,15 @@ def tensor_block_update(
 ) -> Int8[Array, "N1 chains"]:
     """The flat state with one free block resampled by the Pallas kernel (in place).
 
-    Chains must be a multiple of the chain tile, `min(TILE_CHAINS, chains)`, itself at least 16."""
+    Chains must be a multiple of the chain tile, `min(TILE_CHAINS, chains)`, a power of two of at
+    least 16 (the products' shapes)."""
     from jax.experimental import pallas as pl
 
     union, digits, scale, bias, rows, ids, chunks = block
     chains = state.shape[1]
     tile_chains = min(TILE_CHAINS, chains)
-    if chains % tile_chains or tile_chains < 16:
-        raise ValueError(f"chains ({chains}) must be a multiple of {tile_chains}, and at least 16")
+    if chains % tile_chains or tile_chains < 16 or tile_chains & (tile_chains - 1):
+        raise ValueError(f"chains ({chains}) must be a multiple of {TILE_CHAINS}, or a power of two from 16 up")
     options = {"interpret": True} if interpret else {"compiler_params": _compiler_params()}
     return pl.pallas_call(
         functools.partial(_kernel, chunks, tile_chains),

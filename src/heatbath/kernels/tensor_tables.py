@@ -12,9 +12,9 @@ the node's largest coupling, and split into three signed int8 digits (balanced b
     q_ij = round(J_ij / scale_i),  |q_ij| <= LARGEST_CODE < 2**23,   q = 65536·d0 + 256·d1 + d2
 
 Three int8 products then give Σ_j q_ij s_j exactly in int32, and the field is `scale_i · Σ + bias_i`.
-Its error is at most half a code per coupling, deg_i · max_j |J_ij| · 2**-24 in all: the order of the
-rounding of a float32 sum of the same terms (P(14), 128 random states: 6.1e-7 against 7.9e-7 at
-worst), so the update samples the conditionals of the float32 kernels to float32 accuracy. (Small
+Its error is at most half a code per coupling, deg_i · max_j |J_ij| · 2**-24 in all, plus the float32
+roundings of the scale and of `scale_i · Σ`: the order of the rounding of a float32 sum of the same
+terms (P(14), 128 random states: 6.1e-7 against 7.9e-7 at worst), so the update samples the conditionals of the float32 kernels to float32 accuracy. (Small
 couplings lose relative precision, never absolute: the field's error is what moves probabilities.)
 A node whose |couplings| sum to more than about 130 times its largest one (over 130 strong
 neighbours) gets the coarser scale Σ_j |J_ij| / 2**30 instead, so that Σ_j |q_ij| and with it the
