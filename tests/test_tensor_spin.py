@@ -171,9 +171,9 @@ def test_blocks_over_the_tiling_limit_stay_on_the_gather_path(monkeypatch):
 
     spins, ebm, program = _spin_glass(100, 12)
     monkeypatch.setattr(tensor_tables, "TILED_ROWS_LIMIT", 10)
-    tensor_tables._CACHE.clear()
+    tensor_tables.tensor_tiles.cache_clear()
     assert not pairwise_sweep.tensor_path_applies(program, pairwise_tables(program))
-    tensor_tables._CACHE.clear()
+    tensor_tables.tensor_tiles.cache_clear()
 
 
 def test_many_strong_neighbours_cannot_overflow_the_integer_field():

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, UInt32
 
-from heatbath.kernels.pairwise_tables import NeighbourTables
+from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours
 
 __all__ = ["cpu_kernel_available", "cpu_kernel_runs_on", "run_spin_on_cpu", "MAX_GROUP"]
 
@@ -106,7 +106,7 @@ def _static_layout(tables: NeighbourTables, order: tuple[tuple[int, ...], ...]) 
     neighbours = np.zeros((int(starts[n_free]), -(-max(1, *widths) // 4) * 4), np.uint32)
     for b, sources in enumerate(tables.sources):
         if sources:
-            neighbours[starts[b] : starts[b + 1], : widths[b]] = np.concatenate([nb + starts[src] for src, nb, _ in sources], 1)
+            neighbours[starts[b] : starts[b + 1], : widths[b]] = flat_neighbours(tables, b)
     return dict(
         neighbours=neighbours,
         node_ids=np.arange(starts[-1], dtype=np.uint32),

@@ -25,7 +25,7 @@ from jaxtyping import Array, Float
 from heatbath.block_sampling import BlockSamplingProgram
 from heatbath.models.discrete_ebm import CategoricalGibbsConditional, DiscreteEBMInteraction, SpinGibbsConditional
 
-__all__ = ["NeighbourTables", "pairwise_tables", "pairwise_kind", "block_couplings"]
+__all__ = ["NeighbourTables", "pairwise_tables", "pairwise_kind", "block_couplings", "flat_neighbours"]
 
 MAX_CATEGORIES = 16  # the categorical update unrolls K x K_tail selects per neighbour
 DENSE_MIN_SOURCE = 32  # below this a gather of the padded table is as cheap as a matrix product
@@ -169,6 +169,15 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
 def _is_dense(kind: str, width: int, n_source: int) -> bool:
     """A padded table at least half as wide as its source is cheaper as a matrix product."""
     return kind == "spin" and n_source >= DENSE_MIN_SOURCE and 2 * width >= n_source
+
+
+def flat_neighbours(tables: NeighbourTables, b: int) -> np.ndarray:
+    """Free block b's neighbour slots `[n_b, D]` (int64) as rows of every block stacked (free, then
+    clamped, in block order): the per-source tables side by side in `tables.sources[b]` order, so
+    slot d matches column d of `block_couplings`' tables concatenated along axis 1; padding slots
+    point at their source's row 0. b must read at least one source."""
+    starts = np.cumsum([0, *tables.block_sizes])
+    return np.concatenate([starts[src] + nb.astype(np.int64) for src, nb, _ in tables.sources[b]], axis=1)
 
 
 def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: int) -> tuple[Array, list[Array]]:

@@ -26,13 +26,14 @@ program's possibly traced couplings on every call, as in `pairwise_tables`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int8
 
-from heatbath.kernels.pairwise_tables import NeighbourTables
+from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours
 
 __all__ = ["TILE_ROWS", "MAX_UNION", "LARGEST_CODE", "BlockTiles", "block_tiles", "tensor_tiles", "coupling_digits", "tiles_apply"]
 
@@ -135,17 +136,11 @@ def block_tiles(neighbours: np.ndarray, real: np.ndarray) -> BlockTiles | None:
     return BlockTiles(rows, union, slot_tile, slot_row, slot_col, chunks)
 
 
-_CACHE: dict[int, tuple[NeighbourTables, tuple[BlockTiles | None, ...]]] = {}
-
-
+@functools.lru_cache(maxsize=32)  # NeighbourTables hash by identity: one entry per program structure
 def tensor_tiles(tables: NeighbourTables) -> tuple[BlockTiles | None, ...]:
     """Tiles of every free block of a spin program (None for a block the tensor path cannot take:
     dense layers, a block that reads itself, neighbourhoods wider than MAX_UNION, or more than
     TILED_ROWS_LIMIT nodes)."""
-    cached = _CACHE.get(id(tables))
-    if cached is not None and cached[0] is tables:
-        return cached[1]
-    offsets = np.cumsum([0] + list(tables.block_sizes))
     out = []
     for b, sources in enumerate(tables.sources):
         n = tables.block_sizes[b]
@@ -154,14 +149,9 @@ def tensor_tiles(tables: NeighbourTables) -> tuple[BlockTiles | None, ...]:
         elif not sources:  # biases only: every tile reads row 0 with zero couplings
             out.append(block_tiles(np.zeros((n, 1), np.int64), np.zeros((n, 1), bool)))
         else:
-            flat = np.concatenate([offsets[src] + nb.astype(np.int64) for src, nb, _ in sources], axis=1)
             real = np.concatenate([cols != tables.zero_columns[b] for _, _, cols in sources], axis=1)
-            out.append(block_tiles(flat, real))
-    result = tuple(out)
-    if len(_CACHE) >= 32:  # entries hold their tables alive: keep a few only
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[id(tables)] = (tables, result)
-    return result
+            out.append(block_tiles(flat_neighbours(tables, b), real))
+    return tuple(out)
 
 
 def coupling_digits(
