@@ -34,7 +34,7 @@ from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.errors import HeatbathError, StateError
 from heatbath.kernels.counter_rng import STREAM_TAG as _STREAM_TAG
 from heatbath.kernels.counter_rng import key_words, threefry2x32
-from heatbath.kernels.pairwise_sweep import METHODS, run_pairwise
+from heatbath.kernels.pairwise_sweep import check_method, run_pairwise
 from heatbath.kernels.pairwise_tables import pairwise_kind
 from heatbath.models.discrete_ebm import (
     CategoricalGibbsConditional,
@@ -213,8 +213,7 @@ def sample_states_batched(
     differently from the others, so under "auto" a chain's samples match across chain counts on the
     same side of 4,096 chains; fix `method` to make them match across it too.
     """
-    if method not in METHODS:
-        raise HeatbathError(f"method must be one of {METHODS}; got {method!r}.")
+    check_method(method)  # before any path is chosen, so a bad method fails for every program
     reason = supports_batched(program)
     if reason is not None:
         raise HeatbathError(f"sample_states_batched cannot run this program: {reason}. Use sample_states instead.")

@@ -37,7 +37,7 @@ from heatbath.kernels.tensor_spin import TILE_CHAINS as TENSOR_TILE_CHAINS
 from heatbath.kernels.tensor_spin import TensorBlock, tensor_block_update, tensor_block_update_jnp, tensor_blocks
 from heatbath.kernels.tensor_tables import TILED_ROWS_LIMIT, tensor_tiles
 
-__all__ = ["run_pairwise", "tensor_path_applies", "METHODS"]
+__all__ = ["run_pairwise", "tensor_path_applies", "check_method", "METHODS"]
 
 
 def _gather_rows(state, neighbours: np.ndarray):
@@ -224,6 +224,12 @@ METHODS = ("auto", "gather", "pallas", "tensor", "tensor-jnp", "tensor-interpret
 TENSOR_MIN_CHAINS = 4096  # chains of a call; on an H200 the gather sweep is as fast or faster at 1,000
 
 
+def check_method(method: str) -> None:
+    """Raise unless `method` is one of METHODS."""
+    if method not in METHODS:
+        raise HeatbathError(f"method must be one of {METHODS}; got {method!r}.")
+
+
 def tensor_path_applies(program: BlockSamplingProgram, tables: NeighbourTables) -> bool:
     """Whether the tensor-core update can run `program`: spins, every free block tiled (no dense
     layers, no block reading itself, neighbourhoods of a tile within MAX_UNION), and no block of a
@@ -285,8 +291,7 @@ def run_pairwise(
     """
     tables = pairwise_tables(program)
     devices = tuple(jax.devices() if devices is None else devices)
-    if method not in METHODS:
-        raise HeatbathError(f"method must be one of {METHODS}; got {method!r}.")
+    check_method(method)
     cpu_ok = cpu_kernel and method == "auto" and tables.kind == "spin" and not any(map(any, tables.dense))
     if cpu_ok and cpu_kernel_runs_on(devices):
         fields = [block_couplings(program, tables, b) for b in range(len(tables.sources))]
