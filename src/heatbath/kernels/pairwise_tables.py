@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array
 
 from heatbath.block_sampling import BlockSamplingProgram
 from heatbath.models.discrete_ebm import CategoricalGibbsConditional, DiscreteEBMInteraction, SpinGibbsConditional
@@ -129,7 +129,6 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
     starts = np.cumsum([0] + [len(block) for block in spec.blocks])
     sources, biases, pairs, dense, zero_columns = [], [], [], [], []
     for b in range(len(spec.free_blocks)):
-        n = len(spec.blocks[b])
         tail_block, tail_local, active, bias_j, pair_j = [], [], [], [], []
         for j, entry in enumerate(program.tables.per_block[b]):
             if not entry.tail_sd:
