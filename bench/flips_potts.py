@@ -26,6 +26,11 @@ one process on the same device. A sanity line per size prints the mean energy pe
 random colouring has -2/5).
 
     .venv-bench/bin/python bench/flips_potts.py [--L 256] [--chains 1000] [--sweeps 20] [--repeats 3] [--beta 1.0]
+        [--methods gather pallas] [--vmap-gather] [--cat-tiles 8x128x4 4x256x4]
+
+`--methods` adds the batched call with a forced update method; `--vmap-gather` the THRML-style call
+with categorical programs kept on the jax.numpy sweep (the GPU default before the categorical Pallas
+kernel); `--cat-tiles` the batched call through the categorical Pallas kernel with other tiles.
 
 (On a machine where thrml is not installed pass `--no-thrml` to time heatbath alone.)
 """
@@ -131,10 +136,10 @@ def flips_per_ns(lib, inputs, beta: float, init, chains: int, sweeps: int, repea
     return _rate_and_energy(inputs, seconds, out, chains, sweeps)
 
 
-def batched_flips_per_ns(inputs, beta: float, init, chains: int, sweeps: int, repeats: int):
+def batched_flips_per_ns(inputs, beta: float, init, chains: int, sweeps: int, repeats: int, **options):
     """The same model and schedule on heatbath's batched fast path (`sample_states_batched`)."""
     built = build("heatbath", *inputs, beta)
-    seconds, out = batched_time(built, _block_init(init, built[2]), sweeps, repeats)
+    seconds, out = batched_time(built, _block_init(init, built[2]), sweeps, repeats, **options)
     return _rate_and_energy(inputs, seconds, out, chains, sweeps)
 
 
@@ -160,6 +165,36 @@ def check_pallas_equals_jnp() -> None:
           f"{bool(jnp.array_equal(runs[0], runs[1]))}", flush=True)
 
 
+def vmap_gather_flips_per_ns(inputs, beta: float, init, chains: int, sweeps: int, repeats: int):
+    """The THRML-style call with categorical programs kept on the jax.numpy sweep (method "gather")."""
+    from heatbath.kernels import pairwise_sweep
+
+    chosen = pairwise_sweep._method
+    pairwise_sweep._method = lambda method, program, tables, *rest: (
+        "gather" if tables.kind == "categorical" and method == "auto" else chosen(method, program, tables, *rest))
+    jax.clear_caches()
+    try:
+        return flips_per_ns("heatbath", inputs, beta, init, chains, sweeps, repeats)
+    finally:
+        pairwise_sweep._method = chosen
+        jax.clear_caches()
+
+
+def time_categorical_tiles(inputs, beta: float, init, chains: int, sweeps: int, repeats: int, tiles, theirs: float) -> None:
+    from heatbath.kernels import pallas_categorical
+
+    saved = (pallas_categorical.TILE_NODES, pallas_categorical.TILE_CHAINS, pallas_categorical.NUM_WARPS)
+    for tile in tiles:
+        nodes, tile_chains, warps = tile.split("x")
+        pallas_categorical.TILE_NODES, pallas_categorical.TILE_CHAINS, pallas_categorical.NUM_WARPS = (
+            int(nodes), int(tile_chains), int(warps))
+        jax.clear_caches()
+        rate, _ = batched_flips_per_ns(inputs, beta, init, chains, sweeps, repeats, method="pallas")
+        print(f"{'':>6} batched, categorical kernel tile {tile}: {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML)", flush=True)
+    pallas_categorical.TILE_NODES, pallas_categorical.TILE_CHAINS, pallas_categorical.NUM_WARPS = saved
+    jax.clear_caches()
+
+
 def time_tiles(L: int, beta: float, init, chains: int, sweeps: int, repeats: int, tiles) -> None:
     from heatbath.kernels import potts_pallas
 
@@ -183,6 +218,13 @@ def main(argv=None) -> None:
                              "beyond the fixed cost per call")
     parser.add_argument("--tiles", nargs="*", default=[],
                         help="also time the lattice kernel's Pallas tiles, each SITESxCHAINSxWARPS (GPU only)")
+    parser.add_argument("--methods", nargs="*", default=[], help="also time the batched call with these update methods")
+    parser.add_argument("--cat-tiles", nargs="*", default=[],
+                        help="also time the batched call through the categorical Pallas kernel with these tiles, each "
+                             "NODESxCHAINSxWARPS (e.g. 8x128x4; GPU only)")
+    parser.add_argument("--vmap-gather", action="store_true",
+                        help="also time the THRML-style call with the categorical update forced to the jax.numpy sweep "
+                             "(the GPU default before the categorical Pallas kernel)")
     args = parser.parse_args(argv)
     if jax.default_backend() == "gpu":
         check_pallas_equals_jnp()
@@ -207,6 +249,15 @@ def main(argv=None) -> None:
             kernel, e_kernel = kernel_flips_per_ns(L, args.beta, init, chains, args.kernel_sweeps or sweeps, args.repeats)
             print(f"{L:>6} {chains:>7} {theirs:>9.4g} {ours:>14.4g} {ours / theirs:>7.3g} {fast:>17.4g} "
                   f"{fast / theirs:>7.3g} {kernel:>15.4g} {kernel / theirs:>7.3g}", flush=True)
+            for method in args.methods:
+                rate, energy = batched_flips_per_ns(inputs, args.beta, init, chains, sweeps, args.repeats, method=method)
+                print(f"{'':>6} batched, method={method}: {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML), "
+                      f"mean E/site {energy:.4g}", flush=True)
+            if args.vmap_gather:
+                rate, energy = vmap_gather_flips_per_ns(inputs, args.beta, init, chains, sweeps, args.repeats)
+                print(f"{'':>6} vmap, jax.numpy sweep: {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML), mean E/site {energy:.4g}",
+                      flush=True)
+            time_categorical_tiles(inputs, args.beta, init, chains, sweeps, args.repeats, args.cat_tiles, theirs)
             print(f"{'':>6} sanity, mean E/site after {sweeps} sweeps: THRML {e_theirs:.4g}, heatbath vmap "
                   f"{e_ours:.4g}, batched {e_fast:.4g}, lattice kernel {e_kernel:.4g} (after {args.kernel_sweeps or sweeps}; "
                   f"random colouring: {-2 * J / Q:.4g})", flush=True)

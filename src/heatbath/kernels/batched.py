@@ -207,9 +207,10 @@ def sample_states_batched(
     of devices, and of chains (see `method`). Other discrete programs run a general batched sweep
     on one device.
 
-    `method` chooses the pairwise spin update: "auto" (on CUDA GPUs the tensor-core field from 4,096
-    chains, on CPUs the compiled kernel), "gather" (the jax.numpy sweep everywhere), "pallas" or
-    "tensor"; `kernels.pairwise_sweep.run_pairwise` explains each. The tensor-core field rounds
+    `method` chooses the pairwise update: "auto" (on CUDA GPUs the fused categorical kernel, and for
+    spins the tensor-core field from 4,096 chains; on CPUs the compiled spin kernel), "gather" (the
+    jax.numpy sweep everywhere), "pallas" or "tensor"; `kernels.pairwise_sweep.run_pairwise`
+    explains each. The tensor-core field rounds
     differently from the others, so under "auto" a chain's samples match across chain counts on the
     same side of 4,096 chains; fix `method` to make them match across it too.
     """

@@ -7,7 +7,8 @@ gather of whole chain rows) and sums the couplings into the field:
 
 - spins: γ, then s = +1 with probability σ(2γ), written `u · (1 + e^{-2γ}) < 1` (no division);
 - categories: θ_k = bias_k + Σ_d W_d[k, c_d], then the category is found by inverting the CDF of
-  softmax(θ) with the same single uniform u (one random word per node, not one per category).
+  softmax(θ) with the same single uniform u (one random word per node, not one per category); on
+  CUDA GPUs the same update runs as one Pallas kernel per block (`pallas_categorical`).
 
 u comes from `counter_rng.update_words`: a pure function of the chain's own key, the sweep, the block
 and the node, so a chain's trajectory is the same whatever else runs beside it and however chains
@@ -24,14 +25,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
-from jaxtyping import Array, Int8, UInt32
+from jaxtyping import Array, Float, Int8, UInt32
 
 from heatbath.block_sampling import CATEGORY_RANGE_MESSAGE, BlockSamplingProgram, SamplingSchedule
 from heatbath.errors import HeatbathError
+from heatbath.kernels.categorical_draw import draw_category
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
 from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
 from heatbath.kernels.pallas_backend import pallas_runs_on
+from heatbath.kernels import pallas_categorical
+from heatbath.kernels.pallas_categorical import categorical_block_update, categorical_kernel_fits
 from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_block_update
 from heatbath.kernels.tensor_spin import TILE_CHAINS as TENSOR_TILE_CHAINS
 from heatbath.kernels.tensor_spin import TensorBlock, tensor_block_update, tensor_block_update_jnp, tensor_blocks
@@ -67,6 +71,16 @@ def _sweep_seeds(chain_words, sweep, n_free: int):
     return jax.vmap(lambda stream: stream_seeds(chain_words, stream))(streams)
 
 
+def _select_weight(w: Float[Array, "n K_tail"], category: Array) -> Float[Array, "n chains"]:
+    """w[i, c] for every node i and chain, as a chain of selects over the neighbour's categories:
+    elementwise, so it fuses (a gather per k did not on GPU: each one wrote a `[n, chains]` array to
+    memory), and with weights that are compile-time constants XLA folds the selects."""
+    value = jnp.broadcast_to(w[:, 0, None], category.shape)
+    for t in range(1, w.shape[1]):
+        value = jnp.where(category == t, w[:, t, None], value)
+    return value
+
+
 def _categories(bias, couplings, sources, states, u, dtype):
     """Categories `[n, chains]` drawn from softmax(θ) by inverting its CDF at u.
 
@@ -79,31 +93,19 @@ def _categories(bias, couplings, sources, states, u, dtype):
     for (source, neighbours, _), w in zip(sources, couplings):  # w: [n, D, K, K_tail]
         gathered = _gather_rows(states[source], neighbours)
         for d in range(neighbours.shape[1]):
-            # W_d[k, c] by a chain of selects over c: elementwise, so it fuses (a gather per k did not
-            # on GPU, and each one wrote a [n, chains] array to memory).
-            is_tail = [gathered[:, d, :] == t for t in range(1, w.shape[3])]
             for k in range(n_categories):
-                value = jnp.broadcast_to(w[:, d, k, 0, None], u.shape)
-                for t, hit in enumerate(is_tail, start=1):
-                    value = jnp.where(hit, w[:, d, k, t, None], value)
-                theta[k] = theta[k] + value
-    top = theta[0]
-    for t in theta[1:]:
-        top = jnp.maximum(top, t)
-    cdf, total = [], jnp.zeros_like(top)
-    for t in theta:
-        total = total + jnp.exp(t - top)
-        cdf.append(total)
-    target = u * total
-    below = sum((c < target).astype(jnp.int32) for c in cdf[:-1])
-    return below.astype(dtype)
+                theta[k] = theta[k] + _select_weight(w[:, d, k], gathered[:, d, :])
+    return draw_category(theta, u, dtype)
 
 
 def _update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: bool):
-    """New states of free block b: the fused Pallas kernel on GPU (spins), else jax.numpy."""
+    """New states of free block b: the fused Pallas kernels on GPU, else jax.numpy."""
     bias, couplings = params[b]
     node_ids = jnp.asarray(tables.node_ids[b])
     if tables.kind == "categorical":
+        if use_pallas:
+            sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
+            return categorical_block_update(bias, node_ids, seeds[b], sources, states[b].dtype)
         u = uniform_from_words(update_words(seeds[b], node_ids))
         return _categories(bias, couplings, tables.sources[b], states, u, states[b].dtype)
     if use_pallas and not any(tables.dense[b]):
@@ -145,7 +147,7 @@ def _observe(states, observed, kind: str):
 def _run_local(program, schedule, tables, chain_words, states, observed, method="gather"):
     """The whole schedule for the chains held locally (one device's shard, or all of them).
 
-    `method`: "gather" (jax.numpy), "pallas" (the fused gather kernel), or "tensor" / "tensor-jnp" /
+    `method`: "gather" (jax.numpy), "pallas" (the fused gather kernels), or "tensor" / "tensor-jnp" /
     "tensor-interpret" (the tensor-core field on the flat state; its jax.numpy twin; interpreted)."""
     params = [block_couplings(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
     order = program.gibbs_spec.sampling_order
@@ -245,14 +247,16 @@ def tensor_path_applies(program: BlockSamplingProgram, tables: NeighbourTables) 
 def _method(method: str, program, tables: NeighbourTables, devices, chains: int) -> str:
     """The update a call runs. "auto" decides on the call's total chain count, never on how they are
     split, so a chain's samples are the same on any number of devices."""
-    on_gpus = tables.kind == "spin" and pallas_runs_on(devices)
+    on_gpus = pallas_runs_on(devices)
+    if method == "auto" and tables.kind == "categorical":
+        return "pallas" if on_gpus and categorical_kernel_fits(tables, chains) else "gather"
     if method == "auto":
         many = chains >= TENSOR_MIN_CHAINS
         return "tensor" if on_gpus and many and tensor_path_applies(program, tables) else "gather"
-    if method != "gather" and tables.kind != "spin":
-        raise HeatbathError(f"method={method!r} runs spin programs only; this one is categorical. Use 'auto' or 'gather'.")
+    if method.startswith("tensor") and tables.kind != "spin":
+        raise HeatbathError(f"method={method!r} runs spin programs only; this one is categorical. Use 'auto', 'gather' or 'pallas'.")
     if method in ("pallas", "tensor") and not on_gpus:
-        raise HeatbathError(f"method={method!r} needs a spin program on CUDA GPUs with Pallas; use 'auto' or 'gather'.")
+        raise HeatbathError(f"method={method!r} needs CUDA GPUs with Pallas; use 'auto' or 'gather'.")
     if method.startswith("tensor") and not tensor_path_applies(program, tables):
         raise HeatbathError(f"method={method!r} cannot run this program (dense layers, a block reading itself, "
                             "a sampling group whose blocks read each other, too wide neighbourhoods, or a block of more than "
@@ -280,11 +284,13 @@ def run_pairwise(
     chains, every host thread) when `method="auto"`, unless `cpu_kernel=False`; it takes the same
     steps as jax.numpy.
 
-    `method` picks the update: "auto" (on CUDA GPUs with Pallas, the tensor-core field of
-    `tensor_spin` where `tensor_path_applies` and the call has at least TENSOR_MIN_CHAINS chains;
-    else the gather sweep, or the CPU kernel on CPUs), "gather" (the jax.numpy sweep everywhere),
-    "pallas" (the fused gather kernel), "tensor" (the tensor-core kernel), or for tests "tensor-jnp"
-    / "tensor-interpret". The tensor-core field rounds differently from the gather sweep, so a chain
+    `method` picks the update: "auto" (on CUDA GPUs with Pallas, categorical programs run the
+    fused kernel of `pallas_categorical`, and spin programs the tensor-core field of `tensor_spin`
+    where `tensor_path_applies` and the call has at least TENSOR_MIN_CHAINS chains; else the gather
+    sweep, or the CPU kernel on CPUs), "gather" (the jax.numpy sweep everywhere), "pallas" (the fused
+    gather kernels: `pallas_spin` or `pallas_categorical`), "tensor" (the tensor-core kernel), or
+    for tests "tensor-jnp" / "tensor-interpret". The categorical kernel takes the jax.numpy sweep's
+    steps up to the GPU's rounding of exp at a near-tie. The tensor-core field rounds differently from the gather sweep, so a chain
     can take a different step where a comparison is a near-tie: its samples are the same for any
     number of devices and of chains on one side of TENSOR_MIN_CHAINS, and across the threshold only
     when `method` is fixed.
@@ -303,7 +309,7 @@ def run_pairwise(
     if method == "gather":
         tile = 1
     elif method == "pallas":
-        tile = _chain_tile(chains, len(devices), TILE_CHAINS)
+        tile = _chain_tile(chains, len(devices), TILE_CHAINS if tables.kind == "spin" else pallas_categorical.TILE_CHAINS)
     else:  # the tensor kernel's products need at least 16 chains
         tile = max(16, _chain_tile(chains, len(devices), TENSOR_TILE_CHAINS))
     pad = -chains % (len(devices) * tile)

@@ -1,0 +1,109 @@
+"""A fused GPU kernel (Pallas on Triton) for one block update of the pairwise categorical sweep.
+
+One program owns `tile_nodes` nodes × `tile_chains` chains: it reads each neighbour's row of chains
+from the source block's state (one coalesced gather per neighbour slot), builds the K logits in
+registers with the jax.numpy sweep's operations (`categorical_draw`), draws the same counter-based
+word per node and chain, inverts the CDF and writes the new categories. Nothing `[nodes, chains]`
+sized goes to memory but the result.
+
+Why a kernel here when the spin sweep does without one: with weights passed as arguments (as
+training passes them) the jax.numpy update of q = 5 Potts runs 41.8 flips/ns on an H200 and this
+kernel 97.6 (BENCHMARKS.md). With weights that are compile-time constants (a THRML-style call that
+closes over its program) XLA folds the jax.numpy update's selects and both run about 105.
+
+The weight W_d[k, c_d] is one gather per (slot, k) from the flat weight table at the neighbour's
+category, not the jax.numpy sweep's chain of K selects: q = 5 Potts, 1,000 chains, one H200, 97.6
+against 66.3 flips/ns. (Loading a node's K weights as one vector and splitting it in registers
+was slower still, 35-48: Triton moves the split through shared memory.)
+
+Chains must be a multiple of `tile_chains` (the caller pads); node counts need not be.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int32, UInt, UInt32
+
+from heatbath.kernels.categorical_draw import draw_category
+from heatbath.kernels.counter_rng import uniform_from_words, update_words
+
+__all__ = ["categorical_block_update", "categorical_kernel_fits", "TILE_NODES", "TILE_CHAINS"]
+
+# 8 nodes x 128 chains x 4 warps: the best of ten tiles (2-32 nodes, 64-256 chains, 2-8 warps) for q = 5
+# Potts on an H200. Read at call time, so benchmarks can try others.
+TILE_NODES = 8
+TILE_CHAINS = 128
+NUM_WARPS = 4
+INDEX_LIMIT = 2**31  # the kernel indexes its weight table and states with int32
+
+
+def _kernel(widths, n, n_categories, tile_nodes, tile_chains, *refs):
+    from jax.experimental import pallas as pl
+
+    bias_ref, ids_ref, seed_ref = refs[:3]
+    out_ref = refs[-1]
+    sources = refs[3:-1]
+    rows = pl.program_id(0) * tile_nodes + jnp.arange(tile_nodes)
+    safe = jnp.where(rows < n, rows, 0)  # rows past n (the last tile) compute node 0, written to padding
+    chains = pl.ds(pl.program_id(1) * tile_chains, tile_chains)
+    shape = (tile_nodes, tile_chains)
+    theta = [jnp.broadcast_to(bias_ref[safe, k][:, None], shape) for k in range(n_categories)]
+    for s, (width, n_tail) in enumerate(widths):
+        state_ref, neighbour_ref, weight_ref = sources[3 * s : 3 * s + 3]
+        for d in range(width):
+            category = state_ref[neighbour_ref[safe, d], chains]
+            base = (safe * width + d) * n_categories * n_tail  # the flat table's rows for (node, slot)
+            for k in range(n_categories):
+                theta[k] = theta[k] + weight_ref[(base + k * n_tail)[:, None] + category.astype(jnp.int32)]
+    u = uniform_from_words(update_words(seed_ref[chains], ids_ref[safe]))
+    out_ref[rows, chains] = draw_category(theta, u, out_ref.dtype)
+
+
+def categorical_kernel_fits(tables, chains: int) -> bool:
+    """Whether every block's weight table and every state array of a categorical program (`NeighbourTables`)
+    stay within the kernel's int32 indices at `chains` chains (padded to whole tiles)."""
+    padded = -(-chains // TILE_CHAINS) * TILE_CHAINS
+    k = tables.n_categories
+    weights = [tables.block_sizes[b] * nb.shape[1] * k * k for b, sources in enumerate(tables.sources) for _, nb, _ in sources]
+    return max(weights + [n * padded for n in tables.block_sizes]) < INDEX_LIMIT
+
+
+def categorical_block_update(
+    bias: Float[Array, "n K"],
+    node_ids: UInt32[Array, " n"],
+    seed: UInt32[Array, " chains"],
+    sources: list[tuple[UInt[Array, "m chains"], Int32[Array, "n D"], Float[Array, "n D K T"]]],
+    dtype,
+    *,
+    tile_nodes: int | None = None,
+    tile_chains: int | None = None,
+    interpret: bool = False,
+) -> UInt[Array, "n chains"]:
+    """New categories `[n, chains]` (of `dtype`) of one free block from its sources
+    `(state, neighbours, weights)`; `weights[i, d, k, t]` couples category k of node i to category t
+    of its d-th neighbour."""
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plgpu
+
+    tile_nodes, tile_chains = tile_nodes or TILE_NODES, tile_chains or TILE_CHAINS
+    n, n_categories = bias.shape
+    chains = seed.shape[0]
+    tile_chains = min(tile_chains, chains)
+    if chains % tile_chains:
+        raise ValueError(f"chains ({chains}) must be a multiple of {tile_chains}")
+    widths = tuple((int(nb.shape[1]), int(w.shape[3])) for _, nb, w in sources)
+    flat = []
+    for state, neighbours, weights in sources:
+        flat += [state, neighbours.astype(jnp.int32), weights.reshape(-1)]
+    n_tiles = -(-n // tile_nodes)
+    options = {"interpret": True} if interpret else {"compiler_params": plgpu.CompilerParams(num_warps=NUM_WARPS)}
+    out = pl.pallas_call(
+        functools.partial(_kernel, widths, n, n_categories, tile_nodes, tile_chains),
+        out_shape=jax.ShapeDtypeStruct((n_tiles * tile_nodes, chains), dtype),  # padded to whole tiles
+        grid=(n_tiles, chains // tile_chains),
+        **options,
+    )(bias, node_ids, seed, *flat)
+    return out[:n] if n % tile_nodes else out
