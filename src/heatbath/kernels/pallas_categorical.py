@@ -55,9 +55,11 @@ def _kernel(widths, n, n_categories, tile_nodes, tile_chains, *refs):
         state_ref, neighbour_ref, weight_ref = sources[3 * s : 3 * s + 3]
         for d in range(width):
             category = state_ref[neighbour_ref[safe, d], chains]
-            base = (safe * width + d) * n_categories * n_tail  # the flat table's rows for (node, slot)
+            # W[i, d, k, c] of the flat table: one index per element, then constant offsets k · K_tail
+            # (the compiler folds them into the loads' addresses)
+            index = ((safe * width + d) * n_categories * n_tail)[:, None] + category.astype(jnp.int32)
             for k in range(n_categories):
-                theta[k] = theta[k] + weight_ref[(base + k * n_tail)[:, None] + category.astype(jnp.int32)]
+                theta[k] = theta[k] + weight_ref[index + k * n_tail]
     u = uniform_from_words(update_words(seed_ref[chains], ids_ref[safe]))
     out_ref[rows, chains] = draw_category(theta, u, out_ref.dtype)
 
