@@ -79,3 +79,16 @@ def test_native_kernel_follows_the_jax_numpy_chain():
     kernel = _run(model, 5, 512, "pallas", clamp=4)
     agree = float(jnp.mean(kernel == reference))
     assert agree > 0.9999, agree
+
+
+def test_blocks_beyond_int32_indices_take_the_jax_numpy_update():
+    from heatbath.kernels.pallas_categorical import categorical_kernel_fits
+
+    state = jax.ShapeDtypeStruct((1000, 128), jnp.uint8)
+    neighbours = jax.ShapeDtypeStruct((1000, 4), jnp.int32)
+    small = jax.ShapeDtypeStruct((1000, 4, 5, 5), jnp.float32)
+    bias = jax.ShapeDtypeStruct((1000, 5), jnp.float32)
+    assert categorical_kernel_fits(bias, [(state, neighbours, small)], 128)
+    assert not categorical_kernel_fits(bias, [(state, neighbours, small)], 2**22)  # 1000 x 4M states
+    huge = jax.ShapeDtypeStruct((2**24, 8, 16, 16), jnp.float32)  # 2^35 weights
+    assert not categorical_kernel_fits(bias, [(state, neighbours, huge)], 128)

@@ -103,8 +103,8 @@ def _update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: 
     bias, couplings = params[b]
     node_ids = jnp.asarray(tables.node_ids[b])
     if tables.kind == "categorical":
-        if use_pallas:
-            sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
+        sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
+        if use_pallas and categorical_kernel_fits(bias, sources, seeds.shape[1]):
             return categorical_block_update(bias, node_ids, seeds[b], sources, states[b].dtype)
         u = uniform_from_words(update_words(seeds[b], node_ids))
         return _categories(bias, couplings, tables.sources[b], states, u, states[b].dtype)
@@ -249,7 +249,7 @@ def _method(method: str, program, tables: NeighbourTables, devices, chains: int)
     split, so a chain's samples are the same on any number of devices."""
     on_gpus = pallas_runs_on(devices)
     if method == "auto" and tables.kind == "categorical":
-        return "pallas" if on_gpus and categorical_kernel_fits(tables, chains) else "gather"
+        return "pallas" if on_gpus else "gather"
     if method == "auto":
         many = chains >= TENSOR_MIN_CHAINS
         return "tensor" if on_gpus and many and tensor_path_applies(program, tables) else "gather"
@@ -288,12 +288,13 @@ def run_pairwise(
     fused kernel of `pallas_categorical`, and spin programs the tensor-core field of `tensor_spin`
     where `tensor_path_applies` and the call has at least TENSOR_MIN_CHAINS chains; else the gather
     sweep, or the CPU kernel on CPUs), "gather" (the jax.numpy sweep everywhere), "pallas" (the fused
-    gather kernels: `pallas_spin` or `pallas_categorical`), "tensor" (the tensor-core kernel), or
-    for tests "tensor-jnp" / "tensor-interpret". The categorical kernel takes the jax.numpy sweep's
-    steps up to the GPU's rounding of exp at a near-tie. The tensor-core field rounds differently from the gather sweep, so a chain
-    can take a different step where a comparison is a near-tie: its samples are the same for any
-    number of devices and of chains on one side of TENSOR_MIN_CHAINS, and across the threshold only
-    when `method` is fixed.
+    gather kernels: `pallas_spin` or `pallas_categorical`, the latter except for blocks too large
+    for its int32 indices), "tensor" (the tensor-core kernel), or for tests "tensor-jnp" /
+    "tensor-interpret". The categorical kernel takes the jax.numpy sweep's steps up to the GPU's
+    rounding of exp at a near-tie. The tensor-core field rounds differently from the gather sweep,
+    so a chain can take a different step where a comparison is a near-tie: its samples are the same
+    for any number of devices and of chains on one side of TENSOR_MIN_CHAINS, and across the
+    threshold only when `method` is fixed.
     """
     tables = pairwise_tables(program)
     devices = tuple(jax.devices() if devices is None else devices)

@@ -56,7 +56,6 @@ def _kernel(widths, n, n_categories, tile_nodes, tile_chains, *refs):
         for d in range(width):
             category = state_ref[neighbour_ref[safe, d], chains]
             # W[i, d, k, c] of the flat table: one index per element, then constant offsets k · K_tail
-            # (the compiler folds them into the loads' addresses)
             index = ((safe * width + d) * n_categories * n_tail)[:, None] + category.astype(jnp.int32)
             for k in range(n_categories):
                 theta[k] = theta[k] + weight_ref[index + k * n_tail]
@@ -64,13 +63,11 @@ def _kernel(widths, n, n_categories, tile_nodes, tile_chains, *refs):
     out_ref[rows, chains] = draw_category(theta, u, out_ref.dtype)
 
 
-def categorical_kernel_fits(tables, chains: int) -> bool:
-    """Whether every block's weight table and every state array of a categorical program (`NeighbourTables`)
-    stay within the kernel's int32 indices at `chains` chains (padded to whole tiles)."""
-    padded = -(-chains // TILE_CHAINS) * TILE_CHAINS
-    k = tables.n_categories
-    weights = [tables.block_sizes[b] * nb.shape[1] * k * k for b, sources in enumerate(tables.sources) for _, nb, _ in sources]
-    return max(weights + [n * padded for n in tables.block_sizes]) < INDEX_LIMIT
+def categorical_kernel_fits(bias: Float[Array, "n K"], sources, chains: int) -> bool:
+    """Whether the kernel's int32 indices reach every entry of a block's flat weight tables and of
+    its source states at `chains` chains (else the block takes the jax.numpy update)."""
+    sizes = [w.size for _, _, w in sources] + [state.shape[0] * chains for state, _, _ in sources]
+    return max(sizes + [bias.shape[0] * chains]) < INDEX_LIMIT
 
 
 def categorical_block_update(
