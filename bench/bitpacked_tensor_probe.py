@@ -29,7 +29,6 @@ import argparse
 import functools
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +37,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from flips_pegasus import pegasus_inputs  # noqa: E402
 from tensor_spin_probe import build, reference_update, run  # noqa: E402
+from timing import best_time  # noqa: E402
 
 from heatbath.kernels.counter_rng import GOLDEN, mix32, uniform_from_words  # noqa: E402
 
@@ -179,12 +179,7 @@ def main(argv=None):
                     upd = functools.partial(colour_update, tc=tc, variant=variant, num_warps=nw)
                     f = jax.jit(lambda s, cw: run(tables, s, cw, args.sweeps, upd))
                     try:
-                        jax.block_until_ready(f(words0, chain_words))
-                        best = 1e9
-                        for _ in range(3):
-                            t0 = time.perf_counter()
-                            jax.block_until_ready(f(words0, chain_words))
-                            best = min(best, time.perf_counter() - t0)
+                        best, _ = best_time(lambda i: f(words0, chain_words), 3)  # noqa: B023
                         print(f"  C={C} {variant} TC={tc} warps={nw}: {args.sweeps * n * C / best / 1e9:.1f} flips/ns", flush=True)
                     except Exception as e:  # noqa: BLE001
                         print(f"  C={C} {variant} TC={tc} warps={nw}: FAILED {type(e).__name__}: {str(e)[:400]}", flush=True)
