@@ -210,9 +210,9 @@ def sample_states_batched(
     `method` chooses the pairwise update: "auto" (on CUDA GPUs the fused categorical kernel, and for
     spins the tensor-core field from 4,096 chains; on CPUs the compiled spin kernel), "gather" (the
     jax.numpy sweep everywhere), "pallas" or "tensor"; `kernels.pairwise_sweep.run_pairwise`
-    explains each. The tensor-core field rounds
-    differently from the others, so under "auto" a chain's samples match across chain counts on the
-    same side of 4,096 chains; fix `method` to make them match across it too.
+    explains each. The tensor-core field rounds differently from the others, so under "auto" a
+    chain's samples match across chain counts on the same side of 4,096 chains; fix `method` to make
+    them match across it too.
     """
     check_method(method)  # before any path is chosen, so a bad method fails for every program
     reason = supports_batched(program)

@@ -102,14 +102,14 @@ def _update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: 
     """New states of free block b: the fused Pallas kernels on GPU, else jax.numpy."""
     bias, couplings = params[b]
     node_ids = jnp.asarray(tables.node_ids[b])
+    # what the Pallas kernels read: (source state, neighbour table, couplings) per source block
+    sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
     if tables.kind == "categorical":
-        sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
         if use_pallas and categorical_kernel_fits(bias, sources, seeds.shape[1]):
             return categorical_block_update(bias, node_ids, seeds[b], sources, states[b].dtype)
         u = uniform_from_words(update_words(seeds[b], node_ids))
         return _categories(bias, couplings, tables.sources[b], states, u, states[b].dtype)
     if use_pallas and not any(tables.dense[b]):
-        sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
         return pallas_block_update(bias, node_ids, seeds[b], sources)
     field = _field(bias, couplings, tables.sources[b], tables.dense[b], states, seeds.shape[1])
     u = uniform_from_words(update_words(seeds[b], node_ids))
