@@ -26,11 +26,13 @@ one process on the same device. A sanity line per size prints the mean energy pe
 random colouring has -2/5).
 
     .venv-bench/bin/python bench/flips_potts.py [--L 256] [--chains 1000] [--sweeps 20] [--repeats 3] [--beta 1.0]
-        [--methods gather pallas] [--vmap-gather] [--cat-tiles 8x128x4 4x256x4]
+        [--methods gather pallas] [--vmap-gather] [--vmap-forms general diagonal] [--cat-tiles 8x128x4 4x256x4]
 
 `--methods` adds the batched call with a forced update method; `--vmap-gather` the THRML-style call
 with categorical programs kept on the jax.numpy sweep (the GPU default before the categorical Pallas
-kernel); `--cat-tiles` the batched call through the categorical Pallas kernel with other tiles.
+kernel); `--vmap-forms general diagonal` the THRML-style call on the kernel's general update (the
+default before the couplings' Potts form was recognised) and on its per-edge Potts update, instead of
+the one-J update it picks for this model; `--cat-tiles` the batched call through the categorical Pallas kernel with other tiles.
 
 (On a machine where thrml is not installed pass `--no-thrml` to time heatbath alone.)
 """
@@ -180,6 +182,24 @@ def vmap_gather_flips_per_ns(inputs, beta: float, init, chains: int, sweeps: int
         jax.clear_caches()
 
 
+def vmap_form_flips_per_ns(form: str, inputs, beta: float, init, chains: int, sweeps: int, repeats: int):
+    """The THRML-style call with the categorical kernel told less about the couplings than it finds
+    (`coupling_structure.coupling_forms` gives one J here): "general" (nothing: K loads per
+    neighbour) or "diagonal" (per-edge Potts: one load)."""
+    from heatbath.kernels import dispatch
+    from heatbath.kernels.coupling_structure import DIAGONAL
+
+    recognise = dispatch.coupling_forms
+    told = {"general": None, "diagonal": DIAGONAL}[form]
+    dispatch.coupling_forms = lambda program, tables: (told,) * len(tables.sources)
+    jax.clear_caches()
+    try:
+        return flips_per_ns("heatbath", inputs, beta, init, chains, sweeps, repeats)
+    finally:
+        dispatch.coupling_forms = recognise
+        jax.clear_caches()
+
+
 def time_categorical_tiles(inputs, beta: float, init, chains: int, sweeps: int, repeats: int, tiles, theirs: float) -> None:
     from heatbath.kernels import pallas_categorical
 
@@ -225,6 +245,9 @@ def main(argv=None) -> None:
     parser.add_argument("--vmap-gather", action="store_true",
                         help="also time the THRML-style call with the categorical update forced to the jax.numpy sweep "
                              "(the GPU default before the categorical Pallas kernel)")
+    parser.add_argument("--vmap-forms", nargs="*", default=[], choices=["general", "diagonal"],
+                        help="also time the THRML-style call with the categorical kernel's general update or its "
+                             "per-edge Potts update instead of the one-J update it picks here")
     args = parser.parse_args(argv)
     if jax.default_backend() == "gpu":
         check_pallas_equals_jnp()
@@ -257,6 +280,10 @@ def main(argv=None) -> None:
                 rate, energy = vmap_gather_flips_per_ns(inputs, args.beta, init, chains, sweeps, args.repeats)
                 print(f"{'':>6} vmap, jax.numpy sweep: {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML), mean E/site {energy:.4g}",
                       flush=True)
+            for form in args.vmap_forms:
+                rate, energy = vmap_form_flips_per_ns(form, inputs, args.beta, init, chains, sweeps, args.repeats)
+                print(f"{'':>6} vmap, {form} categorical update: {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML), "
+                      f"mean E/site {energy:.4g}", flush=True)
             time_categorical_tiles(inputs, args.beta, init, chains, sweeps, args.repeats, args.cat_tiles, theirs)
             print(f"{'':>6} sanity, mean E/site after {sweeps} sweeps: THRML {e_theirs:.4g}, heatbath vmap "
                   f"{e_ours:.4g}, batched {e_fast:.4g}, lattice kernel {e_kernel:.4g} (after {args.kernel_sweeps or sweeps}; "

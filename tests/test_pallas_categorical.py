@@ -17,26 +17,48 @@ import pytest
 from heatbath import Block, SamplingSchedule
 from heatbath.graphs import color_blocks
 from heatbath.kernels import pairwise_sweep
+from heatbath.graphs import lattice_2d
+from heatbath.kernels.coupling_structure import DIAGONAL, coupling_forms
+from heatbath.pgm import CategoricalNode
 from heatbath.kernels.pallas_backend import pallas_available
+from heatbath.models import CategoricalEBMFactor, FactorizedEBM
 from heatbath.kernels.pallas_categorical import categorical_block_update
 from stats_helpers import random_init
 from test_exact_agreement import _program
 from test_pairwise_kernels import pairwise_categorical_model
 
 
-def _run(program, k: int, chains: int, method: str, clamp: int = 0):
-    """Samples of every node after a short schedule, from fixed chain keys and random initial states."""
-    spins, cats, ebm = program
+def _potts_like(model, value: float | None = None):
+    """The same graph and biases with every K×K coupling zeroed off its diagonal: random diagonals, or
+    `value` on all of them."""
+    spins, cats, ebm = model
+
+    def potts(w):
+        eye = jnp.eye(w.shape[-1], dtype=w.dtype)
+        return w * eye if value is None else jnp.broadcast_to(value * eye, w.shape)
+
+    factors = [f if f.weights.ndim < 3 else CategoricalEBMFactor(f.node_groups, potts(f.weights)) for f in ebm.factors]
+    return spins, cats, FactorizedEBM(factors)
+
+
+def _prepared(model, k: int, clamp: int):
+    spins, cats, ebm = model
     blocks = color_blocks(ebm, nodes=cats[clamp:])
     clamped = [Block(cats[:clamp])] if clamp else []
-    prog = _program(ebm, blocks, clamped, k)
+    return _program(ebm, blocks, clamped, k), blocks, clamped
+
+
+def _run(program, k: int, chains: int, method: str, clamp: int = 0, forms=()):
+    """Samples of every node after a short schedule, from fixed chain keys and random initial states."""
+    spins, cats, ebm = program
+    prog, blocks, clamped = _prepared(program, k, clamp)
     tables = pairwise_sweep.pairwise_tables(prog)
     all_blocks = list(blocks) + list(clamped)
     init = random_init(jax.random.key(0), all_blocks, chains, [k] * len(all_blocks), [jnp.uint8] * len(all_blocks))
     words = jnp.stack([jnp.arange(chains, dtype=jnp.uint32), jnp.full((chains,), 7, jnp.uint32)], 1)
     observed = [jnp.asarray(prog.gibbs_spec.node_ids(cats[clamp:]), jnp.int32)]
     schedule = SamplingSchedule(3, 1, 1)
-    return pairwise_sweep._run_local(prog, schedule, tables, words, [s.T for s in init], observed, method)[0]
+    return pairwise_sweep._run_local(prog, schedule, tables, words, [s.T for s in init], observed, method, forms)[0]
 
 
 def test_interpreted_kernel_takes_the_same_steps_as_jax_numpy(monkeypatch):
@@ -49,6 +71,64 @@ def test_interpreted_kernel_takes_the_same_steps_as_jax_numpy(monkeypatch):
     monkeypatch.setattr(pairwise_sweep, "categorical_block_update", interpreted)
     kernel = _run(model, 3, 160, "pallas", clamp=3)
     np.testing.assert_array_equal(np.asarray(kernel), np.asarray(reference))
+
+
+def _potts_lattice(J: float):
+    """A periodic 6 × 6 lattice of 3-state Potts nodes with coupling J on every edge and random biases:
+    every node has four neighbours in the other colour, so the kernel needs no load at all."""
+    lattice = lattice_2d(6, periodic=True, node_type=CategoricalNode)
+    edges = lattice.edge_index
+    nodes = lattice.nodes
+    pairs = CategoricalEBMFactor([Block([nodes[i] for i in edges[:, 0]]), Block([nodes[i] for i in edges[:, 1]])],
+                                 jnp.broadcast_to(J * jnp.eye(3, dtype=jnp.float32), (len(edges), 3, 3)))
+    bias = CategoricalEBMFactor([Block(nodes)], jnp.asarray(np.random.default_rng(8).normal(0, 0.5, (36, 3)), jnp.float32))
+    return [], nodes, FactorizedEBM([bias, pairs])
+
+
+def _forms(model, k: int, clamp: int):
+    program, _, _ = _prepared(model, k, clamp)
+    return coupling_forms(program, pairwise_sweep.pairwise_tables(program))
+
+
+def test_coupling_forms_are_read_only_from_concrete_weights():
+    """General couplings: None. Zero off the diagonal: DIAGONAL (per-edge J, or one J with nodes of
+    different degrees, whose padding slots must add nothing). One J and no padding: that J. Traced
+    weights: None (not an error)."""
+    model = pairwise_categorical_model(np.random.default_rng(3), 41, 3)
+    assert set(_forms(model, 3, 3)) == {None}
+    assert set(_forms(_potts_like(model), 3, 3)) == {DIAGONAL}
+    one_j, _, _ = _prepared(_potts_like(model, value=0.8), 3, 3)
+    tables = pairwise_sweep.pairwise_tables(one_j)
+    padded = [any(np.any(cols == tables.zero_columns[b]) for _, _, cols in tables.sources[b]) for b in range(len(tables.sources))]
+    assert any(padded)
+    expected = tuple(DIAGONAL if p else np.float32(0.8).item() for p in padded)
+    assert coupling_forms(one_j, tables) == expected
+    assert _forms(_potts_lattice(0.8), 3, 0) == (np.float32(0.8).item(),) * 2
+
+    program, _, _ = _prepared(_potts_lattice(0.8), 3, 0)
+    tables = pairwise_sweep.pairwise_tables(program)
+    seen = []
+    jax.jit(lambda p: seen.append(coupling_forms(p, tables)) or 0)(program)
+    assert seen == [(None, None)]
+
+
+@pytest.mark.parametrize("case", ["per-edge diagonals", "one J, no padding"])
+def test_interpreted_potts_kernel_takes_the_same_steps(case, monkeypatch):
+    """Potts-like couplings through the kernel's one-load (DIAGONAL) or no-load (one J) update: the
+    same samples as the kernel's general update and as the jax.numpy sweep."""
+    if case == "per-edge diagonals":
+        model, k, clamp = _potts_like(pairwise_categorical_model(np.random.default_rng(4), 41, 3)), 3, 3
+    else:
+        model, k, clamp = _potts_lattice(0.8), 3, 0
+    forms = _forms(model, k, clamp)
+    assert None not in forms
+    reference = _run(model, k, 160, "gather", clamp=clamp)
+    interpreted = functools.partial(categorical_block_update, interpret=True, tile_chains=32)
+    monkeypatch.setattr(pairwise_sweep, "categorical_block_update", interpreted)
+    general = _run(model, k, 160, "pallas", clamp=clamp)
+    fast = _run(model, k, 160, "pallas", clamp=clamp, forms=forms)
+    np.testing.assert_array_equal(np.asarray(general), np.asarray(reference))
+    np.testing.assert_array_equal(np.asarray(fast), np.asarray(reference))
 
 
 def test_categorical_pallas_needs_a_gpu():
@@ -79,6 +159,20 @@ def test_native_kernel_follows_the_jax_numpy_chain():
     kernel = _run(model, 5, 512, "pallas", clamp=4)
     agree = float(jnp.mean(kernel == reference))
     assert agree > 0.9999, agree
+
+
+@pytest.mark.skipif(not pallas_available(), reason="the native kernel runs on a CUDA GPU")
+@pytest.mark.parametrize("case", ["per-edge diagonals", "one J, no padding"])
+def test_native_potts_kernel_follows_the_jax_numpy_chain(case):
+    if case == "per-edge diagonals":
+        model, k, clamp = _potts_like(pairwise_categorical_model(np.random.default_rng(6), 300, 5)), 5, 4
+    else:
+        model, k, clamp = _potts_lattice(0.8), 3, 0
+    forms = _forms(model, k, clamp)
+    reference = _run(model, k, 512, "gather", clamp=clamp)
+    kernel = _run(model, k, 512, "pallas", clamp=clamp, forms=forms)
+    agree = float(jnp.mean(kernel == reference))
+    assert None not in forms and agree > 0.9999, agree
 
 
 def test_blocks_beyond_int32_indices_take_the_jax_numpy_update():

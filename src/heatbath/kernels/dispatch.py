@@ -22,7 +22,9 @@ from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.batched import chain_block_states
 from heatbath.kernels.counter_rng import key_words
 from heatbath.kernels.pairwise_sweep import run_pairwise
-from heatbath.kernels.pairwise_tables import pairwise_kind
+from heatbath.kernels.coupling_structure import coupling_forms
+from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
+from heatbath.kernels.pallas_backend import pallas_runs_on
 
 __all__ = ["fast_sample_states"]
 
@@ -40,10 +42,12 @@ def fast_sample_states(
     spec = program.gibbs_spec
     observed = [spec.node_ids(Block(block).nodes, "sampled node") for block in nodes_to_sample]
     dynamic, static = eqx.partition(program, eqx.is_array)
+    # read while the weights are still concrete (a closed-over program): inside `one_chain` they are traced
+    forms = coupling_forms(program, pairwise_tables(program)) if pallas_runs_on(tuple(jax.devices())) else None
 
     def kernel(words, free, clamp, dynamic, chains):
         states = chain_block_states(eqx.combine(dynamic, static), free, clamp, chains)
-        return run_pairwise(eqx.combine(dynamic, static), schedule, words, states, observed)
+        return run_pairwise(eqx.combine(dynamic, static), schedule, words, states, observed, forms=forms)
 
     @jax.custom_batching.custom_vmap
     def one_chain(key, free, clamp, dynamic):

@@ -30,6 +30,7 @@ from jaxtyping import Array, Float, Int8, UInt32
 from heatbath.block_sampling import CATEGORY_RANGE_MESSAGE, BlockSamplingProgram, SamplingSchedule
 from heatbath.errors import HeatbathError
 from heatbath.kernels.categorical_draw import draw_category
+from heatbath.kernels.coupling_structure import CouplingForm, coupling_forms
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
 from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
@@ -98,15 +99,16 @@ def _categories(bias, couplings, sources, states, u, dtype):
     return draw_category(theta, u, dtype)
 
 
-def _update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: bool):
-    """New states of free block b: the fused Pallas kernels on GPU, else jax.numpy."""
+def _update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: bool, forms: tuple):
+    """New states of free block b: the fused Pallas kernels on GPU, else jax.numpy. `forms[b]`: what
+    is known of block b's couplings (`coupling_structure`), which the categorical kernel uses."""
     bias, couplings = params[b]
     node_ids = jnp.asarray(tables.node_ids[b])
     # what the Pallas kernels read: (source state, neighbour table, couplings) per source block
     sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
     if tables.kind == "categorical":
         if use_pallas and categorical_kernel_fits(bias, sources, seeds.shape[1]):
-            return categorical_block_update(bias, node_ids, seeds[b], sources, states[b].dtype)
+            return categorical_block_update(bias, node_ids, seeds[b], sources, states[b].dtype, form=forms[b])
         u = uniform_from_words(update_words(seeds[b], node_ids))
         return _categories(bias, couplings, tables.sources[b], states, u, states[b].dtype)
     if use_pallas and not any(tables.dense[b]):
@@ -116,10 +118,11 @@ def _update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: 
     return jnp.where(u * (1 + jnp.exp(-2 * field)) < 1, 1, -1).astype(jnp.int8)
 
 
-def _sweep(params, tables: NeighbourTables, sampling_order, states, seeds, use_pallas=False):
+def _sweep(params, tables: NeighbourTables, sampling_order, states, seeds, use_pallas=False, forms=()):
     """One sweep over the per-block states with this sweep's seeds."""
+    forms = forms or (None,) * len(params)
     for members in sampling_order:
-        new = {b: _update(params, tables, b, states, seeds, use_pallas) for b in members}
+        new = {b: _update(params, tables, b, states, seeds, use_pallas, forms) for b in members}
         states = [new.get(i, s) for i, s in enumerate(states)]
     return states
 
@@ -144,11 +147,13 @@ def _observe(states, observed, kind: str):
     return [flat[ids].T for ids in observed]
 
 
-def _run_local(program, schedule, tables, chain_words, states, observed, method="gather"):
+def _run_local(program, schedule, tables, chain_words, states, observed, method="gather", forms=()):
     """The whole schedule for the chains held locally (one device's shard, or all of them).
 
     `method`: "gather" (jax.numpy), "pallas" (the fused gather kernels), or "tensor" / "tensor-jnp" /
-    "tensor-interpret" (the tensor-core field on the flat state; its jax.numpy twin; interpreted)."""
+    "tensor-interpret" (the tensor-core field on the flat state; its jax.numpy twin; interpreted).
+    `forms`: per free block, what is known of its couplings (`coupling_structure`; the categorical
+    kernel uses it)."""
     params = [block_couplings(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
     order = program.gibbs_spec.sampling_order
     if method.startswith("tensor"):
@@ -160,7 +165,7 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
         observe = lambda state: _observe([state], observed, tables.kind)  # noqa: E731
     else:
         state = list(states)
-        sweep = lambda state, seeds: _sweep(params, tables, order, state, seeds, method == "pallas")  # noqa: E731
+        sweep = lambda state, seeds: _sweep(params, tables, order, state, seeds, method == "pallas", forms)  # noqa: E731
         observe = lambda state: _observe(state, observed, tables.kind)  # noqa: E731
     n_free = len(params)
 
@@ -187,13 +192,13 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
 
 
 @eqx.filter_jit
-def _run(program, schedule, tables, devices, method, chain_words, states, observed):
+def _run(program, schedule, tables, devices, method, forms, chain_words, states, observed):
     if len(devices) == 1:
-        return _run_local(program, schedule, tables, chain_words, states, observed, method)
+        return _run_local(program, schedule, tables, chain_words, states, observed, method, forms)
     mesh = Mesh(np.asarray(devices), ("chains",))
     chain_major, chain_minor = PartitionSpec("chains"), PartitionSpec(None, "chains")
     local = jax.shard_map(
-        lambda p, w, s, o: _run_local(p, schedule, tables, w, s, o, method),
+        lambda p, w, s, o: _run_local(p, schedule, tables, w, s, o, method, forms),
         mesh=mesh,
         in_specs=(PartitionSpec(), chain_major, [chain_minor] * len(states), PartitionSpec()),
         out_specs=chain_major,
@@ -273,6 +278,7 @@ def run_pairwise(
     devices=None,
     method: str = "auto",
     cpu_kernel: bool = True,
+    forms: tuple[CouplingForm, ...] | None = None,
 ) -> list[Array]:
     """Run `schedule` on every chain; `block_states` holds every block (free, then clamped).
 
@@ -295,6 +301,10 @@ def run_pairwise(
     so a chain can take a different step where a comparison is a near-tie: its samples are the same
     for any number of devices and of chains on one side of TENSOR_MIN_CHAINS, and across the
     threshold only when `method` is fixed.
+
+    `forms` (per free block) says what is known of each block's couplings (Potts-like or not,
+    `coupling_structure`), for callers that saw concrete weights before tracing (`dispatch`); by
+    default it is read from `program` when its weights are concrete. It changes the speed only.
     """
     tables = pairwise_tables(program)
     devices = tuple(jax.devices() if devices is None else devices)
@@ -322,5 +332,7 @@ def run_pairwise(
         chain_words = jnp.concatenate([chain_words, jnp.zeros((pad, 2), jnp.uint32)])
         states = [jnp.pad(s, ((0, 0), (0, pad)), constant_values=1 if tables.kind == "spin" else 0) for s in states]
     observed = [jnp.asarray(ids, jnp.int32) for ids in observed_ids]
-    out = _run(program, schedule, tables, devices, method, chain_words, states, observed)
+    if forms is None:
+        forms = coupling_forms(program, tables) if method == "pallas" else ()
+    out = _run(program, schedule, tables, devices, method, tuple(forms), chain_words, states, observed)
     return [o[:chains] for o in out] if pad else out

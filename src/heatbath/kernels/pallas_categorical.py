@@ -11,7 +11,11 @@ training passes them) the jax.numpy update of q = 5 Potts runs 41.8 flips/ns on 
 kernel 97.6 (BENCHMARKS.md). With weights that are compile-time constants (a THRML-style call that
 closes over its program) XLA folds the jax.numpy update's selects and both run about 105.
 
-The weight W_d[k, c_d] is one gather per (slot, k) from the flat weight table at the neighbour's
+Potts couplings (W_d = J_d·I), when known from concrete weights (`coupling_structure`), need one
+load per neighbour (W_d[c_d, c_d]) or none (one J for the whole block) instead of K: q = 5 Potts,
+1,000 chains, one H200, THRML-style call: 126 (one load) and 147 (none) against 110 flips/ns.
+
+In general the weight W_d[k, c_d] is one gather per (slot, k) from the flat weight table at the neighbour's
 category, not the jax.numpy sweep's chain of K selects: q = 5 Potts, 1,000 chains, one H200, 97.6
 against 66.3 flips/ns. (Loading a node's K weights as one vector and splitting it in registers
 was slower still, 35-48: Triton moves the split through shared memory.)
@@ -29,6 +33,7 @@ from jaxtyping import Array, Float, Int32, UInt, UInt32
 
 from heatbath.kernels.categorical_draw import draw_category
 from heatbath.kernels.counter_rng import uniform_from_words, update_words
+from heatbath.kernels.coupling_structure import DIAGONAL, CouplingForm
 
 __all__ = ["categorical_block_update", "categorical_kernel_fits", "TILE_NODES", "TILE_CHAINS"]
 
@@ -40,7 +45,7 @@ NUM_WARPS = 4
 INDEX_LIMIT = 2**31  # the kernel indexes its weight table and states with int32
 
 
-def _kernel(widths, n, n_categories, tile_nodes, tile_chains, *refs):
+def _kernel(widths, n, n_categories, tile_nodes, tile_chains, form, *refs):
     from jax.experimental import pallas as pl
 
     bias_ref, ids_ref, seed_ref = refs[:3]
@@ -55,6 +60,14 @@ def _kernel(widths, n, n_categories, tile_nodes, tile_chains, *refs):
         state_ref, neighbour_ref, weight_ref = sources[3 * s : 3 * s + 3]
         for d in range(width):
             category = state_ref[neighbour_ref[safe, d], chains]
+            if form is not None:  # Potts-like: W[c, c] goes to θ_c only, from the table or one constant
+                if form == DIAGONAL:  # W[i, d, c] of the flat table of diagonals
+                    weight = weight_ref[((safe * width + d) * n_tail)[:, None] + category.astype(jnp.int32)]
+                else:
+                    weight = jnp.float32(form)
+                for k in range(n_categories):
+                    theta[k] = theta[k] + jnp.where(category == k, weight, 0.0)
+                continue
             # W[i, d, k, c] of the flat table: one index per element, then constant offsets k · K_tail
             index = ((safe * width + d) * n_categories * n_tail)[:, None] + category.astype(jnp.int32)
             for k in range(n_categories):
@@ -77,13 +90,17 @@ def categorical_block_update(
     sources: list[tuple[UInt[Array, "m chains"], Int32[Array, "n D"], Float[Array, "n D K T"]]],
     dtype,
     *,
+    form: CouplingForm = None,
     tile_nodes: int | None = None,
     tile_chains: int | None = None,
     interpret: bool = False,
 ) -> UInt[Array, "n chains"]:
     """New categories `[n, chains]` (of `dtype`) of one free block from its sources
     `(state, neighbours, weights)`; `weights[i, d, k, t]` couples category k of node i to category t
-    of its d-th neighbour."""
+    of its d-th neighbour. `form` (`coupling_structure`) says what is known of those matrices: None
+    (nothing: K loads per neighbour), DIAGONAL (zero off the diagonal: one load of `weights[i, d, t, t]`
+    per neighbour) or a float J (J on every diagonal, no padding slot: no load). The sums, and so the
+    samples, are the same for every form that holds."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
@@ -96,11 +113,12 @@ def categorical_block_update(
     widths = tuple((int(nb.shape[1]), int(w.shape[3])) for _, nb, w in sources)
     flat = []
     for state, neighbours, weights in sources:
-        flat += [state, neighbours.astype(jnp.int32), weights.reshape(-1)]
+        table = jnp.diagonal(weights, axis1=2, axis2=3) if form == DIAGONAL else weights
+        flat += [state, neighbours.astype(jnp.int32), table.reshape(-1)]
     n_tiles = -(-n // tile_nodes)
     options = {"interpret": True} if interpret else {"compiler_params": plgpu.CompilerParams(num_warps=NUM_WARPS)}
     out = pl.pallas_call(
-        functools.partial(_kernel, widths, n, n_categories, tile_nodes, tile_chains),
+        functools.partial(_kernel, widths, n, n_categories, tile_nodes, tile_chains, form),
         out_shape=jax.ShapeDtypeStruct((n_tiles * tile_nodes, chains), dtype),  # padded to whole tiles
         grid=(n_tiles, chains // tile_chains),
         **options,

@@ -1,0 +1,60 @@
+"""What is known of a categorical program's couplings, for the GPU kernel to exploit.
+
+A Potts coupling W[k, t] = J·δ(k, t) is diagonal: neighbour d adds J_d to θ_k only for k = c_d. The
+categorical kernel then needs one weight load per neighbour (W_d[c_d, c_d]) instead of K (W_d[k, c_d]
+for every k), and none when one J serves every neighbour of the block. Each free block gets a form:
+
+- None: nothing known (general K × K couplings, or weights that are traced);
+- DIAGONAL: every coupling matrix the block reads is square and zero off its diagonal;
+- a float J: diagonal with J on every diagonal, and every node has the same number of neighbours in
+  each source block (no padding slots, which must add nothing).
+
+Forms can only be read off concrete weights. A THRML-style call, `jax.jit(jax.vmap(lambda k:
+sample_states(k, program, ...)))`, closes over its program, so its weights are concrete while the call
+is traced and the check costs one look at them per compilation. Traced weights (a training step, a
+program passed as a jit argument) give None, the general update. Every form adds the same numbers
+(the general update adds the zeros explicitly), so all give the same samples.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+import jax
+import numpy as np
+
+from heatbath.block_sampling import BlockSamplingProgram
+from heatbath.kernels.pairwise_tables import NeighbourTables
+from heatbath.validation import is_concrete
+
+__all__ = ["CouplingForm", "DIAGONAL", "coupling_forms"]
+
+DIAGONAL = "diagonal"
+CouplingForm = Union[None, Literal["diagonal"], float]
+
+
+def coupling_forms(program: BlockSamplingProgram, tables: NeighbourTables) -> tuple[CouplingForm, ...]:
+    """The form of each free block's couplings (see the module docstring); None for spin programs."""
+    if tables.kind != "categorical":
+        return (None,) * len(tables.sources)
+    return tuple(_block_form(program, tables, b) for b in range(len(tables.sources)))
+
+
+def _block_form(program: BlockSamplingProgram, tables: NeighbourTables, b: int) -> CouplingForm:
+    diagonals = []
+    for j in tables.pair_interactions[b]:
+        weights = program.per_block_interactions[b][j].weights  # [n, m, K, K_tail]
+        active = program.per_block_interaction_active[b][j]  # [n, m]
+        if not (is_concrete(weights) and is_concrete(active)) or weights.shape[-1] != weights.shape[-2]:
+            return None
+        w = np.asarray(jax.device_get(weights), np.float32)  # the kernel's table is float32
+        used = np.asarray(jax.device_get(active), bool)
+        off_diagonal = ~np.eye(w.shape[-1], dtype=bool)
+        if np.any((used[..., None, None] & off_diagonal) & (w != 0)):  # NaN counts as nonzero
+            return None
+        diagonals.append(np.diagonal(w, axis1=2, axis2=3)[used])
+    values = np.unique(np.concatenate(diagonals)) if diagonals else np.zeros(0)
+    if values.size == 0:  # no coupling in use: nothing to gain
+        return None
+    padded = any(np.any(columns == tables.zero_columns[b]) for _, _, columns in tables.sources[b])
+    return float(values[0]) if len(values) == 1 and np.isfinite(values[0]) and not padded else DIAGONAL
