@@ -167,19 +167,27 @@ def check_pallas_equals_jnp() -> None:
           f"{bool(jnp.array_equal(runs[0], runs[1]))}", flush=True)
 
 
+def _patched_flips_per_ns(module, name: str, replacement, *args):
+    """The THRML-style heatbath call with `module.name` replaced while it is traced (caches cleared
+    around it, so no compiled call of the other version is reused)."""
+    original = getattr(module, name)
+    setattr(module, name, replacement)
+    jax.clear_caches()
+    try:
+        return flips_per_ns("heatbath", *args)
+    finally:
+        setattr(module, name, original)
+        jax.clear_caches()
+
+
 def vmap_gather_flips_per_ns(inputs, beta: float, init, chains: int, sweeps: int, repeats: int):
     """The THRML-style call with categorical programs kept on the jax.numpy sweep (method "gather")."""
     from heatbath.kernels import pairwise_sweep
 
     chosen = pairwise_sweep._method
-    pairwise_sweep._method = lambda method, program, tables, *rest: (
+    gather = lambda method, program, tables, *rest: (  # noqa: E731
         "gather" if tables.kind == "categorical" and method == "auto" else chosen(method, program, tables, *rest))
-    jax.clear_caches()
-    try:
-        return flips_per_ns("heatbath", inputs, beta, init, chains, sweeps, repeats)
-    finally:
-        pairwise_sweep._method = chosen
-        jax.clear_caches()
+    return _patched_flips_per_ns(pairwise_sweep, "_method", gather, inputs, beta, init, chains, sweeps, repeats)
 
 
 def vmap_form_flips_per_ns(form: str, inputs, beta: float, init, chains: int, sweeps: int, repeats: int):
@@ -189,15 +197,9 @@ def vmap_form_flips_per_ns(form: str, inputs, beta: float, init, chains: int, sw
     from heatbath.kernels import dispatch
     from heatbath.kernels.coupling_structure import DIAGONAL
 
-    recognise = dispatch.coupling_forms
     told = {"general": None, "diagonal": DIAGONAL}[form]
-    dispatch.coupling_forms = lambda program, tables: (told,) * len(tables.sources)
-    jax.clear_caches()
-    try:
-        return flips_per_ns("heatbath", inputs, beta, init, chains, sweeps, repeats)
-    finally:
-        dispatch.coupling_forms = recognise
-        jax.clear_caches()
+    forms = lambda program, tables: (told,) * len(tables.sources)  # noqa: E731
+    return _patched_flips_per_ns(dispatch, "coupling_forms", forms, inputs, beta, init, chains, sweeps, repeats)
 
 
 def time_categorical_tiles(inputs, beta: float, init, chains: int, sweeps: int, repeats: int, tiles, theirs: float) -> None:
