@@ -26,13 +26,13 @@ one process on the same device. A sanity line per size prints the mean energy pe
 random colouring has -2/5).
 
     .venv-bench/bin/python bench/flips_potts.py [--L 256] [--chains 1000] [--sweeps 20] [--repeats 3] [--beta 1.0]
-        [--methods gather pallas] [--vmap-gather] [--vmap-forms general diagonal] [--cat-tiles 8x128x4 4x256x4]
+        [--methods gather pallas] [--vmap-gather] [--forms general diagonal] [--cat-tiles 8x128x4 4x256x4]
 
 `--methods` adds the batched call with a forced update method; `--vmap-gather` the THRML-style call
 with categorical programs kept on the jax.numpy sweep (the GPU default before the categorical Pallas
-kernel); `--vmap-forms general diagonal` the THRML-style call on the kernel's general update (the
-default before the couplings' Potts form was recognised) and on its per-edge Potts update, instead of
-the one-J update it picks for this model; `--cat-tiles` the batched call through the categorical Pallas kernel with other tiles.
+kernel); `--forms general diagonal` the THRML-style and batched calls on the kernel's general update
+(the default before the couplings' Potts form was recognised) and on its per-edge Potts update,
+instead of the one-J update it picks for this model; `--cat-tiles` the batched call through the categorical Pallas kernel with other tiles.
 
 (On a machine where thrml is not installed pass `--no-thrml` to time heatbath alone.)
 """
@@ -167,16 +167,19 @@ def check_pallas_equals_jnp() -> None:
           f"{bool(jnp.array_equal(runs[0], runs[1]))}", flush=True)
 
 
-def _patched_flips_per_ns(module, name: str, replacement, *args):
-    """The THRML-style heatbath call with `module.name` replaced while it is traced (caches cleared
-    around it, so no compiled call of the other version is reused)."""
-    original = getattr(module, name)
-    setattr(module, name, replacement)
+def _with_patches(patches, run, *args):
+    """`run(*args)` (a timing function above) with attributes replaced while it is traced, given as
+    (module, name, replacement); caches are cleared around it, so no compiled call of the other
+    version is reused."""
+    originals = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    for module, name, replacement in patches:
+        setattr(module, name, replacement)
     jax.clear_caches()
     try:
-        return flips_per_ns("heatbath", *args)
+        return run(*args)
     finally:
-        setattr(module, name, original)
+        for module, name, original in originals:
+            setattr(module, name, original)
         jax.clear_caches()
 
 
@@ -187,19 +190,22 @@ def vmap_gather_flips_per_ns(inputs, beta: float, init, chains: int, sweeps: int
     chosen = pairwise_sweep._method
     gather = lambda method, program, tables, *rest: (  # noqa: E731
         "gather" if tables.kind == "categorical" and method == "auto" else chosen(method, program, tables, *rest))
-    return _patched_flips_per_ns(pairwise_sweep, "_method", gather, inputs, beta, init, chains, sweeps, repeats)
+    return _with_patches([(pairwise_sweep, "_method", gather)], flips_per_ns, "heatbath", inputs, beta, init,
+                                 chains, sweeps, repeats)
 
 
-def vmap_form_flips_per_ns(form: str, inputs, beta: float, init, chains: int, sweeps: int, repeats: int):
-    """The THRML-style call with the categorical kernel told less about the couplings than it finds
-    (`coupling_structure.coupling_forms` gives one J here): "general" (nothing: K loads per
-    neighbour) or "diagonal" (per-edge Potts: one load)."""
-    from heatbath.kernels import dispatch
+def told_form_flips_per_ns(form: str, inputs, beta: float, init, chains: int, sweeps: int, repeats: int):
+    """The THRML-style and the batched call with the categorical kernel told less about the couplings
+    than it finds (`coupling_structure.known_coupling_forms` gives one J here): "general" (nothing: K
+    loads per neighbour) or "diagonal" (per-edge Potts: one load). Two (flips/ns, energy) pairs."""
+    from heatbath.kernels import batched, dispatch
     from heatbath.kernels.coupling_structure import DIAGONAL
 
     told = {"general": None, "diagonal": DIAGONAL}[form]
     forms = lambda program, tables: (told,) * len(tables.sources)  # noqa: E731
-    return _patched_flips_per_ns(dispatch, "coupling_forms", forms, inputs, beta, init, chains, sweeps, repeats)
+    patches = [(dispatch, "known_coupling_forms", forms), (batched, "known_coupling_forms", forms)]
+    vmap = _with_patches(patches, flips_per_ns, "heatbath", inputs, beta, init, chains, sweeps, repeats)
+    return vmap, _with_patches(patches, batched_flips_per_ns, inputs, beta, init, chains, sweeps, repeats)
 
 
 def time_categorical_tiles(inputs, beta: float, init, chains: int, sweeps: int, repeats: int, tiles, theirs: float) -> None:
@@ -247,9 +253,9 @@ def main(argv=None) -> None:
     parser.add_argument("--vmap-gather", action="store_true",
                         help="also time the THRML-style call with the categorical update forced to the jax.numpy sweep "
                              "(the GPU default before the categorical Pallas kernel)")
-    parser.add_argument("--vmap-forms", nargs="*", default=[], choices=["general", "diagonal"],
-                        help="also time the THRML-style call with the categorical kernel's general update or its "
-                             "per-edge Potts update instead of the one-J update it picks here")
+    parser.add_argument("--forms", nargs="*", default=[], choices=["general", "diagonal"],
+                        help="also time the THRML-style and batched calls with the categorical kernel's general update "
+                             "or its per-edge Potts update instead of the one-J update it picks here")
     args = parser.parse_args(argv)
     if jax.default_backend() == "gpu":
         check_pallas_equals_jnp()
@@ -282,10 +288,11 @@ def main(argv=None) -> None:
                 rate, energy = vmap_gather_flips_per_ns(inputs, args.beta, init, chains, sweeps, args.repeats)
                 print(f"{'':>6} vmap, jax.numpy sweep: {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML), mean E/site {energy:.4g}",
                       flush=True)
-            for form in args.vmap_forms:
-                rate, energy = vmap_form_flips_per_ns(form, inputs, args.beta, init, chains, sweeps, args.repeats)
-                print(f"{'':>6} vmap, {form} categorical update: {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML), "
-                      f"mean E/site {energy:.4g}", flush=True)
+            for form in args.forms:
+                for call, (rate, energy) in zip(("vmap", "batched"), told_form_flips_per_ns(
+                        form, inputs, args.beta, init, chains, sweeps, args.repeats)):
+                    print(f"{'':>6} {call}, {form} categorical update: {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML), "
+                          f"mean E/site {energy:.4g}", flush=True)
             time_categorical_tiles(inputs, args.beta, init, chains, sweeps, args.repeats, args.cat_tiles, theirs)
             print(f"{'':>6} sanity, mean E/site after {sweeps} sweeps: THRML {e_theirs:.4g}, heatbath vmap "
                   f"{e_ours:.4g}, batched {e_fast:.4g}, lattice kernel {e_kernel:.4g} (after {args.kernel_sweeps or sweeps}; "

@@ -186,3 +186,40 @@ def test_blocks_beyond_int32_indices_take_the_jax_numpy_update():
     assert not categorical_kernel_fits(bias, [(state, neighbours, small)], 2**22)  # 1000 x 4M states
     huge = jax.ShapeDtypeStruct((2**24, 8, 16, 16), jnp.float32)  # 2^35 weights
     assert not categorical_kernel_fits(bias, [(state, neighbours, huge)], 128)
+
+
+def test_known_forms_are_read_once_per_set_of_immutable_weights(monkeypatch):
+    """`known_coupling_forms` reads jax Array weights once per set of arrays (a loop over one program
+    copies them from the GPU once), new arrays again, and numpy weights (mutable) every time."""
+    from heatbath.kernels import coupling_structure
+
+    reads = []
+    read = coupling_structure.coupling_forms
+    monkeypatch.setattr(coupling_structure, "coupling_forms", lambda p, t: reads.append(1) or read(p, t))
+    program, _, _ = _prepared(_potts_lattice(0.8), 3, 0)
+    tables = pairwise_sweep.pairwise_tables(program)
+    first = coupling_structure.known_coupling_forms(program, tables)
+    assert coupling_structure.known_coupling_forms(program, tables) == first and len(reads) == 1
+    other, _, _ = _prepared(_potts_lattice(0.5), 3, 0)
+    assert coupling_structure.known_coupling_forms(other, pairwise_sweep.pairwise_tables(other)) == (0.5, 0.5)
+    assert len(reads) == 2
+    mutable = jax.tree.map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, program)
+    coupling_structure.known_coupling_forms(mutable, tables)
+    coupling_structure.known_coupling_forms(mutable, tables)
+    assert len(reads) == 4
+
+
+def test_batched_call_passes_the_forms_it_reads_on_gpus(monkeypatch):
+    """`sample_states_batched` reads the forms of concrete weights before its compiled call (where
+    they would be traced) when the kernel runs; on CPUs it reads nothing."""
+    from heatbath.kernels import batched
+
+    seen = []
+    monkeypatch.setattr(batched, "_run_pairwise", lambda *args: seen.append(args[-1]))
+    program, blocks, _ = _prepared(_potts_lattice(0.8), 3, 0)
+    init = [jnp.zeros((4, len(block)), jnp.uint8) for block in blocks]
+    call = lambda: batched.sample_states_batched(jax.random.key(0), program, SamplingSchedule(1, 1, 1), init, [], blocks)  # noqa: E731
+    for gpus in (False, True):  # whatever machine the test runs on
+        monkeypatch.setattr(batched, "pallas_runs_on", lambda devices, gpus=gpus: gpus)
+        call()
+    assert seen == [None, (np.float32(0.8).item(),) * 2]

@@ -35,7 +35,9 @@ from heatbath.errors import HeatbathError, StateError
 from heatbath.kernels.counter_rng import STREAM_TAG as _STREAM_TAG
 from heatbath.kernels.counter_rng import key_words, threefry2x32
 from heatbath.kernels.pairwise_sweep import check_method, run_pairwise
-from heatbath.kernels.pairwise_tables import pairwise_kind
+from heatbath.kernels.coupling_structure import known_coupling_forms
+from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
+from heatbath.kernels.pallas_backend import pallas_runs_on
 from heatbath.models.discrete_ebm import (
     CategoricalGibbsConditional,
     DiscreteEBMInteraction,
@@ -228,7 +230,11 @@ def sample_states_batched(
     if pairwise_kind(program)[0] is not None:
         observed = [_observed_ids(program.gibbs_spec, block) for block in nodes_to_sample]
         devices = None if devices is None else tuple(devices)
-        return _run_pairwise(key, program, schedule, list(init_state_free), list(state_clamp), observed, devices, chains, method)
+        # concrete weights can be read now, not inside the compiled call: Potts forms for the GPU kernel
+        on_gpus = pallas_runs_on(tuple(jax.devices()) if devices is None else devices)
+        forms = known_coupling_forms(program, pairwise_tables(program)) if on_gpus else None
+        return _run_pairwise(key, program, schedule, list(init_state_free), list(state_clamp), observed, devices, chains,
+                             method, forms)
     block_states = chain_block_states(program, list(init_state_free), list(state_clamp), chains)
     global_state = _batched_global(program, block_states)
     return _run(key, program, schedule, global_state, [Block(block) for block in nodes_to_sample])
@@ -253,10 +259,11 @@ def _observed_ids(spec, block) -> Array:
 
 
 @eqx.filter_jit
-def _run_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, chains: int, method: str):
+def _run_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, chains: int, method: str, forms):
     """Key to samples in one compiled call (eager set-up cost 10-25 ms a call, measured)."""
     block_states = chain_block_states(program, init_state_free, state_clamp, chains)
-    return run_pairwise(program, schedule, chain_words_from_key(key, chains), block_states, observed, devices, method)
+    words = chain_words_from_key(key, chains)
+    return run_pairwise(program, schedule, words, block_states, observed, devices, method, forms=forms)
 
 
 def _observe(global_state, where):

@@ -11,13 +11,15 @@ for every k), and none when one J serves every neighbour of the block. Each free
 
 Forms can only be read off concrete weights. A THRML-style call, `jax.jit(jax.vmap(lambda k:
 sample_states(k, program, ...)))`, closes over its program, so its weights are concrete while the call
-is traced and the check costs one look at them per compilation. Traced weights (a training step, a
-program passed as a jit argument) give None, the general update. Every form adds the same numbers
+is traced and the check costs one look at them per compilation. `sample_states_batched` reads them
+before its compiled call, once per set of (immutable) weight arrays (`known_coupling_forms`). Traced
+weights (a training step, a program passed as a jit argument) give None, the general update. Every form adds the same numbers
 (the general update adds the zeros explicitly), so all give the same samples.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Literal, Union
 
 import jax
@@ -27,7 +29,7 @@ from heatbath.block_sampling import BlockSamplingProgram
 from heatbath.kernels.pairwise_tables import NeighbourTables
 from heatbath.validation import is_concrete
 
-__all__ = ["CouplingForm", "DIAGONAL", "coupling_forms"]
+__all__ = ["CouplingForm", "DIAGONAL", "coupling_forms", "known_coupling_forms"]
 
 DIAGONAL = "diagonal"
 CouplingForm = Union[None, Literal["diagonal"], float]
@@ -38,6 +40,34 @@ def coupling_forms(program: BlockSamplingProgram, tables: NeighbourTables) -> tu
     if tables.kind != "categorical":
         return (None,) * len(tables.sources)
     return tuple(_block_form(program, tables, b) for b in range(len(tables.sources)))
+
+
+_KNOWN: dict[tuple[int, ...], tuple[list[weakref.ref], tuple[CouplingForm, ...]]] = {}
+_KNOWN_SIZE = 32
+
+
+def known_coupling_forms(program: BlockSamplingProgram, tables: NeighbourTables) -> tuple[CouplingForm, ...]:
+    """`coupling_forms`, remembered per set of weight arrays when they are all jax Arrays (immutable),
+    so a loop calling `sample_states_batched` with one program looks at its weights (a copy from the
+    GPU) once, not on every call. numpy weights can change in place, so they are read every time."""
+    if tables.kind != "categorical":
+        return coupling_forms(program, tables)
+    leaves = []
+    for b in range(len(tables.sources)):
+        for j in tables.pair_interactions[b]:
+            leaves += [program.per_block_interactions[b][j].weights, program.per_block_interaction_active[b][j]]
+    if not all(isinstance(x, jax.Array) and is_concrete(x) for x in leaves):
+        return coupling_forms(program, tables)
+    held = [tables, *leaves]  # what the forms were read from, checked by identity on a hit
+    key = tuple(map(id, held))
+    hit = _KNOWN.get(key)
+    if hit is not None and all(ref() is x for ref, x in zip(hit[0], held)):
+        return hit[1]
+    forms = coupling_forms(program, tables)
+    if len(_KNOWN) >= _KNOWN_SIZE:
+        _KNOWN.clear()
+    _KNOWN[key] = ([weakref.ref(x) for x in held], forms)
+    return forms
 
 
 def _block_form(program: BlockSamplingProgram, tables: NeighbourTables, b: int) -> CouplingForm:

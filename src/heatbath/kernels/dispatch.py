@@ -22,7 +22,7 @@ from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.batched import chain_block_states
 from heatbath.kernels.counter_rng import key_words
 from heatbath.kernels.pairwise_sweep import run_pairwise
-from heatbath.kernels.coupling_structure import coupling_forms
+from heatbath.kernels.coupling_structure import known_coupling_forms
 from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
 from heatbath.kernels.pallas_backend import pallas_runs_on
 
@@ -43,7 +43,7 @@ def fast_sample_states(
     observed = [spec.node_ids(Block(block).nodes, "sampled node") for block in nodes_to_sample]
     dynamic, static = eqx.partition(program, eqx.is_array)
     # read while the weights are still concrete (a closed-over program): inside `one_chain` they are traced
-    forms = coupling_forms(program, pairwise_tables(program)) if pallas_runs_on(tuple(jax.devices())) else None
+    forms = known_coupling_forms(program, pairwise_tables(program)) if pallas_runs_on(tuple(jax.devices())) else None
 
     def kernel(words, free, clamp, dynamic, chains):
         states = chain_block_states(eqx.combine(dynamic, static), free, clamp, chains)
