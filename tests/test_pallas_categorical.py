@@ -211,7 +211,8 @@ def test_known_forms_are_read_once_per_set_of_immutable_weights(monkeypatch):
 
 def test_batched_call_passes_the_forms_it_reads_on_gpus(monkeypatch):
     """`sample_states_batched` reads the forms of concrete weights before its compiled call (where
-    they would be traced) when the kernel runs; on CPUs it reads nothing."""
+    they would be traced) when the kernel runs, as DIAGONAL rather than one J (a new J must not
+    compile again); on CPUs it reads nothing."""
     from heatbath.kernels import batched
 
     seen = []
@@ -222,4 +223,23 @@ def test_batched_call_passes_the_forms_it_reads_on_gpus(monkeypatch):
     for gpus in (False, True):  # whatever machine the test runs on
         monkeypatch.setattr(batched, "pallas_runs_on", lambda devices, gpus=gpus: gpus)
         call()
-    assert seen == [None, (np.float32(0.8).item(),) * 2]
+    assert seen == [None, (DIAGONAL, DIAGONAL)]
+
+
+def test_one_j_is_a_constant_only_inside_jit(monkeypatch):
+    """A THRML-style call inside `jax.jit` keeps one J (its jit compiles per program anyway); an eager
+    call takes DIAGONAL, so its compiled sweep serves the next J too."""
+    from heatbath import sample_states
+    from heatbath.kernels import dispatch
+
+    seen = []
+    run = dispatch.run_pairwise
+    monkeypatch.setattr(dispatch, "pallas_runs_on", lambda devices: True)
+    monkeypatch.setattr(dispatch, "run_pairwise", lambda *a, **k: seen.append(k["forms"]) or run(*a, **{**k, "forms": None}))
+    program, blocks, _ = _prepared(_potts_lattice(0.8), 3, 0)
+    init = [jnp.zeros((len(block),), jnp.uint8) for block in blocks]
+    schedule = SamplingSchedule(1, 1, 1)
+    sample_states(jax.random.key(0), program, schedule, init, [], blocks)
+    jax.jit(lambda k: sample_states(k, program, schedule, init, [], blocks))(jax.random.key(0))
+    assert seen[0] == (DIAGONAL, DIAGONAL)
+    assert seen[-1] == (np.float32(0.8).item(),) * 2

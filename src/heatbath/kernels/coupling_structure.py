@@ -11,9 +11,11 @@ for every k), and none when one J serves every neighbour of the block. Each free
 
 Forms can only be read off concrete weights. A THRML-style call, `jax.jit(jax.vmap(lambda k:
 sample_states(k, program, ...)))`, closes over its program, so its weights are concrete while the call
-is traced and the check costs one look at them per compilation. `sample_states_batched` reads them
-before its compiled call, once per set of (immutable) weight arrays (`known_coupling_forms`). Traced
-weights (a training step, a program passed as a jit argument) give None, the general update. Every form adds the same numbers
+is traced and the check costs one look at them per compilation. `sample_states_batched` and eager
+calls read them before their compiled call, once per set of (immutable) weight arrays
+(`known_coupling_forms`), and take DIAGONAL for one J so that new weights need no new compilation
+(`reusable_forms`). Traced weights (a training step, a program passed as a jit argument) give None,
+the general update. Every form adds the same numbers
 (the general update adds the zeros explicitly), so all give the same samples.
 """
 
@@ -23,13 +25,14 @@ import weakref
 from typing import Literal, Union
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from heatbath.block_sampling import BlockSamplingProgram
 from heatbath.kernels.pairwise_tables import NeighbourTables
 from heatbath.validation import is_concrete
 
-__all__ = ["CouplingForm", "DIAGONAL", "coupling_forms", "known_coupling_forms"]
+__all__ = ["CouplingForm", "DIAGONAL", "coupling_forms", "known_coupling_forms", "reusable_forms", "inside_jit"]
 
 DIAGONAL = "diagonal"
 CouplingForm = Union[None, Literal["diagonal"], float]
@@ -40,6 +43,20 @@ def coupling_forms(program: BlockSamplingProgram, tables: NeighbourTables) -> tu
     if tables.kind != "categorical":
         return (None,) * len(tables.sources)
     return tuple(_block_form(program, tables, b) for b in range(len(tables.sources)))
+
+
+def reusable_forms(forms: tuple[CouplingForm, ...] | None) -> tuple[CouplingForm, ...] | None:
+    """DIAGONAL in place of one J. One J is a compile-time constant, so a compiled call that should
+    serve every weight value (a temperature scan through `sample_states_batched`, eager calls) takes
+    these forms and reads J from the weights instead of compiling again for each J."""
+    return forms and tuple(DIAGONAL if isinstance(form, float) else form for form in forms)
+
+
+def inside_jit() -> bool:
+    """Whether the caller runs while `jax.jit` traces it (jax.numpy then stages operations instead of
+    running them). A jit that closes over a program compiles again for new weights anyway, so one J
+    costs no extra compilation there."""
+    return isinstance(jnp.zeros(()), jax.core.Tracer)
 
 
 _KNOWN: dict[tuple[int, ...], tuple[list[weakref.ref], tuple[CouplingForm, ...]]] = {}

@@ -22,7 +22,7 @@ from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.batched import chain_block_states
 from heatbath.kernels.counter_rng import key_words
 from heatbath.kernels.pairwise_sweep import run_pairwise
-from heatbath.kernels.coupling_structure import known_coupling_forms
+from heatbath.kernels.coupling_structure import inside_jit, known_coupling_forms, reusable_forms
 from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
 from heatbath.kernels.pallas_backend import pallas_runs_on
 
@@ -44,6 +44,8 @@ def fast_sample_states(
     dynamic, static = eqx.partition(program, eqx.is_array)
     # read while the weights are still concrete (a closed-over program): inside `one_chain` they are traced
     forms = known_coupling_forms(program, pairwise_tables(program)) if pallas_runs_on(tuple(jax.devices())) else None
+    if not inside_jit():  # an eager call's compiled sweep is reused for new weights: no J as a constant
+        forms = reusable_forms(forms)
 
     def kernel(words, free, clamp, dynamic, chains):
         states = chain_block_states(eqx.combine(dynamic, static), free, clamp, chains)
