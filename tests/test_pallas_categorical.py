@@ -2,7 +2,9 @@
 
 Interpreted (on any machine) it must give identical samples, so the exact-enumeration tests of the
 jax.numpy sweep carry over to it; natively (CUDA GPUs, where `method="auto"` picks it for categorical
-programs) it may differ only where the GPU's exp rounds a near-tie comparison the other way.
+programs) it may differ only where the GPU's exp rounds a near-tie comparison the other way. The same
+holds for the kernel's Potts updates (`coupling_structure`: one load per neighbour, or none for one J),
+and the tests below check when those forms are read and which calls get them.
 """
 
 from __future__ import annotations
@@ -15,14 +17,13 @@ import numpy as np
 import pytest
 
 from heatbath import Block, SamplingSchedule
-from heatbath.graphs import color_blocks
+from heatbath.graphs import color_blocks, lattice_2d
 from heatbath.kernels import pairwise_sweep
-from heatbath.graphs import lattice_2d
 from heatbath.kernels.coupling_structure import DIAGONAL, coupling_forms
-from heatbath.pgm import CategoricalNode
 from heatbath.kernels.pallas_backend import pallas_available
-from heatbath.models import CategoricalEBMFactor, FactorizedEBM
 from heatbath.kernels.pallas_categorical import categorical_block_update
+from heatbath.models import CategoricalEBMFactor, FactorizedEBM
+from heatbath.pgm import CategoricalNode
 from stats_helpers import random_init
 from test_exact_agreement import _program
 from test_pairwise_kernels import pairwise_categorical_model
