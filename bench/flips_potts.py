@@ -198,12 +198,11 @@ def told_form_flips_per_ns(form: str, inputs, beta: float, init, chains: int, sw
     """The THRML-style and the batched call with the categorical kernel told less about the couplings
     than it finds (`coupling_structure.known_coupling_forms` gives one J here): "general" (nothing: K
     loads per neighbour) or "diagonal" (per-edge Potts: one load). Two (flips/ns, energy) pairs."""
-    from heatbath.kernels import batched, dispatch
-    from heatbath.kernels.coupling_structure import DIAGONAL
+    from heatbath.kernels import coupling_structure
 
-    told = {"general": None, "diagonal": DIAGONAL}[form]
+    told = {"general": None, "diagonal": coupling_structure.DIAGONAL}[form]
     forms = lambda program, tables: (told,) * len(tables.sources)  # noqa: E731
-    patches = [(dispatch, "known_coupling_forms", forms), (batched, "known_coupling_forms", forms)]
+    patches = [(coupling_structure, "known_coupling_forms", forms)]  # what both calls read through call_forms
     vmap = _with_patches(patches, flips_per_ns, "heatbath", inputs, beta, init, chains, sweeps, repeats)
     return vmap, _with_patches(patches, batched_flips_per_ns, inputs, beta, init, chains, sweeps, repeats)
 

@@ -214,7 +214,7 @@ def test_batched_call_passes_the_forms_it_reads_on_gpus(monkeypatch):
     """`sample_states_batched` reads the forms of concrete weights before its compiled call (where
     they would be traced) when the kernel runs, as DIAGONAL rather than one J (a new J must not
     compile again); on CPUs it reads nothing."""
-    from heatbath.kernels import batched
+    from heatbath.kernels import batched, coupling_structure
 
     seen = []
     monkeypatch.setattr(batched, "_run_pairwise", lambda *args: seen.append(args[-1]))
@@ -222,7 +222,7 @@ def test_batched_call_passes_the_forms_it_reads_on_gpus(monkeypatch):
     init = [jnp.zeros((4, len(block)), jnp.uint8) for block in blocks]
     call = lambda: batched.sample_states_batched(jax.random.key(0), program, SamplingSchedule(1, 1, 1), init, [], blocks)  # noqa: E731
     for gpus in (False, True):  # whatever machine the test runs on
-        monkeypatch.setattr(batched, "pallas_runs_on", lambda devices, gpus=gpus: gpus)
+        monkeypatch.setattr(coupling_structure, "pallas_runs_on", lambda devices, gpus=gpus: gpus)
         call()
     assert seen == [None, (DIAGONAL, DIAGONAL)]
 
@@ -231,11 +231,11 @@ def test_one_j_is_a_constant_only_inside_jit(monkeypatch):
     """A THRML-style call inside `jax.jit` keeps one J (its jit compiles per program anyway); an eager
     call takes DIAGONAL, so its compiled sweep serves the next J too."""
     from heatbath import sample_states
-    from heatbath.kernels import dispatch
+    from heatbath.kernels import coupling_structure, dispatch
 
     seen = []
     run = dispatch.run_pairwise
-    monkeypatch.setattr(dispatch, "pallas_runs_on", lambda devices: True)
+    monkeypatch.setattr(coupling_structure, "pallas_runs_on", lambda devices: True)
     monkeypatch.setattr(dispatch, "run_pairwise", lambda *a, **k: seen.append(k["forms"]) or run(*a, **{**k, "forms": None}))
     program, blocks, _ = _prepared(_potts_lattice(0.8), 3, 0)
     init = [jnp.zeros((len(block),), jnp.uint8) for block in blocks]

@@ -35,9 +35,8 @@ from heatbath.errors import HeatbathError, StateError
 from heatbath.kernels.counter_rng import STREAM_TAG as _STREAM_TAG
 from heatbath.kernels.counter_rng import key_words, threefry2x32
 from heatbath.kernels.pairwise_sweep import check_method, run_pairwise
-from heatbath.kernels.coupling_structure import known_coupling_forms, reusable_forms
+from heatbath.kernels.coupling_structure import call_forms
 from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
-from heatbath.kernels.pallas_backend import pallas_runs_on
 from heatbath.models.discrete_ebm import (
     CategoricalGibbsConditional,
     DiscreteEBMInteraction,
@@ -232,9 +231,7 @@ def sample_states_batched(
         devices = None if devices is None else tuple(devices)
         # Concrete weights can be read now, not inside the compiled call: Potts forms for the GPU kernel,
         # without one J as a constant (a temperature scan would compile again for every J).
-        on_gpus = pallas_runs_on(tuple(jax.devices()) if devices is None else devices)
-        forms = known_coupling_forms(program, pairwise_tables(program)) if on_gpus else None
-        forms = reusable_forms(forms)
+        forms = call_forms(program, pairwise_tables(program), jax.devices() if devices is None else devices, keep_j=False)
         return _run_pairwise(key, program, schedule, list(init_state_free), list(state_clamp), observed, devices, chains,
                              method, forms)
     block_states = chain_block_states(program, list(init_state_free), list(state_clamp), chains)

@@ -30,9 +30,12 @@ import numpy as np
 
 from heatbath.block_sampling import BlockSamplingProgram
 from heatbath.kernels.pairwise_tables import NeighbourTables
+from heatbath.kernels.pallas_backend import pallas_runs_on
 from heatbath.validation import is_concrete
 
-__all__ = ["CouplingForm", "DIAGONAL", "coupling_forms", "known_coupling_forms", "reusable_forms", "inside_jit"]
+__all__ = [
+    "CouplingForm", "DIAGONAL", "coupling_forms", "known_coupling_forms", "reusable_forms", "call_forms", "inside_jit",
+]
 
 DIAGONAL = "diagonal"
 CouplingForm = Union[None, Literal["diagonal"], float]
@@ -50,6 +53,16 @@ def reusable_forms(forms: tuple[CouplingForm, ...] | None) -> tuple[CouplingForm
     serve every weight value (a temperature scan through `sample_states_batched`, eager calls) takes
     these forms and reads J from the weights instead of compiling again for each J."""
     return forms and tuple(DIAGONAL if isinstance(form, float) else form for form in forms)
+
+
+def call_forms(program: BlockSamplingProgram, tables: NeighbourTables, devices, *, keep_j: bool) -> tuple[CouplingForm, ...] | None:
+    """The forms a call on `devices` hands the categorical kernel: None where the kernel does not run
+    (not all CUDA GPUs with Pallas); else `known_coupling_forms`, with one J kept as a constant only
+    when `keep_j` (a jit that closes over its program), DIAGONAL in its place otherwise."""
+    if not pallas_runs_on(tuple(devices)):
+        return None
+    forms = known_coupling_forms(program, tables)
+    return forms if keep_j else reusable_forms(forms)
 
 
 def inside_jit() -> bool:

@@ -22,9 +22,8 @@ from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.batched import chain_block_states
 from heatbath.kernels.counter_rng import key_words
 from heatbath.kernels.pairwise_sweep import run_pairwise
-from heatbath.kernels.coupling_structure import inside_jit, known_coupling_forms, reusable_forms
+from heatbath.kernels.coupling_structure import call_forms, inside_jit
 from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
-from heatbath.kernels.pallas_backend import pallas_runs_on
 
 __all__ = ["fast_sample_states"]
 
@@ -43,9 +42,8 @@ def fast_sample_states(
     observed = [spec.node_ids(Block(block).nodes, "sampled node") for block in nodes_to_sample]
     dynamic, static = eqx.partition(program, eqx.is_array)
     # read while the weights are still concrete (a closed-over program): inside `one_chain` they are traced
-    forms = known_coupling_forms(program, pairwise_tables(program)) if pallas_runs_on(tuple(jax.devices())) else None
-    if not inside_jit():  # an eager call's compiled sweep is reused for new weights: no J as a constant
-        forms = reusable_forms(forms)
+    # (one J as a constant only under jit: an eager call's compiled sweep is reused for new weights)
+    forms = call_forms(program, pairwise_tables(program), jax.devices(), keep_j=inside_jit())
 
     def kernel(words, free, clamp, dynamic, chains):
         states = chain_block_states(eqx.combine(dynamic, static), free, clamp, chains)

@@ -30,7 +30,7 @@ from jaxtyping import Array, Float, Int8, UInt32
 from heatbath.block_sampling import CATEGORY_RANGE_MESSAGE, BlockSamplingProgram, SamplingSchedule
 from heatbath.errors import HeatbathError
 from heatbath.kernels.categorical_draw import draw_category
-from heatbath.kernels.coupling_structure import CouplingForm, coupling_forms
+from heatbath.kernels.coupling_structure import CouplingForm
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
 from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
@@ -303,8 +303,8 @@ def run_pairwise(
     threshold only when `method` is fixed.
 
     `forms` (per free block) says what is known of each block's couplings (Potts-like or not,
-    `coupling_structure`), for callers that saw concrete weights before tracing (`dispatch`); by
-    default it is read from `program` when its weights are concrete. It changes the speed only.
+    `coupling_structure.call_forms`), read by callers that see concrete weights before tracing
+    (`dispatch`, `sample_states_batched`); by default nothing is known. It changes the speed only.
     """
     tables = pairwise_tables(program)
     devices = tuple(jax.devices() if devices is None else devices)
@@ -332,7 +332,5 @@ def run_pairwise(
         chain_words = jnp.concatenate([chain_words, jnp.zeros((pad, 2), jnp.uint32)])
         states = [jnp.pad(s, ((0, 0), (0, pad)), constant_values=1 if tables.kind == "spin" else 0) for s in states]
     observed = [jnp.asarray(ids, jnp.int32) for ids in observed_ids]
-    if forms is None:
-        forms = coupling_forms(program, tables) if method == "pallas" else ()
-    out = _run(program, schedule, tables, devices, method, tuple(forms), chain_words, states, observed)
+    out = _run(program, schedule, tables, devices, method, tuple(forms or ()), chain_words, states, observed)
     return [o[:chains] for o in out] if pad else out
