@@ -10,7 +10,10 @@ random ±1 lattice in every column (`init_lattice`), and runs `--sweeps` sweeps.
 - THRML: `jax.jit(jax.vmap(lambda k, s: sample_states(k, program, schedule, s, [], [Block(nodes)])))`
   over `chains` keys, with `IsingEBM` / `IsingSamplingProgram` (schedule: `sweeps` warm-up sweeps, one
   sample). Skipped (nan) when L > `--thrml-max-L` or with `--no-thrml`.
-- heatbath vmap: the same call with heatbath's classes (THRML's import paths).
+- heatbath vmap: the same call with heatbath's classes (THRML's import paths). On CUDA GPUs the
+  program is recognised as the uniform Ising torus and runs the multispin lattice kernel when L is a
+  multiple of 64 (`heatbath.kernels.ising_torus`); `--vmap-pairwise` adds the same call with that
+  route off (the pairwise kernels, as before the route existed).
 - heatbath batched: the same program through `heatbath.kernels.batched.sample_states_batched`.
 - lattice kernel: heatbath's dedicated lattice kernel,
   `heatbath.kernels.run_lattice(key, init_lattice(key, L, chains), β_c, sweeps, measure_every=sweeps)`
@@ -23,7 +26,8 @@ compiling call; ratios are against THRML. All libraries run in one process on th
 sanity line per size prints the mean energy per site after the run for every column (they should
 agree within noise; the equilibrium value at β_c is -√2 ≈ -1.414 for L → ∞).
 
-    .venv-bench/bin/python bench/flips_lattice.py [--L 64 256 1024] [--chains 64] [--sweeps 100] [--repeats 3]
+    .venv-bench/bin/python bench/flips_lattice.py [--L 64 256 1024] [--chains 64 4096] [--sweeps 100] [--repeats 3]
+        [--vmap-pairwise]
     .venv-bench/bin/python bench/flips_lattice.py --L 4096 --chains 4 --kernel-only
 
 (On a machine where thrml is not installed pass `--no-thrml` to time heatbath alone; `--kernel-only`
@@ -134,27 +138,43 @@ def kernel_flips_per_ns(L: int, init, chains: int, sweeps: int, repeats: int, me
     return sweeps * L * L * chains / seconds / 1e9, energy
 
 
+def pairwise_flips_per_ns(inputs, init, chains: int, sweeps: int, repeats: int):
+    """The THRML-style call with the torus route off: the pairwise kernels."""
+    from heatbath.kernels import dispatch
+
+    route = dispatch.torus_backend  # read when the call is traced: a fresh jit needs no cache clearing
+    dispatch.torus_backend = lambda: None
+    try:
+        return flips_per_ns("heatbath", inputs, init, chains, sweeps, repeats)
+    finally:
+        dispatch.torus_backend = route
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--L", type=int, nargs="+", default=[64, 256, 1024], help="lattice sides (even, >= 4)")
-    parser.add_argument("--chains", type=int, default=64)
+    parser.add_argument("--chains", type=int, nargs="+", default=[64])
     parser.add_argument("--sweeps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--thrml-max-L", type=int, default=512, help="skip THRML (print nan) above this side")
     parser.add_argument("--no-thrml", action="store_true")
     parser.add_argument("--kernel-only", action="store_true", help="time only heatbath's lattice kernel")
+    parser.add_argument("--vmap-pairwise", action="store_true",
+                        help="also time the THRML-style call with the torus route off (the pairwise kernels)")
+    parser.add_argument("--torus-unroll", type=int, nargs="*", default=[],
+                        help="also time the THRML-style call's torus route with these sweeps per loop step")
     args = parser.parse_args(argv)
     for L in args.L:
         if L < 4 or L % 2:
             parser.error(f"--L must be even and at least 4 (a periodic checkerboard); got {L}")
 
-    chains, sweeps = args.chains, args.sweeps
-    print(f"2D periodic Ising lattice, J = 1, h = 0, beta_c = {BETA_C:.4g}; {chains} chains, {sweeps} sweeps; "
+    sweeps = args.sweeps
+    print(f"2D periodic Ising lattice, J = 1, h = 0, beta_c = {BETA_C:.4g}; {sweeps} sweeps; "
           f"device {jax.devices()[0].device_kind}; jax {jax.__version__}")
     if args.kernel_only:
         print(f"{'L':>6} {'chains':>7} {'packed kernel':>14} {'E/site':>8} {'bytes kernel':>13} {'E/site':>8}  "
               "(flips/ns; mean E/site after the run)")
-        for L in args.L:
+        for L, chains in ((L, c) for L in args.L for c in args.chains):
             init = _init_spins(L, chains)
             packed, e_packed = (math.nan, math.nan)
             if L % 64 == 0:
@@ -165,7 +185,7 @@ def main(argv=None) -> None:
 
     print(f"{'L':>6} {'chains':>7} {'THRML':>9} {'heatbath vmap':>14} {'ratio':>7} {'heatbath batched':>17} "
           f"{'ratio':>7} {'lattice kernel':>15} {'ratio':>7}  (flips/ns)")
-    for L in args.L:
+    for L, chains in ((L, c) for L in args.L for c in args.chains):
         inputs = lattice_inputs(L)
         init = _init_spins(L, chains)
         skip = args.no_thrml or L > args.thrml_max_L
@@ -175,6 +195,18 @@ def main(argv=None) -> None:
         kernel, e_kernel = kernel_flips_per_ns(L, init, chains, sweeps, args.repeats)
         print(f"{L:>6} {chains:>7} {theirs:>9.4g} {ours:>14.4g} {ours / theirs:>7.3g} {fast:>17.4g} "
               f"{fast / theirs:>7.3g} {kernel:>15.4g} {kernel / theirs:>7.3g}", flush=True)
+        for unroll in args.torus_unroll:
+            from heatbath.kernels import torus_run
+
+            saved, torus_run.SWEEP_UNROLL = torus_run.SWEEP_UNROLL, unroll
+            rate, energy = flips_per_ns("heatbath", inputs, init, chains, sweeps, args.repeats)
+            torus_run.SWEEP_UNROLL = saved
+            print(f"{'':>6} vmap, torus route with {unroll} sweeps per loop step: {rate:.4g} flips/ns "
+                  f"({rate / theirs:.3g}x THRML), E/site {energy:.4g}", flush=True)
+        if args.vmap_pairwise:
+            rate, energy = pairwise_flips_per_ns(inputs, init, chains, sweeps, args.repeats)
+            print(f"{'':>6} vmap, torus route off (pairwise kernels): {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML), "
+                  f"E/site {energy:.4g}", flush=True)
         print(f"{'':>6} sanity, mean E/site after {sweeps} sweeps: THRML {e_theirs:.4g}, heatbath vmap {e_ours:.4g}, "
               f"batched {e_fast:.4g}, kernel {e_kernel:.4g} (equilibrium, L -> inf: {-math.sqrt(2):.4g})", flush=True)
 

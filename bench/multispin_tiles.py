@@ -23,12 +23,12 @@ from timing import best_time  # noqa: E402
 
 from heatbath.kernels import init_lattice  # noqa: E402
 from heatbath.kernels import multispin_pallas  # noqa: E402
-from heatbath.kernels.checkerboard import _thresholds  # noqa: E402
+from heatbath.kernels.checkerboard import heat_bath_thresholds  # noqa: E402
 from heatbath.kernels.counter_rng import iota_hashes, key_words  # noqa: E402
 from heatbath.kernels.multispin import PLANES, pack_spins, packed_update, sweep_parameters  # noqa: E402
 
 BETA_C = math.log(1.0 + math.sqrt(2.0)) / 2.0
-TABLES = _thresholds(jnp.float32(BETA_C), jnp.float32(1.0), jnp.float32(0.0))
+TABLES = heat_bath_thresholds(jnp.float32(BETA_C), jnp.float32(1.0), jnp.float32(0.0))
 
 
 def check_native_equals_jnp(L: int, chains: int, planes: int) -> bool:

@@ -15,7 +15,7 @@ import pytest
 from heatbath.errors import HeatbathError
 from heatbath.exact.ising2d import BETA_CRITICAL, exact_finite_lattice
 from heatbath.kernels import energy_per_site, init_lattice, magnetization_per_site, run_lattice, sweep
-from heatbath.kernels.checkerboard import _thresholds
+from heatbath.kernels.checkerboard import heat_bath_thresholds
 from heatbath.kernels.counter_rng import iota_hashes, key_words
 from heatbath.kernels.multispin import (
     PLANES,
@@ -60,7 +60,7 @@ def test_update_is_threshold_rule(colour, planes):
     L, chains, update = 128, 2, 7
     spins = np.asarray(init_lattice(jax.random.key(1), L, chains).spins)
     words = pack_spins(jnp.asarray(spins))
-    tables = _thresholds(jnp.float32(0.44), jnp.float32(0.9), jnp.float32(0.15))
+    tables = heat_bath_thresholds(jnp.float32(0.44), jnp.float32(0.9), jnp.float32(0.15))
     kw = key_words(jax.random.key(3))
     other = words[:, 1 - colour]
     params = update_parameters(tables, kw, jnp.uint32(update), planes)
@@ -109,7 +109,7 @@ def test_update_is_threshold_rule(colour, planes):
 def test_pallas_kernel_equals_jnp_update(L, chains, block):
     """The Pallas kernel (interpreted on CPU; natively on GPU in the device run) gives identical words."""
     words = pack_spins(init_lattice(jax.random.key(L), L, chains).spins)
-    tables = _thresholds(jnp.float32(BETA_CRITICAL), jnp.float32(1.0), jnp.float32(0.0))
+    tables = heat_bath_thresholds(jnp.float32(BETA_CRITICAL), jnp.float32(1.0), jnp.float32(0.0))
     kw = key_words(jax.random.key(4))
     for colour, planes in ((0, PLANES), (1, 3)):
         table = sweep_parameters(tables, kw, 5, 3, planes)  # sweeps 5, 6, 7; the kernel reads row [1, colour]

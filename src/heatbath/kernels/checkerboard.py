@@ -43,6 +43,7 @@ __all__ = [
     "run_lattice",
     "energy_per_site",
     "magnetization_per_site",
+    "heat_bath_thresholds",
 ]
 
 
@@ -127,7 +128,7 @@ def _neighbour_sum(quads: _Quads, a: int, b: int) -> Int8[Array, "L/2 L/2 chains
     )
 
 
-def _thresholds(beta, J, h):
+def heat_bath_thresholds(beta, J, h):
     """Per neighbour sum (-4, -2, 0, 2, 4): whether +1 is the likelier value, and the 32-bit threshold
     `t` with P(bits < t) = t / 2**32 equal to the less likely value's probability. Thresholding the
     minority (probability <= 1/2) keeps float32's relative precision for tiny probabilities."""
@@ -171,7 +172,7 @@ def _sweep_quads(seeds: UInt32[Array, " chains"], quads: _Quads, tables) -> _Qua
 @jax.jit
 def _sweep_bytes(key, spins, beta, J, h, index):
     seeds = _chain_seeds(key_words(key), index, spins.shape[2])
-    return _join(_sweep_quads(seeds, _split(spins), _thresholds(beta, J, h)))
+    return _join(_sweep_quads(seeds, _split(spins), heat_bath_thresholds(beta, J, h)))
 
 
 def sweep(
@@ -196,7 +197,7 @@ def sweep(
         from heatbath.kernels.multispin_run import sweep_packed
         from heatbath.kernels.pallas_backend import resolve_backend
 
-        tables = _thresholds(beta, J, h)
+        tables = heat_bath_thresholds(beta, J, h)
         spins = sweep_packed(state.spins, key_words(key), index, tables, backend=resolve_backend("auto"))
         return LatticeIsingState(spins)
     return LatticeIsingState(_sweep_bytes(key, state.spins, beta, J, h, index))
@@ -278,7 +279,7 @@ def magnetization_per_site(spins: Int8[Array, "L L chains"]) -> Float[Array, " c
 
 
 def _run_lattice(key, spins, beta, J, h, *, n_sweeps, measure_every):
-    tables = _thresholds(beta, J, h)
+    tables = heat_bath_thresholds(beta, J, h)
     words = key_words(key)
 
     n_chains = spins.shape[2]
@@ -365,7 +366,7 @@ def run_lattice(
 
         run_on = lattice_devices(state.spins.shape[2], devices)
         spins, energy, magnetization = run_packed(
-            state.spins, key_words(key), _thresholds(beta, J, h), J, h,
+            state.spins, key_words(key), heat_bath_thresholds(beta, J, h), J, h,
             n_sweeps=n_sweeps, measure_every=measure_every, backend=resolve_backend("auto", run_on), devices=run_on,
         )
         return LatticeIsingState(spins), Measurements(energy, magnetization)

@@ -7,6 +7,11 @@ calls a `jax.custom_batching.custom_vmap` function: run alone it is the kernel w
 under `vmap` its rule runs the kernel once with every chain as the contiguous axis. Each chain is
 driven by its own key, exactly as the unbatched call would be, so batching changes the speed and
 nothing else. Batching over the model itself (vmapped weights) falls back to the generic path.
+
+Concrete weights (a closed-over program) are read once, while the call is traced: on CUDA GPUs a
+program that is the uniform Ising model on an L × L torus (`ising_torus`) runs the one-bit multispin
+lattice kernel (`torus_run`), and categorical blocks with Potts couplings tell the categorical kernel
+so (`coupling_structure`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ from heatbath.kernels.counter_rng import key_words
 from heatbath.kernels.pairwise_sweep import run_pairwise
 from heatbath.kernels.coupling_structure import call_forms, inside_jit
 from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
+from heatbath.kernels.ising_torus import ising_torus
+from heatbath.kernels.multispin_run import lattice_devices
+from heatbath.kernels.pallas_backend import pallas_runs_on
+from heatbath.kernels.torus_run import run_ising_torus, torus_index
 
 __all__ = ["fast_sample_states"]
 
@@ -41,37 +50,52 @@ def fast_sample_states(
     spec = program.gibbs_spec
     observed = [spec.node_ids(Block(block).nodes, "sampled node") for block in nodes_to_sample]
     dynamic, static = eqx.partition(program, eqx.is_array)
-    # read while the weights are still concrete (a closed-over program): inside `one_chain` they are traced
-    # (one J as a constant only under jit: an eager call's compiled sweep is reused for new weights)
-    forms = call_forms(program, pairwise_tables(program), jax.devices(), keep_j=inside_jit())
+    # What concrete weights tell (a closed-over program), read now: inside `one_chain` they are traced.
+    # (One J as a constant only under jit: an eager call's compiled sweep is reused for new weights.)
+    tables, backend = pairwise_tables(program), torus_backend()
+    torus = ising_torus(program, tables) if backend else None
+    forms = call_forms(program, tables, jax.devices(), keep_j=inside_jit())
+    # The torus' index arrays enter `one_chain` as arguments, like the weights: arrays made inside its
+    # batching rule became constants that a second execution on an H200 did not pass ("Execution
+    # supplied 3 arguments but compiled program expected 8").
+    index = torus_index(torus, observed) if torus is not None else None
 
-    def kernel(words, free, clamp, dynamic, chains):
+    def kernel(words, free, clamp, arrays, chains):
+        dynamic, index = arrays
         states = chain_block_states(eqx.combine(dynamic, static), free, clamp, chains)
+        if torus is not None:
+            return run_ising_torus(torus, schedule, words, states, index, backend, lattice_devices(chains))
         return run_pairwise(eqx.combine(dynamic, static), schedule, words, states, observed, forms=forms)
 
     @jax.custom_batching.custom_vmap
-    def one_chain(key, free, clamp, dynamic):
-        out = kernel(key_words_of(key)[None], [x[None] for x in free], [x[None] for x in clamp], dynamic, 1)
+    def one_chain(key, free, clamp, arrays):
+        out = kernel(key_words_of(key)[None], [x[None] for x in free], [x[None] for x in clamp], arrays, 1)
         return [o[0] for o in out]
 
     @one_chain.def_vmap
-    def many_chains(axis_size, in_batched, key, free, clamp, dynamic):
-        key_b, free_b, clamp_b, dynamic_b = in_batched
+    def many_chains(axis_size, in_batched, key, free, clamp, arrays):
+        key_b, free_b, clamp_b, (dynamic_b, _) = in_batched  # the index is made here, never batched
         if any(jax.tree.leaves(dynamic_b)):  # a batch of models: not one kernel call
-            axes = jax.tree.map(lambda b: 0 if b else None, tuple(in_batched))
+            axes = jax.tree.map(lambda b: 0 if b else None, tuple(in_batched[:3]) + (dynamic_b,))
             out = jax.vmap(lambda k, f, c, d: generic(k, eqx.combine(d, static), f, c), in_axes=axes)(
-                key, free, clamp, dynamic
+                key, free, clamp, arrays[0]
             )
             return out, [True] * len(out)
         words = jax.vmap(key_words_of)(key) if key_b else jnp.broadcast_to(key_words_of(key), (axis_size, 2))
         free = [x if b else jnp.broadcast_to(x, (axis_size,) + x.shape) for x, b in zip(free, free_b)]
         clamp = [x if b else jnp.broadcast_to(x, (axis_size,) + x.shape) for x, b in zip(clamp, clamp_b)]
-        return kernel(words, free, clamp, dynamic, axis_size), [True] * len(observed)
+        return kernel(words, free, clamp, arrays, axis_size), [True] * len(observed)
 
     def run(key, init_state_free, state_clamp):
-        return one_chain(key, list(init_state_free), list(state_clamp), dynamic)
+        return one_chain(key, list(init_state_free), list(state_clamp), (dynamic, index))
 
     return run
+
+
+def torus_backend() -> str | None:
+    """How a recognised Ising torus runs (`ising_torus`): "pallas" on CUDA GPUs; None elsewhere, where
+    the pairwise kernels (the compiled CPU kernel) run it instead."""
+    return "pallas" if pallas_runs_on(tuple(jax.devices())) else None
 
 
 def key_words_of(key) -> jax.Array:

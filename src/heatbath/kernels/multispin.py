@@ -52,7 +52,7 @@ from heatbath.kernels.checkerboard_layout import (
     join_colours,
     side_is_previous,
 )
-from heatbath.kernels.counter_rng import mix32
+from heatbath.kernels.counter_rng import mix32, weyl_hashes
 
 __all__ = [
     "LANES",
@@ -61,6 +61,7 @@ __all__ = [
     "rotate_lanes_up",
     "rotate_lanes_down",
     "any_set",
+    "chain_hashes",
     "check_packable",
     "pack_spins",
     "unpack_spins",
@@ -232,6 +233,14 @@ def decide_lanes(
 
     _, _, below = jax.lax.while_loop(lanes_left, next_lane, (jnp.int32(0), ~decided, below))
     return below ^ _select5(classes, tuple(params[P_LIKELIER + c] for c in range(5)))
+
+
+def chain_hashes(seeds: UInt32[Array, " chains"], shape: tuple[int, int]) -> UInt32[Array, "chains L W"]:
+    """Per-chain hashes of a colour's words `[chains, L, W]`: golden · (word index inside its chain)
+    XOR the chain's seed, so `mix32(hash ^ key)` is the pairwise kernels' `mix32(golden·id ^ seed)`
+    word and a chain's bits depend on its own seed only (the THRML-style torus route, `torus_run`)."""
+    local = jax.lax.iota(jnp.uint32, shape[0] * shape[1]).reshape(shape)
+    return weyl_hashes(local)[None] ^ seeds[:, None, None]
 
 
 def any_set(x: UInt32[Array, "*n"]) -> Bool[Array, ""]:

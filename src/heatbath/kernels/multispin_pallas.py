@@ -36,8 +36,10 @@ BLOCK_WORDS = 128
 NUM_WARPS = 1
 
 
-def _kernel(colour: int, L: int, W: int, block: int, planes: int, params_ref, sweep_ref, first_ref, other_ref, out_ref):
+def _kernel(colour: int, L: int, W: int, block: int, planes: int, n_chains: int | None, params_ref, sweep_ref, first_ref, *refs):
     from jax.experimental import pallas as pl
+
+    seeds_ref, other_ref, out_ref = refs if n_chains else (None, *refs)
 
     start = pl.program_id(0) * block
     g = start + jnp.arange(block, dtype=jnp.int32)
@@ -57,7 +59,11 @@ def _kernel(colour: int, L: int, W: int, block: int, planes: int, params_ref, sw
 
     bits = count_bits(up, down, same, side)
     params = ParameterRow(params_ref, (2 * sweep_ref[0] + colour) * N_PARAMS)
-    new = decide_lanes(bits, weyl_hashes(g + first_ref[0]), params, planes=planes, any_set=any_set)
+    if n_chains:  # per-chain seeds: the word's index inside its own chain, keyed by that chain's seed
+        hashes = weyl_hashes(g - base) ^ seeds_ref[(2 * sweep_ref[0] + colour) * n_chains + g // (L * W)]
+    else:
+        hashes = weyl_hashes(g + first_ref[0])
+    new = decide_lanes(bits, hashes, params, planes=planes, any_set=any_set)
     out_ref[pl.ds(start, block)] = new
 
 
@@ -76,6 +82,7 @@ def pallas_packed_update(
     sweep=0,
     *,
     first_word=0,
+    seeds: UInt32[Array, "sweeps 2 chains"] | None = None,
     planes: int = PLANES,
     block: int | None = None,
     num_warps: int | None = None,
@@ -85,7 +92,10 @@ def pallas_packed_update(
     colour]` (a table from `multispin.sweep_parameters` with the same `planes`; `sweep` an int32 scalar,
     may be traced). The kernel reads its row from the whole table, so a sweep loop passes its counter
     and launches nothing else. `first_word` is the global index of `other`'s first word (for the random
-    words of a device's share of the chains).
+    words of a device's share of the chains). With `seeds` (one word per sweep, colour and chain, the
+    table's rows matching `params`) a word's random bits come from its index inside its own chain and
+    that chain's seed instead (`multispin.chain_hashes`), so a chain's samples depend on its own seeds
+    only; `first_word` is then unused.
 
     `block` (words per program) and `num_warps` default to the module's constants, read at call time
     so that a benchmark can tune them.
@@ -102,10 +112,15 @@ def pallas_packed_update(
     block = _block_size(total, block)
     extra = {} if interpret else {"compiler_params": plgpu.CompilerParams(num_warps=num_warps)}
     out = pl.pallas_call(
-        functools.partial(_kernel, colour, L, W, block, planes),
+        functools.partial(_kernel, colour, L, W, block, planes, None if seeds is None else n_chains),
         out_shape=jax.ShapeDtypeStruct((total,), jnp.uint32),
         grid=(total // block,),
         interpret=interpret,
         **extra,
-    )(params.reshape(-1), *(jnp.reshape(jnp.asarray(x, jnp.int32), (1,)) for x in (sweep, first_word)), other.reshape(total))
+    )(
+        params.reshape(-1),
+        *(jnp.reshape(jnp.asarray(x, jnp.int32), (1,)) for x in (sweep, first_word)),
+        *([] if seeds is None else [seeds.reshape(-1)]),
+        other.reshape(total),
+    )
     return out.reshape(other.shape)

@@ -1,0 +1,208 @@
+"""The uniform Ising torus inside a THRML-style program: recognised, and sampled by the multispin kernel.
+
+On CUDA GPUs `sample_states` (alone or under `jax.vmap`) runs a program that is the uniform Ising
+model on an L × L torus through the one-bit lattice kernel. Here (CPU) the route is forced onto the
+kernel's jax.numpy twin (and its interpreted Pallas kernel), which gives identical words. Error bars:
+each chain's time average is one sample and chains are independent, so the standard error over
+chains is honest whatever the autocorrelation within a chain.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from heatbath import Block, SamplingSchedule, SpinNode, sample_states
+from heatbath.exact.ising2d import exact_finite_lattice
+from heatbath.graphs import lattice_2d
+from heatbath.kernels import dispatch
+from heatbath.kernels.ising_torus import find_torus, ising_torus
+from heatbath.kernels.pairwise_tables import pairwise_tables
+from heatbath.kernels.pallas_backend import pallas_available
+from heatbath.models import IsingEBM, IsingSamplingProgram
+
+Z_LIMIT = 4.0
+
+
+def _torus_neighbours(L: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """Neighbour table `[L², 4]` of the L × L torus, nodes relabelled by `labels` (site -> node id)."""
+    sites = np.arange(L * L).reshape(L, L) if labels is None else labels.reshape(L, L)
+    table = np.stack([np.roll(sites, s, axis=a) for a in (0, 1) for s in (1, -1)], axis=-1).reshape(-1, 4)
+    out = np.empty_like(table)
+    out[sites.ravel()] = table
+    return out
+
+
+def test_find_torus_places_shuffled_nodes_and_rejects_look_alikes():
+    L = 8
+    labels = np.random.default_rng(0).permutation(L * L)
+    neighbours = _torus_neighbours(L, labels)
+    sites = find_torus(neighbours, L)
+    assert sites is not None
+    for i in range(L):
+        for j in range(L):
+            expected = {sites[(i + 1) % L, j], sites[i - 1, j], sites[i, (j + 1) % L], sites[i, j - 1]}
+            assert set(neighbours[sites[i, j]]) == expected
+    # One pair of edges rewired (a-b, c-d -> a-c, b-d): still 4-regular, no longer a torus.
+    a, b = 0, int(neighbours[0, 0])
+    c = int(sites.ravel()[L * L // 2 + 3])
+    d = int(neighbours[c, 0])
+    rewired = neighbours.copy()
+    for x, old, new in ((a, b, c), (b, a, d), (c, d, a), (d, c, b)):
+        rewired[x][rewired[x] == old] = new
+    assert find_torus(rewired, L) is None
+    # An 8 x 8 torus is not a 4 x 16 one, and a 4-regular random graph is no torus.
+    assert find_torus(_torus_neighbours(L), 16) is None
+    assert find_torus(np.random.default_rng(1).integers(0, L * L, (L * L, 4)), L) is None
+
+
+def _program(L: int, J: float, h: float, *, swap_blocks=False, coupling_noise=0.0):
+    """A THRML-style Ising program on heatbath's periodic L × L lattice (row-major nodes), the two
+    checkerboard blocks, β = 1 (so J and h are the program's weights)."""
+    lattice = lattice_2d(L, periodic=True)
+    nodes = lattice.nodes
+    weights = J + coupling_noise * np.random.default_rng(2).normal(size=len(lattice.edges))
+    model = IsingEBM(nodes, lattice.edges, jnp.full(len(nodes), h, jnp.float32), jnp.asarray(weights, jnp.float32),
+                     jnp.asarray(1.0, jnp.float32))
+    colours = lattice.colors()
+    members = [np.flatnonzero(colours == c) for c in ((1, 0) if swap_blocks else (0, 1))]
+    blocks = [Block([nodes[i] for i in m]) for m in members]
+    program = IsingSamplingProgram(model, blocks, [])
+    return program, nodes, blocks, members
+
+
+def test_ising_torus_recognises_the_uniform_model_only():
+    program, *_ = _program(64, 0.3, -0.1)
+    torus = ising_torus(program, pairwise_tables(program))
+    assert torus is not None and torus.L == 64
+    assert torus.J == pytest.approx(0.3) and torus.h == pytest.approx(-0.1)
+    swapped, *_ = _program(64, 0.3, -0.1, swap_blocks=True)  # the first block sampled is the other colour
+    assert ising_torus(swapped, pairwise_tables(swapped)) is not None
+    noisy, *_ = _program(64, 0.3, 0.0, coupling_noise=0.01)
+    assert ising_torus(noisy, pairwise_tables(noisy)) is None
+    small, *_ = _program(32, 0.3, 0.0)  # the kernel packs rows of L/2 sites into 32-bit words
+    assert ising_torus(small, pairwise_tables(small)) is None
+    seen = []
+    tables = pairwise_tables(program)
+    jax.jit(lambda p: seen.append(ising_torus(p, tables)) or 0)(program)
+    assert seen == [None]  # traced weights cannot be compared
+
+
+def _force_route(monkeypatch, backend: str) -> list:
+    """Send THRML-style calls of a recognised torus to the lattice kernel on `backend`; the returned
+    list gets an entry each time the route is traced, so a test can check that it was taken."""
+    taken = []
+    run = dispatch.run_ising_torus
+    monkeypatch.setattr(dispatch, "torus_backend", lambda: backend)
+    monkeypatch.setattr(dispatch, "run_ising_torus", lambda *a, **k: taken.append(a[0].L) or run(*a, **k))
+    return taken
+
+
+@pytest.fixture(params=["jnp", "interpret"])
+def torus_route(request, monkeypatch):
+    """Force THRML-style calls of a recognised torus onto the lattice kernel (jax.numpy or interpreted)."""
+    return request.param, _force_route(monkeypatch, request.param)
+
+
+def _thrml_style(program, blocks, schedule, init):
+    keys = jax.random.split(jax.random.key(7), init[0].shape[0])
+    call = jax.jit(jax.vmap(lambda k, a, b: sample_states(k, program, schedule, [a, b], [], blocks)))
+    return call(keys, *init), keys
+
+
+def _random_init(blocks, chains: int):
+    return [jax.random.bernoulli(jax.random.key(10 + b), 0.5, (chains, len(block))) for b, block in enumerate(blocks)]
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_routed_call_starts_from_the_given_states_and_batches_chain_by_chain(swap, torus_route):
+    """The first sample (no warm-up) is the initial state node for node; later samples of a vmapped
+    call are those of each chain run alone with its key."""
+    backend, taken = torus_route
+    program, _, blocks, _ = _program(64, 0.4, 0.05, swap_blocks=swap)
+    init = _random_init(blocks, 3)
+    (first, _), _ = _thrml_style(program, blocks, SamplingSchedule(0, 1, 1), init)
+    np.testing.assert_array_equal(np.asarray(first[:, 0]), np.asarray(init[0]))
+    assert set(taken) == {64}
+    if backend == "interpret":
+        return  # the identity below is the same code path; interpreted sweeps are slow
+    schedule = SamplingSchedule(3, 2, 2)
+    (batched, other), keys = _thrml_style(program, blocks, schedule, init)
+    before = len(taken)
+    alone = sample_states(keys[1], program, schedule, [init[0][1], init[1][1]], [], blocks)
+    assert len(taken) > before  # one chain alone takes the route too
+    np.testing.assert_array_equal(np.asarray(batched[1]), np.asarray(alone[0]))
+    np.testing.assert_array_equal(np.asarray(other[1]), np.asarray(alone[1]))
+    assert not np.array_equal(np.asarray(batched[0]), np.asarray(batched[1]))  # chains get their own keys
+
+
+
+def test_interpreted_kernel_takes_the_jax_numpy_steps(monkeypatch):
+    program, _, blocks, _ = _program(64, 0.44, 0.0)
+    init = _random_init(blocks, 2)
+    runs = []
+    for backend in ("jnp", "interpret"):
+        with monkeypatch.context() as patch:
+            taken = _force_route(patch, backend)
+            runs.append(_thrml_style(program, blocks, SamplingSchedule(2, 2, 1), init)[0])
+            assert set(taken) == {64}
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("beta", [0.3, 0.6])
+def test_routed_call_matches_kaufman(beta, monkeypatch):
+    """The THRML-style call on the 64 × 64 torus (weights β·J, J = 1, h = 0): the mean energy per site
+    over 64 chains, samples every 5 sweeps after 300 warm-up sweeps, against the exact finite lattice."""
+    taken = _force_route(monkeypatch, "jnp")
+    L, chains = 64, 64
+    program, _, blocks, members = _program(L, beta, 0.0)
+    assert ising_torus(program, pairwise_tables(program)) is not None
+    init = [jnp.ones((chains, len(block)), bool) for block in blocks]  # ordered start
+    samples, _ = _thrml_style(program, blocks, SamplingSchedule(300, 200, 5), init)
+    assert set(taken) == {L}
+    spins = np.zeros((chains, 200, L * L), np.int8)
+    for s, m in zip(samples, members):
+        spins[:, :, m] = np.where(np.asarray(s), 1, -1)
+    spins = spins.reshape(chains, 200, L, L).astype(np.float64)
+    bonds = spins * np.roll(spins, -1, axis=2) + spins * np.roll(spins, -1, axis=3)
+    per_chain = -bonds.sum(axis=(2, 3)).mean(1) / (L * L)
+    se = per_chain.std(ddof=1) / np.sqrt(chains)
+    exact = exact_finite_lattice(L, beta).energy_per_site
+    z = (per_chain.mean() - exact) / se
+    assert se < 4e-3
+    assert abs(z) < Z_LIMIT, f"beta={beta}: {per_chain.mean():.5f} ± {se:.5f}, exact {exact:.5f} (z = {z:.2f})"
+
+
+def test_same_samples_on_any_number_of_devices():
+    """Chains split over 1, 2 or 4 devices (forced host devices on CPU) give identical samples."""
+    from heatbath.kernels.torus_run import run_ising_torus, torus_index
+
+    program, _, blocks, _ = _program(64, 0.44, 0.0)
+    torus = ising_torus(program, pairwise_tables(program))
+    states = _random_init(blocks, 4)
+    words = jnp.stack([jnp.arange(4, dtype=jnp.uint32), jnp.full((4,), 9, jnp.uint32)], axis=1)
+    ids = [np.asarray(program.gibbs_spec.node_ids(blocks[0].nodes))]
+    counts = [n for n in (1, 2, 4) if n <= len(jax.devices())]
+    index = torus_index(torus, ids)
+    runs = [run_ising_torus(torus, SamplingSchedule(2, 2, 1), words, states, index, "jnp", jax.devices()[:n])[0]
+            for n in counts]
+    for run in runs[1:]:
+        np.testing.assert_array_equal(np.asarray(run), np.asarray(runs[0]))
+
+
+@pytest.mark.skipif(not pallas_available(), reason="the native kernel runs on a CUDA GPU")
+def test_native_route_is_the_default_on_gpus_and_takes_the_jax_numpy_steps(monkeypatch):
+    program, _, blocks, _ = _program(128, 0.44, 0.1)
+    init = _random_init(blocks, 64)
+    assert dispatch.torus_backend() == "pallas"
+    runs = []
+    for backend in ("pallas", "jnp"):
+        with monkeypatch.context() as patch:
+            taken = _force_route(patch, backend)
+            runs.append(_thrml_style(program, blocks, SamplingSchedule(5, 3, 2), init)[0])
+            assert set(taken) == {128}
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
