@@ -161,8 +161,9 @@ def main(argv=None) -> None:
     parser.add_argument("--kernel-only", action="store_true", help="time only heatbath's lattice kernel")
     parser.add_argument("--vmap-pairwise", action="store_true",
                         help="also time the THRML-style call with the torus route off (the pairwise kernels)")
-    parser.add_argument("--torus-unroll", type=int, nargs="*", default=[],
-                        help="also time the THRML-style call's torus route with these sweeps per loop step")
+    parser.add_argument("--sweeps-per-step", type=int, nargs="*", default=[],
+                        help="also time the THRML-style call and the lattice kernel with these sweeps per step of "
+                             "the multispin sweep loop (pallas_backend.SWEEPS_PER_STEP)")
     args = parser.parse_args(argv)
     for L in args.L:
         if L < 4 or L % 2:
@@ -195,14 +196,18 @@ def main(argv=None) -> None:
         kernel, e_kernel = kernel_flips_per_ns(L, init, chains, sweeps, args.repeats)
         print(f"{L:>6} {chains:>7} {theirs:>9.4g} {ours:>14.4g} {ours / theirs:>7.3g} {fast:>17.4g} "
               f"{fast / theirs:>7.3g} {kernel:>15.4g} {kernel / theirs:>7.3g}", flush=True)
-        for unroll in args.torus_unroll:
-            from heatbath.kernels import torus_run
+        for per_step in args.sweeps_per_step:
+            from heatbath.kernels import pallas_backend
 
-            saved, torus_run.SWEEP_UNROLL = torus_run.SWEEP_UNROLL, unroll
+            saved, pallas_backend.SWEEPS_PER_STEP = pallas_backend.SWEEPS_PER_STEP, per_step
+            jax.clear_caches()  # the constant is read at trace time
             rate, energy = flips_per_ns("heatbath", inputs, init, chains, sweeps, args.repeats)
-            torus_run.SWEEP_UNROLL = saved
-            print(f"{'':>6} vmap, torus route with {unroll} sweeps per loop step: {rate:.4g} flips/ns "
-                  f"({rate / theirs:.3g}x THRML), E/site {energy:.4g}", flush=True)
+            kernel_rate, kernel_energy = kernel_flips_per_ns(L, init, chains, sweeps, args.repeats)
+            pallas_backend.SWEEPS_PER_STEP = saved
+            jax.clear_caches()
+            print(f"{'':>6} {per_step} sweeps per loop step: vmap {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML), "
+                  f"E/site {energy:.4g}; lattice kernel {kernel_rate:.4g} ({kernel_rate / theirs:.3g}x), "
+                  f"E/site {kernel_energy:.4g}", flush=True)
         if args.vmap_pairwise:
             rate, energy = pairwise_flips_per_ns(inputs, init, chains, sweeps, args.repeats)
             print(f"{'':>6} vmap, torus route off (pairwise kernels): {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML), "

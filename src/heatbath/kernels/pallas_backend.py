@@ -12,9 +12,10 @@ import jax
 
 from heatbath.errors import HeatbathError
 
-__all__ = ["pallas_available", "pallas_runs_on", "resolve_backend", "BACKENDS"]
+__all__ = ["pallas_available", "pallas_runs_on", "resolve_backend", "sweeps_per_step", "BACKENDS", "SWEEPS_PER_STEP"]
 
 BACKENDS = ("auto", "pallas", "jnp", "interpret")
+SWEEPS_PER_STEP = 8  # sweeps per step of a GPU sweep loop (`sweeps_per_step`); read at trace time
 
 
 @functools.cache
@@ -46,3 +47,13 @@ def resolve_backend(backend: str, devices=()) -> str:
     if backend == "pallas" and not on_gpus:
         raise HeatbathError("backend='pallas' needs CUDA GPUs with Pallas' Triton backend; use 'jnp' or 'auto'.")
     return backend
+
+
+def sweeps_per_step(backend: str, n_sweeps: int) -> int:
+    """Sweeps per step of a loop over `n_sweeps` sweeps of Pallas kernels (`fori_loop`'s unroll).
+
+    On a GPU every loop step costs about as much as a whole sweep of a small lattice (256² sites, 64
+    chains): 8 sweeps per step took a THRML-style lattice call from 242-294 to 499-582 flips/ns on an
+    H200 (BENCHMARKS.md). Elsewhere a step costs next to nothing, and unrolling only lengthens
+    compilation."""
+    return max(1, min(SWEEPS_PER_STEP, n_sweeps)) if backend == "pallas" else 1

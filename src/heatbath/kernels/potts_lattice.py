@@ -38,7 +38,7 @@ from heatbath.kernels.checkerboard_layout import (
     side_is_previous,
 )
 from heatbath.kernels.counter_rng import iota_hashes, key_words, mix32
-from heatbath.kernels.pallas_backend import resolve_backend
+from heatbath.kernels.pallas_backend import resolve_backend, sweeps_per_step
 from heatbath.validation import check_finite, is_concrete
 
 __all__ = ["PottsLatticeState", "init_potts_lattice", "run_potts_lattice", "potts_energy_per_site", "MAX_STATES"]
@@ -157,6 +157,8 @@ def _colour_update(other, colour: int, table, q: int, hashes, keys, t, backend: 
 
 @partial(jax.jit, static_argnames=("q", "n_sweeps", "measure_every", "backend"))
 def _run(key, states, beta, J, field, *, q: int, n_sweeps: int, measure_every: int, backend: str):
+    beta, J = jnp.asarray(beta, jnp.float32), jnp.asarray(J, jnp.float32)
+    field = jnp.zeros(q, jnp.float32) if field is None else jnp.asarray(field, jnp.float32)
     words = key_words(key)
     table = alias_table(conditional_probabilities(beta, J, field, q))
     colours = (colour_sites(states, 0), colour_sites(states, 1))
@@ -173,7 +175,7 @@ def _run(key, states, beta, J, field, *, q: int, n_sweeps: int, measure_every: i
             even = _colour_update(colours[1], 0, table, q, hashes, keys, t, backend)
             return even, _colour_update(even, 1, table, q, hashes, keys, t, backend)
 
-        colours = jax.lax.fori_loop(0, measure_every, one_sweep, colours)
+        colours = jax.lax.fori_loop(0, measure_every, one_sweep, colours, unroll=sweeps_per_step(backend, measure_every))
         return colours, _energy(colours, J, field, q)
 
     colours, energy = jax.lax.scan(measured_block, colours, jnp.arange(n_sweeps // measure_every))
@@ -200,14 +202,14 @@ def run_potts_lattice(
     one. All give the same states."""
     _check(state.states, q)
     n_sweeps, measure_every = check_run_length(n_sweeps, measure_every)
-    if is_concrete(state.states) and bool(jnp.any(state.states >= q)):
+    if is_concrete(state.states) and bool(_any_at_least(state.states, q)):
         raise HeatbathError(f"Potts states must lie in 0..{q - 1} for q={q}; got a state >= {q}.")
     if int(np.prod(state.states.shape)) >= 2**31:
         raise HeatbathError("The Potts lattice kernel numbers sites × chains in 31 bits: run fewer chains per call.")
-    field = jnp.zeros(q, jnp.float32) if field is None else jnp.asarray(field, jnp.float32)
-    if field.shape != (q,):
-        raise HeatbathError(f"field must hold one value per state, shape ({q},); got {field.shape}.")
-    beta, J = jnp.asarray(beta, jnp.float32), jnp.asarray(J, jnp.float32)
+    if field is not None and np.shape(field) != (q,):
+        raise HeatbathError(f"field must hold one value per state, shape ({q},); got {np.shape(field)}.")
+    # Checked as given (a Python float needs no transfer) and converted inside `_run`: every eager
+    # step before the compiled call cost about 0.5 ms on an H200, as much as 4 sweeps of 1,000 lattices.
     for name, value in (("beta", beta), ("J", J), ("field", field)):
         check_finite(value, f"Potts lattice {name}")
     backend = resolve_backend(backend)
@@ -215,6 +217,12 @@ def run_potts_lattice(
         key, state.states, beta, J, field, q=q, n_sweeps=n_sweeps, measure_every=measure_every, backend=backend
     )
     return PottsLatticeState(states), energy
+
+
+@jax.jit
+def _any_at_least(states, q) -> Array:
+    """Whether any state is >= q: one compiled dispatch (eager it is two)."""
+    return jnp.any(states >= q)
 
 
 @partial(jax.jit, static_argnames=("q",))

@@ -28,6 +28,7 @@ from heatbath.block_sampling import SamplingSchedule
 from heatbath.kernels.checkerboard import heat_bath_thresholds
 from heatbath.kernels.counter_rng import stream_seeds
 from heatbath.kernels.ising_torus import IsingTorus
+from heatbath.kernels.pallas_backend import sweeps_per_step
 from heatbath.kernels.multispin import PLANES, chain_hashes, pack_spins, packed_update, sweep_parameters, unpack_spins
 
 __all__ = ["run_ising_torus", "torus_index", "TorusIndex", "BACKENDS"]
@@ -36,7 +37,6 @@ BACKENDS = ("pallas", "jnp", "interpret")
 _RUN_KEY = (0, 0)  # the plane keys' run key: the chains' seeds carry the randomness
 _MAX_GROUP = 1024  # sweeps whose parameters and seeds are computed together
 _MAX_SEED_WORDS = 2**23  # ... at most 32 MB of seeds per group
-SWEEP_UNROLL = 1  # sweeps per step of the sweep loop (read at trace time, so benchmarks can try others)
 
 
 def _group_size(n_sweeps: int, chains: int) -> int:
@@ -70,7 +70,7 @@ def _sweeps(words, chain_words, tables, first, count: int, backend: str):
             even = _update(words[1], 0, params, seeds, t, backend)
             return even, _update(even, 1, params, seeds, t, backend)
 
-        return jax.lax.fori_loop(0, group, sweep, words, unroll=min(SWEEP_UNROLL, group))
+        return jax.lax.fori_loop(0, group, sweep, words, unroll=sweeps_per_step(backend, group))
 
     return jax.lax.fori_loop(0, count // group, sweep_group, words)
 
