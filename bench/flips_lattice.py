@@ -13,7 +13,8 @@ random ±1 lattice in every column (`init_lattice`), and runs `--sweeps` sweeps.
 - heatbath vmap: the same call with heatbath's classes (THRML's import paths). On CUDA GPUs the
   program is recognised as the uniform Ising torus and runs the multispin lattice kernel when L is a
   multiple of 64 (`heatbath.kernels.ising_torus`); `--vmap-pairwise` adds the same call with that
-  route off (the pairwise kernels, as before the route existed).
+  route off (the pairwise kernels, as before the route existed). `--sweeps-per-step` times the route
+  and the lattice kernel with other numbers of sweeps per GPU loop step (`pallas_backend.SWEEPS_PER_STEP`).
 - heatbath batched: the same program through `heatbath.kernels.batched.sample_states_batched`.
 - lattice kernel: heatbath's dedicated lattice kernel,
   `heatbath.kernels.run_lattice(key, init_lattice(key, L, chains), β_c, sweeps, measure_every=sweeps)`
@@ -27,7 +28,7 @@ sanity line per size prints the mean energy per site after the run for every col
 agree within noise; the equilibrium value at β_c is -√2 ≈ -1.414 for L → ∞).
 
     .venv-bench/bin/python bench/flips_lattice.py [--L 64 256 1024] [--chains 64 4096] [--sweeps 100] [--repeats 3]
-        [--vmap-pairwise]
+        [--vmap-pairwise] [--sweeps-per-step 1 16]
     .venv-bench/bin/python bench/flips_lattice.py --L 4096 --chains 4 --kernel-only
 
 (On a machine where thrml is not installed pass `--no-thrml` to time heatbath alone; `--kernel-only`
