@@ -1,0 +1,82 @@
+"""Sweeps per loop step: the GPU sweep loops unrolled (`pallas_backend.sweeps_per_step`) sample exactly
+what the plain loops sample.
+
+On CUDA GPUs the multispin, torus-route and Potts lattice loops run `SWEEPS_PER_STEP` sweeps per loop
+step; elsewhere one. Here (CPU) an unrolled loop (3 sweeps per step, which compiles faster than 8) is
+forced onto the jax.numpy backends, with sweep counts that 3 does not divide (so the remainder steps
+run too), and compared bit for bit with the plain loop.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from heatbath import SamplingSchedule
+from heatbath.kernels import init_lattice, init_potts_lattice, multispin_run, potts_lattice, run_lattice, run_potts_lattice
+from heatbath.kernels import pallas_backend, torus_run
+from heatbath.kernels.ising_torus import ising_torus
+from heatbath.kernels.pairwise_tables import pairwise_tables
+
+from test_ising_torus import _program, _random_init
+
+UNROLL = 3
+
+
+def test_sweeps_per_step_unrolls_only_pallas_loops():
+    assert pallas_backend.sweeps_per_step("pallas", 100) == pallas_backend.SWEEPS_PER_STEP
+    assert pallas_backend.sweeps_per_step("pallas", 3) == 3
+    assert pallas_backend.sweeps_per_step("pallas", 0) == 1
+    for backend in ("jnp", "interpret"):
+        assert pallas_backend.sweeps_per_step(backend, 100) == 1
+
+
+def _unrolled_and_plain(monkeypatch, run):
+    """`run()` with every sweep loop unrolled as on a GPU, then with plain loops (caches cleared, since
+    the unroll is read at trace time)."""
+    outputs, unrolled_loops = [], []
+
+    def step(backend, n):
+        unrolled_loops.append(n)
+        return max(1, min(UNROLL, n))
+
+    for unrolled in (True, False):
+        with monkeypatch.context() as patch:
+            if unrolled:
+                for module in (multispin_run, torus_run, potts_lattice):
+                    patch.setattr(module, "sweeps_per_step", step)
+            jax.clear_caches()
+            outputs.append(jax.tree.map(np.asarray, run()))
+    jax.clear_caches()
+    assert any(n > UNROLL for n in unrolled_loops)  # the unrolled run did trace loops with remainders
+    return outputs
+
+
+def test_unrolled_lattice_loop_gives_the_same_samples(monkeypatch):
+    init = init_lattice(jax.random.key(0), 64, 2)
+    unrolled, plain = _unrolled_and_plain(
+        monkeypatch, lambda: run_lattice(jax.random.key(1), init, 0.44, 14, measure_every=7)
+    )
+    for a, b in zip(jax.tree.leaves(unrolled), jax.tree.leaves(plain)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unrolled_potts_loop_gives_the_same_samples(monkeypatch):
+    init = init_potts_lattice(jax.random.key(0), 8, 3, q=3)
+    unrolled, plain = _unrolled_and_plain(
+        monkeypatch, lambda: run_potts_lattice(jax.random.key(1), init, 0.9, 13, q=3, measure_every=13, backend="jnp")
+    )
+    for a, b in zip(jax.tree.leaves(unrolled), jax.tree.leaves(plain)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unrolled_torus_route_gives_the_same_samples(monkeypatch):
+    program, _, blocks, _ = _program(64, 0.44, 0.05)
+    torus = ising_torus(program, pairwise_tables(program))
+    states = _random_init(blocks, 3)
+    words = jax.random.bits(jax.random.key(2), (3, 2), np.uint32)
+    index = torus_run.torus_index(torus, [np.asarray(program.gibbs_spec.node_ids(blocks[1].nodes))])
+    schedule = SamplingSchedule(7, 2, 4)  # warm-up and steps per sample: neither a multiple of 3
+    run = jax.jit(lambda words, states: torus_run.run_ising_torus(torus, schedule, words, states, index, "jnp"))
+    unrolled, plain = _unrolled_and_plain(monkeypatch, lambda: run(words, states))
+    np.testing.assert_array_equal(unrolled[0], plain[0])
