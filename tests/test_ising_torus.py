@@ -139,17 +139,23 @@ def test_routed_call_starts_from_the_given_states_and_batches_chain_by_chain(swa
 
 
 
-def test_interpreted_kernel_takes_the_jax_numpy_steps(monkeypatch):
-    program, _, blocks, _ = _program(64, 0.44, 0.0)
-    init = _random_init(blocks, 2)
+def _assert_backends_agree(monkeypatch, backends, L: int, h: float, chains: int, schedule):
+    """The routed THRML-style call on an L × L torus gives identical samples on every backend."""
+    program, _, blocks, _ = _program(L, 0.44, h)
+    init = _random_init(blocks, chains)
     runs = []
-    for backend in ("jnp", "interpret"):
+    for backend in backends:
         with monkeypatch.context() as patch:
             taken = _force_route(patch, backend)
-            runs.append(_thrml_style(program, blocks, SamplingSchedule(2, 2, 1), init)[0])
-            assert set(taken) == {64}
-    for a, b in zip(*runs):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            runs.append(_thrml_style(program, blocks, schedule, init)[0])
+            assert set(taken) == {L}
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_interpreted_kernel_takes_the_jax_numpy_steps(monkeypatch):
+    _assert_backends_agree(monkeypatch, ("jnp", "interpret"), 64, 0.0, 2, SamplingSchedule(2, 2, 1))
 
 
 @pytest.mark.parametrize("beta", [0.3, 0.6])
@@ -195,14 +201,5 @@ def test_same_samples_on_any_number_of_devices():
 
 @pytest.mark.skipif(not pallas_available(), reason="the native kernel runs on a CUDA GPU")
 def test_native_route_is_the_default_on_gpus_and_takes_the_jax_numpy_steps(monkeypatch):
-    program, _, blocks, _ = _program(128, 0.44, 0.1)
-    init = _random_init(blocks, 64)
     assert dispatch.torus_backend() == "pallas"
-    runs = []
-    for backend in ("pallas", "jnp"):
-        with monkeypatch.context() as patch:
-            taken = _force_route(patch, backend)
-            runs.append(_thrml_style(program, blocks, SamplingSchedule(5, 3, 2), init)[0])
-            assert set(taken) == {128}
-    for a, b in zip(*runs):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    _assert_backends_agree(monkeypatch, ("pallas", "jnp"), 128, 0.1, 64, SamplingSchedule(5, 3, 2))
