@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from heatbath import Block, SamplingSchedule, SpinNode, sample_states
+from heatbath import Block, SamplingSchedule, sample_states
 from heatbath.exact.ising2d import exact_finite_lattice
 from heatbath.graphs import lattice_2d
 from heatbath.kernels import dispatch
