@@ -139,6 +139,25 @@ def test_routed_call_starts_from_the_given_states_and_batches_chain_by_chain(swa
 
 
 
+def test_eager_calls_compile_the_route_once(monkeypatch):
+    """`sample_states` traces its kernel even when called eagerly, so the route has a compiled core of
+    its own: a second eager call with another key runs it without tracing it again."""
+    from heatbath.kernels import torus_run
+
+    taken = _force_route(monkeypatch, "jnp")
+    traced = []
+    run_local = torus_run._run_local
+    monkeypatch.setattr(torus_run, "_run_local", lambda *a, **k: traced.append(1) or run_local(*a, **k))
+    program, _, blocks, _ = _program(64, 0.44, 0.0)
+    init = [x[0] for x in _random_init(blocks, 1)]
+    schedule = SamplingSchedule(2, 2, 1)
+    counts = []
+    for seed in (0, 1):
+        sample_states(jax.random.key(seed), program, schedule, init, [], blocks)
+        counts.append(len(traced))
+    assert len(taken) == 2 and counts[1] == counts[0]
+
+
 def _assert_backends_agree(monkeypatch, backends, L: int, h: float, chains: int, schedule):
     """The routed THRML-style call on an L × L torus gives identical samples on every backend."""
     program, _, blocks, _ = _program(L, 0.44, h)

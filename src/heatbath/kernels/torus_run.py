@@ -111,10 +111,14 @@ def torus_index(torus: IsingTorus, observed_ids: list[np.ndarray]) -> TorusIndex
     )
 
 
-def _run(torus: IsingTorus, schedule: SamplingSchedule, chain_words, flat_spins, index: TorusIndex, *, backend, devices):
-    L, n_chains = torus.L, chain_words.shape[0]
+@partial(jax.jit, static_argnames=("L", "schedule", "backend", "devices"))
+def _run(chain_words, flat_spins, index: TorusIndex, J, h, *, L: int, schedule: SamplingSchedule, backend, devices):
+    # Compiled once per (L, schedule, backend, devices, shapes): `sample_states` traces its kernel even
+    # when called eagerly (custom_vmap), and without a jit of its own the route's loops were compiled
+    # again on every such call (2 s a call for a 64² torus on the CPU, against 0.04 s now).
+    n_chains = chain_words.shape[0]
     spins = jnp.where(flat_spins[:, index.sites], jnp.int8(1), jnp.int8(-1)).T.reshape(L, L, n_chains)
-    tables = heat_bath_thresholds(1.0, float(torus.J), float(torus.h))
+    tables = heat_bath_thresholds(1.0, jnp.asarray(J, jnp.float32), jnp.asarray(h, jnp.float32))
     local = partial(_run_local, tables=tables, schedule=schedule, backend=backend)
     if len(devices) <= 1:
         lattices = local(chain_words, spins)
@@ -144,4 +148,5 @@ def run_ising_torus(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     flat = jnp.concatenate(block_states, axis=1)
-    return _run(torus, schedule, chain_words, flat, index, backend=backend, devices=tuple(devices))
+    return _run(chain_words, flat, index, torus.J, torus.h, L=torus.L, schedule=schedule, backend=backend,
+                devices=tuple(devices))
