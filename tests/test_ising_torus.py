@@ -90,6 +90,24 @@ def test_ising_torus_recognises_the_uniform_model_only():
     assert seen == [None]  # traced weights cannot be compared
 
 
+def test_the_lattice_layout_is_found_once_per_structure(monkeypatch):
+    """Every trace of a call reads the weights again, but walks the torus only once per program (per
+    tables object of `pairwise_tables`): an eager loop over one program traces every call."""
+    from heatbath.kernels import ising_torus as module
+
+    walks = []
+    find = module.find_torus
+    monkeypatch.setattr(module, "find_torus", lambda *a: walks.append(1) or find(*a))
+    module._SITES.clear()
+    program, *_ = _program(64, 0.3, 0.0)
+    tables = pairwise_tables(program)
+    first, again = ising_torus(program, tables), ising_torus(program, tables)
+    assert len(walks) == 1 and np.array_equal(first.sites, again.sites)
+    assert not first.sites.flags.writeable  # the remembered layout cannot be changed through a result
+    swapped, *_ = _program(64, 0.3, 0.0, swap_blocks=True)  # other tables: walked anew
+    assert ising_torus(swapped, pairwise_tables(swapped)) is not None and len(walks) == 2
+
+
 def _force_route(monkeypatch, backend: str) -> list:
     """Send THRML-style calls of a recognised torus to the lattice kernel on `backend`; the returned
     list gets an entry each time the route is traced, so a test can check that it was taken."""

@@ -105,7 +105,8 @@ class TorusIndex(NamedTuple):
 def torus_index(torus: IsingTorus, observed_ids: list[np.ndarray]) -> TorusIndex:
     """The `TorusIndex` of `torus` for the observed blocks' spec-wide ids `observed_ids`."""
     sites = torus.sites.ravel()
-    position = np.argsort(sites)  # node id -> lattice position
+    position = np.empty_like(sites)
+    position[sites] = np.arange(sites.size, dtype=sites.dtype)  # node id -> lattice position
     return TorusIndex(
         jnp.asarray(sites, jnp.int32), tuple(jnp.asarray(position[np.asarray(ids)], jnp.int32) for ids in observed_ids)
     )
