@@ -44,6 +44,7 @@ __all__ = [
     "energy_per_site",
     "magnetization_per_site",
     "heat_bath_thresholds",
+    "float32_parameters",
 ]
 
 
@@ -128,6 +129,14 @@ def _neighbour_sum(quads: _Quads, a: int, b: int) -> Int8[Array, "L/2 L/2 chains
     )
 
 
+def float32_parameters(beta, J, h) -> tuple[Float[Array, ""], Float[Array, ""], Float[Array, ""]]:
+    """beta, J and h as float32 arrays, from Python numbers or arrays. Called inside the compiled
+    lattice calls, not before them: every eager step before a compiled call cost about 0.5 ms on an
+    H200, as much as 100 sweeps of a 256² lattice, so the public functions check their parameters as
+    given (a Python float needs no transfer) and leave the conversion to the compiled call."""
+    return tuple(jnp.asarray(v, jnp.float32) for v in (beta, J, h))
+
+
 def heat_bath_thresholds(beta, J, h):
     """Per neighbour sum (-4, -2, 0, 2, 4): whether +1 is the likelier value, and the 32-bit threshold
     `t` with P(bits < t) = t / 2**32 equal to the less likely value's probability. Thresholding the
@@ -172,7 +181,7 @@ def _sweep_quads(seeds: UInt32[Array, " chains"], quads: _Quads, tables) -> _Qua
 @jax.jit
 def _sweep_bytes(key, spins, beta, J, h, index):
     seeds = _chain_seeds(key_words(key), index, spins.shape[2])
-    return _join(_sweep_quads(seeds, _split(spins), heat_bath_thresholds(beta, J, h)))
+    return _join(_sweep_quads(seeds, _split(spins), heat_bath_thresholds(*float32_parameters(beta, J, h))))
 
 
 def sweep(
@@ -191,14 +200,12 @@ def sweep(
     values (`run_lattice` numbers them 0, 1, 2, ...). `method` chooses the kernel as in `run_lattice`.
     """
     _check_spins(state.spins)
-    beta, J, h = (jnp.asarray(v, jnp.float32) for v in (beta, J, h))
-    _check_finite(beta, J, h)
+    _check_finite(beta, J, h)  # as given; converted inside the compiled sweep (see `float32_parameters`)
     if _use_packed(state.spins.shape[0], method):
         from heatbath.kernels.multispin_run import sweep_packed
         from heatbath.kernels.pallas_backend import resolve_backend
 
-        tables = heat_bath_thresholds(beta, J, h)
-        spins = sweep_packed(state.spins, key_words(key), index, tables, backend=resolve_backend("auto"))
+        spins = sweep_packed(state.spins, key, index, beta, J, h, backend=resolve_backend("auto"))
         return LatticeIsingState(spins)
     return LatticeIsingState(_sweep_bytes(key, state.spins, beta, J, h, index))
 
@@ -279,7 +286,7 @@ def magnetization_per_site(spins: Int8[Array, "L L chains"]) -> Float[Array, " c
 
 
 def _run_lattice(key, spins, beta, J, h, *, n_sweeps, measure_every):
-    beta, J, h = (jnp.asarray(v, jnp.float32) for v in (beta, J, h))
+    beta, J, h = float32_parameters(beta, J, h)
     tables = heat_bath_thresholds(beta, J, h)
     words = key_words(key)
 
@@ -359,9 +366,7 @@ def run_lattice(
     """
     _check_spins(state.spins)
     n_sweeps, measure_every = check_run_length(n_sweeps, measure_every)
-    # Checked as given (a Python float needs no transfer) and converted inside the compiled call:
-    # every eager step before it cost about 0.5 ms on an H200, as much as 100 sweeps of a 256² lattice.
-    _check_finite(beta, J, h)
+    _check_finite(beta, J, h)  # as given; converted inside the compiled run (see `float32_parameters`)
     if _use_packed(state.spins.shape[0], method):
         from heatbath.kernels.multispin_run import lattice_devices, run_packed
         from heatbath.kernels.pallas_backend import resolve_backend

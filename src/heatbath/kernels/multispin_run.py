@@ -18,7 +18,7 @@ from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, ArrayLike, Float, Int8, Key, UInt32
 
 from heatbath.errors import HeatbathError
-from heatbath.kernels.checkerboard import heat_bath_thresholds
+from heatbath.kernels.checkerboard import float32_parameters, heat_bath_thresholds
 from heatbath.kernels.counter_rng import iota_hashes
 from heatbath.kernels.counter_rng import key_words as cipher_key_words
 from heatbath.kernels.pallas_backend import sweeps_per_step
@@ -32,10 +32,10 @@ from heatbath.kernels.multispin import (
     unpack_spins,
 )
 
-__all__ = ["packed_sweep", "run_packed", "lattice_devices"]
+__all__ = ["packed_sweep", "run_packed", "lattice_devices", "group_size", "MAX_GROUP"]
 
 _Words = tuple[UInt32[Array, "chains L W"], UInt32[Array, "chains L W"]]
-_MAX_GROUP = 1024
+MAX_GROUP = 1024  # sweeps whose parameters are computed together, at most
 
 
 def _update(other, colour: int, first_word, params, t, backend: str):
@@ -56,10 +56,10 @@ def packed_sweep(words: _Words, params, t, first_word, backend: str) -> _Words:
     return even, _update(even, 1, first_word, params, t, backend)
 
 
-def _group_size(measure_every: int) -> int:
-    """Sweeps whose parameters are computed together: the largest divisor of `measure_every` up to
-    1,024 (a table of 1,024 sweeps is 0.6 MB)."""
-    return max(g for g in range(1, min(measure_every, _MAX_GROUP) + 1) if measure_every % g == 0)
+def group_size(n_sweeps: int, limit: int = MAX_GROUP) -> int:
+    """Sweeps whose parameters are computed together: the largest divisor of `n_sweeps` up to `limit`
+    (a table of 1,024 sweeps is 0.6 MB)."""
+    return max(g for g in range(1, min(n_sweeps, max(1, limit)) + 1) if n_sweeps % g == 0)
 
 
 def _split_colours(spins) -> _Words:
@@ -72,14 +72,16 @@ def _join_colours(words: _Words) -> Int8[Array, "L L chains"]:
 
 
 @partial(jax.jit, static_argnames=("backend",))
-def sweep_packed(spins, key_words, index, tables, *, backend: str) -> Int8[Array, "L L chains"]:
-    """One sweep of an int8 lattice through the packed update (`checkerboard.sweep` with method='packed')."""
-    params = sweep_parameters(tables, key_words, index, 1, PLANES)
+def sweep_packed(spins, key: Key[Array, ""], index, beta, J, h, *, backend: str) -> Int8[Array, "L L chains"]:
+    """One sweep of an int8 lattice through the packed update (`checkerboard.sweep` with method='packed');
+    the key's words and the tables are computed in here, as in `run_packed`."""
+    tables = heat_bath_thresholds(*float32_parameters(beta, J, h))
+    params = sweep_parameters(tables, cipher_key_words(key), index, 1, PLANES)
     return _join_colours(packed_sweep(_split_colours(spins), params, jnp.int32(0), jnp.int32(0), backend))
 
 
 def _run_local(words: _Words, first_word, key_words, tables, J, h, n_sweeps: int, measure_every: int, backend: str):
-    group = _group_size(measure_every)
+    group = group_size(measure_every)
 
     def measured_block(words, block):
         def sweep_group(g, words):
@@ -109,8 +111,7 @@ def run_packed(
 ) -> tuple[Int8[Array, "L L chains"], Float[Array, "measurements chains"], Float[Array, "measurements chains"]]:
     """`n_sweeps` packed sweeps (numbered 0, 1, ...) at inverse temperature `beta`, measuring after
     every `measure_every`-th. The key's words and the threshold tables are computed in here, so that
-    a call is one dispatch: each eager step before it cost about 0.5 ms on an H200, and the seven it
-    took (4.5 ms) were more than 100 sweeps of 64 lattices of 256².
+    a call is one dispatch (`checkerboard.float32_parameters` says why).
 
     With several `devices` (their number must divide the chains) each device runs its share of the
     chains; words are numbered globally, so the samples are the same for any number of devices."""
@@ -121,7 +122,7 @@ def run_packed(
             f"{n_chains} chains of {L}x{L} are more than 2**31 packed words; run fewer chains per call."
         )
     words = _split_colours(spins)
-    beta, J, h = (jnp.asarray(v, jnp.float32) for v in (beta, J, h))
+    beta, J, h = float32_parameters(beta, J, h)
     tables = heat_bath_thresholds(beta, J, h)
     run = partial(_run_local, key_words=cipher_key_words(key), tables=tables, J=J, h=h, n_sweeps=n_sweeps,
                   measure_every=measure_every, backend=backend)  # fmt: skip

@@ -25,9 +25,10 @@ from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Bool, Int32, UInt32
 
 from heatbath.block_sampling import SamplingSchedule
-from heatbath.kernels.checkerboard import heat_bath_thresholds
+from heatbath.kernels.checkerboard import float32_parameters, heat_bath_thresholds
 from heatbath.kernels.counter_rng import stream_seeds
 from heatbath.kernels.ising_torus import IsingTorus
+from heatbath.kernels.multispin_run import MAX_GROUP, group_size
 from heatbath.kernels.pallas_backend import sweeps_per_step
 from heatbath.kernels.multispin import PLANES, chain_hashes, pack_spins, packed_update, sweep_parameters, unpack_spins
 
@@ -35,14 +36,7 @@ __all__ = ["run_ising_torus", "torus_index", "TorusIndex", "BACKENDS"]
 
 BACKENDS = ("pallas", "jnp", "interpret")
 _RUN_KEY = (0, 0)  # the plane keys' run key: the chains' seeds carry the randomness
-_MAX_GROUP = 1024  # sweeps whose parameters and seeds are computed together
-_MAX_SEED_WORDS = 2**23  # ... at most 32 MB of seeds per group
-
-
-def _group_size(n_sweeps: int, chains: int) -> int:
-    """The largest divisor of `n_sweeps` whose tables stay within _MAX_GROUP sweeps and _MAX_SEED_WORDS."""
-    limit = max(1, min(_MAX_GROUP, _MAX_SEED_WORDS // (2 * chains)))
-    return max(g for g in range(1, min(n_sweeps, limit) + 1) if n_sweeps % g == 0)
+_MAX_SEED_WORDS = 2**23  # seeds of a group of sweeps (computed together, as the parameters): 32 MB at most
 
 
 def _update(other, colour: int, params, seeds, t, backend: str):
@@ -58,7 +52,7 @@ def _sweeps(words, chain_words, tables, first, count: int, backend: str):
     """Sweeps first, first + 1, ... (count of them, static) of both colours."""
     if count == 0:
         return words
-    group = _group_size(count, chain_words.shape[0])
+    group = group_size(count, min(MAX_GROUP, _MAX_SEED_WORDS // (2 * chain_words.shape[0])))
 
     def sweep_group(g, words):
         start = first + g.astype(jnp.uint32) * jnp.uint32(group)
@@ -119,7 +113,7 @@ def _run(chain_words, flat_spins, index: TorusIndex, J, h, *, L: int, schedule: 
     # again on every such call (2 s a call for a 64² torus on the CPU, against 0.04 s now).
     n_chains = chain_words.shape[0]
     spins = jnp.where(flat_spins[:, index.sites], jnp.int8(1), jnp.int8(-1)).T.reshape(L, L, n_chains)
-    tables = heat_bath_thresholds(1.0, jnp.asarray(J, jnp.float32), jnp.asarray(h, jnp.float32))
+    tables = heat_bath_thresholds(*float32_parameters(1.0, J, h))
     local = partial(_run_local, tables=tables, schedule=schedule, backend=backend)
     if len(devices) <= 1:
         lattices = local(chain_words, spins)
