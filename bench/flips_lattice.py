@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from timing import batched_time, best_time, thrml_style_time  # noqa: E402
+from timing import batched_time, best_time, thrml_style_time, with_patches  # noqa: E402
 
 BETA_C = math.log(1.0 + math.sqrt(2.0)) / 2.0
 
@@ -143,12 +143,8 @@ def pairwise_flips_per_ns(inputs, init, chains: int, sweeps: int, repeats: int):
     """The THRML-style call with the torus route off: the pairwise kernels."""
     from heatbath.kernels import dispatch
 
-    route = dispatch.torus_backend  # read when the call is traced: a fresh jit needs no cache clearing
-    dispatch.torus_backend = lambda: None
-    try:
-        return flips_per_ns("heatbath", inputs, init, chains, sweeps, repeats)
-    finally:
-        dispatch.torus_backend = route
+    return with_patches([(dispatch, "torus_backend", lambda: None)], flips_per_ns, "heatbath", inputs, init, chains,
+                        sweeps, repeats)
 
 
 def main(argv=None) -> None:
@@ -200,12 +196,11 @@ def main(argv=None) -> None:
         for per_step in args.sweeps_per_step:
             from heatbath.kernels import pallas_backend
 
-            saved, pallas_backend.SWEEPS_PER_STEP = pallas_backend.SWEEPS_PER_STEP, per_step
-            jax.clear_caches()  # the constant is read at trace time
-            rate, energy = flips_per_ns("heatbath", inputs, init, chains, sweeps, args.repeats)
-            kernel_rate, kernel_energy = kernel_flips_per_ns(L, init, chains, sweeps, args.repeats)
-            pallas_backend.SWEEPS_PER_STEP = saved
-            jax.clear_caches()
+            (rate, energy), (kernel_rate, kernel_energy) = with_patches(  # the constant is read at trace time
+                [(pallas_backend, "SWEEPS_PER_STEP", per_step)],
+                lambda: (flips_per_ns("heatbath", inputs, init, chains, sweeps, args.repeats),
+                         kernel_flips_per_ns(L, init, chains, sweeps, args.repeats)),
+            )
             print(f"{'':>6} {per_step} sweeps per loop step: vmap {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML), "
                   f"E/site {energy:.4g}; lattice kernel {kernel_rate:.4g} ({kernel_rate / theirs:.3g}x), "
                   f"E/site {kernel_energy:.4g}", flush=True)

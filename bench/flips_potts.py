@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from timing import batched_time, thrml_style_time  # noqa: E402
+from timing import batched_time, thrml_style_time, with_patches  # noqa: E402
 
 Q = 5  # categories (Potts states)
 J = 1.0  # ferromagnetic coupling
@@ -167,22 +167,6 @@ def check_pallas_equals_jnp() -> None:
           f"{bool(jnp.array_equal(runs[0], runs[1]))}", flush=True)
 
 
-def _with_patches(patches, run, *args):
-    """`run(*args)` (a timing function above) with attributes replaced while it is traced, given as
-    (module, name, replacement); caches are cleared around it, so no compiled call of the other
-    version is reused."""
-    originals = [(module, name, getattr(module, name)) for module, name, _ in patches]
-    for module, name, replacement in patches:
-        setattr(module, name, replacement)
-    jax.clear_caches()
-    try:
-        return run(*args)
-    finally:
-        for module, name, original in originals:
-            setattr(module, name, original)
-        jax.clear_caches()
-
-
 def vmap_gather_flips_per_ns(inputs, beta: float, init, chains: int, sweeps: int, repeats: int):
     """The THRML-style call with categorical programs kept on the jax.numpy sweep (method "gather")."""
     from heatbath.kernels import pairwise_sweep
@@ -190,8 +174,8 @@ def vmap_gather_flips_per_ns(inputs, beta: float, init, chains: int, sweeps: int
     chosen = pairwise_sweep._method
     gather = lambda method, program, tables, *rest: (  # noqa: E731
         "gather" if tables.kind == "categorical" and method == "auto" else chosen(method, program, tables, *rest))
-    return _with_patches([(pairwise_sweep, "_method", gather)], flips_per_ns, "heatbath", inputs, beta, init,
-                                 chains, sweeps, repeats)
+    return with_patches([(pairwise_sweep, "_method", gather)], flips_per_ns, "heatbath", inputs, beta, init,
+                        chains, sweeps, repeats)
 
 
 def told_form_flips_per_ns(form: str, inputs, beta: float, init, chains: int, sweeps: int, repeats: int):
@@ -203,8 +187,8 @@ def told_form_flips_per_ns(form: str, inputs, beta: float, init, chains: int, sw
     told = {"general": None, "diagonal": coupling_structure.DIAGONAL}[form]
     forms = lambda program, tables: (told,) * len(tables.sources)  # noqa: E731
     patches = [(coupling_structure, "known_coupling_forms", forms)]  # what both calls read through call_forms
-    vmap = _with_patches(patches, flips_per_ns, "heatbath", inputs, beta, init, chains, sweeps, repeats)
-    return vmap, _with_patches(patches, batched_flips_per_ns, inputs, beta, init, chains, sweeps, repeats)
+    vmap = with_patches(patches, flips_per_ns, "heatbath", inputs, beta, init, chains, sweeps, repeats)
+    return vmap, with_patches(patches, batched_flips_per_ns, inputs, beta, init, chains, sweeps, repeats)
 
 
 def time_categorical_tiles(inputs, beta: float, init, chains: int, sweeps: int, repeats: int, tiles, theirs: float) -> None:

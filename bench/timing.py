@@ -40,3 +40,19 @@ def batched_time(built, states, sweeps: int, repeats: int, **options):
     observed = [Block(nodes)]  # built once, as a sampling loop would
     run = lambda i: sample_states_batched(jax.random.key(1 + i), program, schedule, states, [], observed, **options)  # noqa: E731
     return best_time(run, repeats)
+
+
+def with_patches(patches, run, *args):
+    """`run(*args)` (a timing function) with attributes replaced while it is traced, given as
+    (module, name, replacement); caches are cleared around it, so no compiled call of the other
+    version is reused."""
+    originals = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    for module, name, replacement in patches:
+        setattr(module, name, replacement)
+    jax.clear_caches()
+    try:
+        return run(*args)
+    finally:
+        for module, name, original in originals:
+            setattr(module, name, original)
+        jax.clear_caches()
