@@ -236,6 +236,86 @@ def test_same_samples_on_any_number_of_devices():
         np.testing.assert_array_equal(np.asarray(run), np.asarray(runs[0]))
 
 
+def _force_batched_route(monkeypatch, backend: str) -> list:
+    """Send `sample_states_batched` calls of a recognised torus to the lattice kernel on `backend`; the
+    returned list gets the lattice size each time the route is taken."""
+    from heatbath.kernels import batched
+
+    taken = []
+    route = batched._torus_route
+    monkeypatch.setattr(batched, "torus_backend", lambda devices=None: backend)
+    monkeypatch.setattr(batched, "_torus_route", lambda *a: (lambda r: r and taken.append(r[0].L) or r)(route(*a)))
+    return taken
+
+
+def test_batched_call_takes_the_route_and_follows_the_thrml_style_chains(monkeypatch):
+    """`sample_states_batched` on a torus runs the lattice kernel, and given the chain words of the
+    THRML-style call's keys it gives that call's samples: the batched route samples what the routed
+    THRML-style call samples, which the Kaufman test checks. An explicit method keeps its kernel."""
+    from heatbath.kernels import batched
+
+    taken = _force_batched_route(monkeypatch, "jnp")
+    _force_route(monkeypatch, "jnp")
+    program, _, blocks, _ = _program(64, 0.44, -0.2)
+    init = _random_init(blocks, 4)
+    schedule = SamplingSchedule(3, 3, 2)
+    keys = jax.random.split(jax.random.key(5), 4)
+    monkeypatch.setattr(batched, "chain_words_from_key", lambda key, chains: jax.vmap(dispatch.key_words_of)(keys))
+    routed = batched.sample_states_batched(jax.random.key(0), program, schedule, init, [], blocks)
+    assert taken == [64]
+    call = jax.jit(jax.vmap(lambda k, a, b: sample_states(k, program, schedule, [a, b], [], blocks)))
+    for a, b in zip(routed, call(keys, *init)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    pairwise = batched.sample_states_batched(jax.random.key(0), program, schedule, init, [], blocks, method="gather")
+    assert taken == [64] and pairwise[0].shape == routed[0].shape
+
+
+def test_batched_route_reads_weights_once_and_compiles_once_per_size(monkeypatch):
+    """A loop of batched calls reads one program's weights once, and a temperature scan (new weights,
+    same structure) reuses the compiled run: J and h are arguments."""
+    from heatbath.kernels.batched import sample_states_batched
+    from heatbath.kernels import ising_torus as module
+    from heatbath.kernels import torus_run
+
+    taken = _force_batched_route(monkeypatch, "jnp")
+    reads, traced = [], []
+    read, run_local = module._read_uniform_weights, torus_run._run_local
+    monkeypatch.setattr(module, "_read_uniform_weights", lambda *a: reads.append(1) or read(*a))
+    monkeypatch.setattr(torus_run, "_run_local", lambda *a, **k: traced.append(1) or run_local(*a, **k))
+    schedule = SamplingSchedule(2, 2, 1)
+    runs = []
+    for J in (0.3, 0.3, 0.5):
+        program, _, blocks, _ = _program(64, J, 0.0)
+        init = _random_init(blocks, 2)
+        for seed in (0, 1):
+            runs.append(sample_states_batched(jax.random.key(seed), program, schedule, init, [], blocks)[0])
+    assert taken == [64] * 6
+    assert len(reads) == 3  # once per program (each _program call builds new weight arrays)
+    assert len(traced) == 1
+    assert not np.array_equal(np.asarray(runs[0]), np.asarray(runs[1]))  # the key matters
+    np.testing.assert_array_equal(np.asarray(runs[0]), np.asarray(runs[2]))  # same key, same J: same samples
+
+
+def test_batched_route_splits_whole_chains_only(monkeypatch):
+    """Chains split over devices as the lattice kernel can (whole chains per device), with the samples
+    of one device; a device count that does not divide the chains leaves the call on the pairwise path."""
+    from heatbath.kernels.batched import sample_states_batched
+
+    taken = _force_batched_route(monkeypatch, "jnp")
+    program, _, blocks, _ = _program(64, 0.44, 0.0)
+    init = _random_init(blocks, 4)
+    schedule = SamplingSchedule(2, 2, 1)
+    key = jax.random.key(3)
+    counts = [n for n in (1, 2, 4) if n <= len(jax.devices())]
+    runs = [sample_states_batched(key, program, schedule, init, [], blocks, devices=jax.devices()[:n])[1] for n in counts]
+    assert taken == [64] * len(counts)
+    for run in runs[1:]:
+        np.testing.assert_array_equal(np.asarray(run), np.asarray(runs[0]))
+    if len(jax.devices()) >= 3:
+        sample_states_batched(key, program, schedule, init, [], blocks, devices=jax.devices()[:3])
+        assert len(taken) == len(counts)
+
+
 @pytest.mark.skipif(not pallas_available(), reason="the native kernel runs on a CUDA GPU")
 def test_native_route_is_the_default_on_gpus_and_takes_the_jax_numpy_steps(monkeypatch):
     assert dispatch.torus_backend() == "pallas"

@@ -36,6 +36,10 @@ from heatbath.kernels.counter_rng import STREAM_TAG as _STREAM_TAG
 from heatbath.kernels.counter_rng import key_words, threefry2x32
 from heatbath.kernels.pairwise_sweep import check_method, run_pairwise
 from heatbath.kernels.coupling_structure import call_forms
+from heatbath.kernels.identity_cache import IdentityCache
+from heatbath.kernels.ising_torus import ising_torus
+from heatbath.kernels.multispin_run import lattice_devices
+from heatbath.kernels.torus_run import TorusIndex, run_torus_chains, torus_backend, torus_index
 from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
 from heatbath.models.discrete_ebm import (
     CategoricalGibbsConditional,
@@ -214,6 +218,13 @@ def sample_states_batched(
     explains each. The tensor-core field rounds differently from the others, so under "auto" a
     chain's samples match across chain counts on the same side of 4,096 chains; fix `method` to make
     them match across it too.
+
+    On CUDA GPUs, "auto" runs a program that is the uniform Ising model on an L × L torus (L a
+    multiple of 64, checkerboard blocks; `kernels.ising_torus`) on the one-bit multispin lattice
+    kernel, as THRML-style calls do, when the devices divide the chains. It draws other random
+    numbers than the pairwise kernels (the same distribution; a chain's samples still depend on its
+    key words alone, whatever the number of chains or devices). Its J and h are arguments of the
+    compiled run, so a temperature scan compiles once.
     """
     check_method(method)  # before any path is chosen, so a bad method fails for every program
     reason = supports_batched(program)
@@ -229,9 +240,17 @@ def sample_states_batched(
     if pairwise_kind(program)[0] is not None:
         observed = [_observed_ids(program.gibbs_spec, block) for block in nodes_to_sample]
         devices = None if devices is None else tuple(devices)
-        # Concrete weights can be read now, not inside the compiled call: Potts forms for the GPU kernel,
-        # without one J as a constant (a temperature scan would compile again for every J).
-        forms = call_forms(program, pairwise_tables(program), jax.devices() if devices is None else devices, keep_j=False)
+        tables = pairwise_tables(program)
+        # Concrete weights can be read now, not inside the compiled call: a uniform Ising torus for the
+        # lattice kernel, Potts forms for the GPU kernel, without one J as a constant (a temperature
+        # scan would compile again for every J).
+        route = _torus_route(program, tables, observed, chains, devices) if method == "auto" else None
+        if route is not None:
+            torus, index, backend, split = route
+            return _run_torus(key, program, list(init_state_free), list(state_clamp), index, jnp.float32(torus.J),
+                              jnp.float32(torus.h), L=torus.L, schedule=schedule, backend=backend, devices=split,
+                              chains=chains)
+        forms = call_forms(program, tables, jax.devices() if devices is None else devices, keep_j=False)
         return _run_pairwise(key, program, schedule, list(init_state_free), list(state_clamp), observed, devices, chains,
                              method, forms)
     block_states = chain_block_states(program, list(init_state_free), list(state_clamp), chains)
@@ -239,22 +258,41 @@ def sample_states_batched(
     return _run(key, program, schedule, global_state, [Block(block) for block in nodes_to_sample])
 
 
-_OBSERVED: dict[tuple[int, int], tuple[object, object, Array]] = {}
+_OBSERVED: IdentityCache[Array] = IdentityCache(64)
 
 
 def _observed_ids(spec, block) -> Array:
-    """Spec-wide ids of a sampled block's nodes, on device, cached per (spec, block) so that a loop
+    """Spec-wide ids of a sampled block's nodes, on device, remembered per (spec, block) so that a loop
     calling `sample_states_batched` with the same blocks does not look up 10^6 nodes every call."""
     nodes = block.nodes if isinstance(block, Block) else tuple(block)
-    key = (id(spec), id(nodes))
-    hit = _OBSERVED.get(key)
-    if hit is not None and hit[0] is spec and hit[1] is nodes:
-        return hit[2]
-    ids = jnp.asarray(spec.node_ids(nodes, "sampled node"), jnp.int32)
-    if len(_OBSERVED) > 64:
-        _OBSERVED.clear()
-    _OBSERVED[key] = (spec, nodes, ids)
-    return ids
+    return _OBSERVED.get((spec, nodes), lambda: jnp.asarray(spec.node_ids(nodes, "sampled node"), jnp.int32))
+
+
+_TORUS_INDEX: IdentityCache[TorusIndex] = IdentityCache(4)  # 4 MB each at L = 1024, on device
+
+
+def _torus_route(program, tables, observed, chains: int, devices) -> tuple | None:
+    """(torus, index, backend, devices to split over) when the call runs the multispin lattice kernel:
+    a uniform Ising torus (`ising_torus`) on CUDA GPUs whose number divides the chains; else None."""
+    backend = torus_backend(devices)
+    if backend is None:
+        return None
+    if devices is not None and chains % len(devices):
+        return None  # the lattice kernel splits whole chains; the pairwise kernels pad instead
+    torus = ising_torus(program, tables)
+    if torus is None:
+        return None
+    index = _TORUS_INDEX.get((torus.sites, *observed), lambda: torus_index(torus, [np.asarray(x) for x in observed]))
+    return torus, index, backend, lattice_devices(chains, devices)
+
+
+@eqx.filter_jit
+def _run_torus(key, program, init_state_free, state_clamp, index, J, h, *, L, schedule, backend, devices, chains: int):
+    """Key to samples on the lattice kernel in one compiled call; J and h traced, so a temperature scan
+    compiles once."""
+    block_states = chain_block_states(program, init_state_free, state_clamp, chains)
+    words = chain_words_from_key(key, chains)
+    return run_torus_chains(words, block_states, index, J, h, L=L, schedule=schedule, backend=backend, devices=devices)
 
 
 @eqx.filter_jit

@@ -21,7 +21,6 @@ the general update. Every form adds the same numbers
 
 from __future__ import annotations
 
-import weakref
 from typing import Literal, Union
 
 import jax
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from heatbath.block_sampling import BlockSamplingProgram
+from heatbath.kernels.identity_cache import IdentityCache, immutable_arrays
 from heatbath.kernels.pairwise_tables import NeighbourTables
 from heatbath.kernels.pallas_backend import pallas_runs_on
 from heatbath.validation import is_concrete
@@ -73,8 +73,7 @@ def inside_jit() -> bool:
     return isinstance(jnp.zeros(()), jax.core.Tracer)
 
 
-_KNOWN: dict[tuple[int, ...], tuple[list[weakref.ref], tuple[CouplingForm, ...]]] = {}
-_KNOWN_SIZE = 32
+_KNOWN: IdentityCache[tuple[CouplingForm, ...]] = IdentityCache(32)
 
 
 def known_coupling_forms(program: BlockSamplingProgram, tables: NeighbourTables) -> tuple[CouplingForm, ...]:
@@ -87,18 +86,9 @@ def known_coupling_forms(program: BlockSamplingProgram, tables: NeighbourTables)
     for b in range(len(tables.sources)):
         for j in tables.pair_interactions[b]:
             leaves += [program.per_block_interactions[b][j].weights, program.per_block_interaction_active[b][j]]
-    if not all(isinstance(x, jax.Array) and is_concrete(x) for x in leaves):
+    if not immutable_arrays(leaves):
         return coupling_forms(program, tables)
-    held = [tables, *leaves]  # what the forms were read from, checked by identity on a hit
-    key = tuple(map(id, held))
-    hit = _KNOWN.get(key)
-    if hit is not None and all(ref() is x for ref, x in zip(hit[0], held)):
-        return hit[1]
-    forms = coupling_forms(program, tables)
-    if len(_KNOWN) >= _KNOWN_SIZE:
-        _KNOWN.clear()
-    _KNOWN[key] = ([weakref.ref(x) for x in held], forms)
-    return forms
+    return _KNOWN.get((tables, *leaves), lambda: coupling_forms(program, tables))
 
 
 def _block_form(program: BlockSamplingProgram, tables: NeighbourTables, b: int) -> CouplingForm:

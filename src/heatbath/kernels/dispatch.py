@@ -31,8 +31,7 @@ from heatbath.kernels.coupling_structure import call_forms, inside_jit
 from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
 from heatbath.kernels.ising_torus import ising_torus
 from heatbath.kernels.multispin_run import lattice_devices
-from heatbath.kernels.pallas_backend import pallas_runs_on
-from heatbath.kernels.torus_run import run_ising_torus, torus_index
+from heatbath.kernels.torus_run import run_ising_torus, torus_backend, torus_index
 
 __all__ = ["fast_sample_states"]
 
@@ -90,12 +89,6 @@ def fast_sample_states(
         return one_chain(key, list(init_state_free), list(state_clamp), (dynamic, index))
 
     return run
-
-
-def torus_backend() -> str | None:
-    """How a recognised Ising torus runs (`ising_torus`): "pallas" on CUDA GPUs; None elsewhere, where
-    the pairwise kernels (the compiled CPU kernel) run it instead."""
-    return "pallas" if pallas_runs_on(tuple(jax.devices())) else None
 
 
 def key_words_of(key) -> jax.Array:

@@ -32,6 +32,7 @@ import numpy as np
 
 from heatbath.block_sampling import BlockSamplingProgram
 from heatbath.kernels.coupling_structure import single_value
+from heatbath.kernels.identity_cache import IdentityCache, immutable_arrays
 from heatbath.kernels.multispin import LANES
 from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours
 from heatbath.validation import is_concrete
@@ -76,26 +77,16 @@ def ising_torus(program: BlockSamplingProgram, tables: NeighbourTables) -> Ising
 
 
 # Lattice layouts found so far, per (neighbour tables, first block). `pairwise_tables` keeps one tables
-# object per program, so an eager loop over one program (which traces every call) walks the torus
-# once: 0.3 s at L = 1024 and about 5 s at L = 4096 on a CPU. An entry holds its tables alive,
-# so its id cannot be reused while it is here; few entries, since a 4096² layout is 64 MB.
-_SITES: dict[tuple[int, int], tuple[NeighbourTables, np.ndarray | None]] = {}
-_SITES_SIZE = 4
+# object per program structure, so an eager loop over one program (which traces every call) walks the
+# torus once: 0.3 s at L = 1024 and about 5 s at L = 4096 on a CPU. Few entries: a 4096² layout is 64 MB.
+_SITES: IdentityCache[np.ndarray | None] = IdentityCache(4)
 
 
 def checkerboard_sites(tables: NeighbourTables, first: int) -> np.ndarray | None:
     """The lattice layout `[L, L]` (spec-wide node ids) of a two-block spin program whose neighbour
     graph is an L × L torus (L a multiple of 64) coloured by its blocks, with block `first` on the
     sites where (i + j) is even; None for any other graph. Remembered per tables object."""
-    key = (id(tables), first)
-    hit = _SITES.get(key)
-    if hit is not None and hit[0] is tables:
-        return hit[1]
-    sites = _find_checkerboard_sites(tables, first)
-    if len(_SITES) >= _SITES_SIZE:
-        _SITES.pop(next(iter(_SITES)))
-    _SITES[key] = (tables, sites)
-    return sites
+    return _SITES.get((tables,), lambda: _find_checkerboard_sites(tables, first), extra=first)
 
 
 def _find_checkerboard_sites(tables: NeighbourTables, first: int) -> np.ndarray | None:
@@ -119,16 +110,29 @@ def _find_checkerboard_sites(tables: NeighbourTables, first: int) -> np.ndarray 
     return sites
 
 
+_WEIGHTS: IdentityCache[tuple[float | None, float]] = IdentityCache(32)
+
+
 def _uniform_weights(program: BlockSamplingProgram, tables: NeighbourTables) -> tuple[float | None, float]:
     """(J, h) when every coupling in use is J and every node's bias h, from concrete weights; else
-    (None, 0). numpy on the host only: jax operations here would run inside the caller's trace."""
+    (None, 0). Remembered per set of jax Array weights (`known_coupling_forms` explains why), so a
+    loop over one program copies its weights from the GPU once."""
+    arrays = []
+    for b in (0, 1):
+        arrays += [x.weights for x in program.per_block_interactions[b]] + list(program.per_block_interaction_active[b])
+    if not all(is_concrete(x) for x in arrays):
+        return None, 0.0
+    if not immutable_arrays(arrays):
+        return _read_uniform_weights(program, tables)
+    return _WEIGHTS.get((tables, *arrays), lambda: _read_uniform_weights(program, tables))
+
+
+def _read_uniform_weights(program: BlockSamplingProgram, tables: NeighbourTables) -> tuple[float | None, float]:
+    """numpy on the host only: jax operations here would run inside the caller's trace."""
     couplings, biases = [], []
     for b in (0, 1):
         interactions = program.per_block_interactions[b]
         active = program.per_block_interaction_active[b]
-        arrays = [interactions[j].weights for j in range(len(interactions))] + list(active)
-        if not all(is_concrete(x) for x in arrays):
-            return None, 0.0
         w = [np.asarray(jax.device_get(interactions[j].weights), np.float32) for j in range(len(interactions))]
         used = [np.asarray(jax.device_get(a), bool) for a in active]
         bias = np.zeros(tables.block_sizes[b], np.float32)

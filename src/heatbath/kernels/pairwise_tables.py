@@ -23,6 +23,7 @@ import numpy as np
 from jaxtyping import Array
 
 from heatbath.block_sampling import BlockSamplingProgram
+from heatbath.kernels.identity_cache import IdentityCache
 from heatbath.models.discrete_ebm import CategoricalGibbsConditional, DiscreteEBMInteraction, SpinGibbsConditional
 
 __all__ = ["NeighbourTables", "pairwise_tables", "pairwise_kind", "block_couplings", "flat_neighbours"]
@@ -93,20 +94,13 @@ def pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
     return kind, ""
 
 
-_CACHE: dict[int, tuple[object, NeighbourTables]] = {}
-_CACHE_SIZE = 32
+_TABLES: IdentityCache[NeighbourTables] = IdentityCache(32)
 
 
 def pairwise_tables(program: BlockSamplingProgram) -> NeighbourTables:
-    """The static tables of `program` (which `pairwise_kind` must accept), cached per structure."""
-    cached = _CACHE.get(id(program.tables))
-    if cached is not None and cached[0] is program.tables:
-        return cached[1]
-    tables = _build(program)
-    if len(_CACHE) >= _CACHE_SIZE:  # entries hold their program's tables alive: keep a few only
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[id(program.tables)] = (program.tables, tables)
-    return tables
+    """The static tables of `program` (which `pairwise_kind` must accept), remembered per structure
+    (per `program.tables` object)."""
+    return _TABLES.get((program.tables,), lambda: _build(program))
 
 
 def _owners(spec) -> dict[int, tuple[np.ndarray, np.ndarray]]:

@@ -22,17 +22,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
-from jaxtyping import Array, Bool, Int32, UInt32
+from jaxtyping import Array, ArrayLike, Bool, Float, Int32, UInt32
 
 from heatbath.block_sampling import SamplingSchedule
 from heatbath.kernels.checkerboard import float32_parameters, heat_bath_thresholds
 from heatbath.kernels.counter_rng import stream_seeds
 from heatbath.kernels.ising_torus import IsingTorus
 from heatbath.kernels.multispin_run import MAX_GROUP, group_size
-from heatbath.kernels.pallas_backend import sweeps_per_step
+from heatbath.kernels.pallas_backend import pallas_runs_on, sweeps_per_step
 from heatbath.kernels.multispin import PLANES, chain_hashes, pack_spins, packed_update, sweep_parameters, unpack_spins
 
-__all__ = ["run_ising_torus", "torus_index", "TorusIndex", "BACKENDS"]
+__all__ = ["run_ising_torus", "run_torus_chains", "torus_index", "torus_backend", "TorusIndex", "BACKENDS"]
 
 BACKENDS = ("pallas", "jnp", "interpret")
 _RUN_KEY = (0, 0)  # the plane keys' run key: the chains' seeds carry the randomness
@@ -48,17 +48,72 @@ def _update(other, colour: int, params, seeds, t, backend: str):
     return pallas_packed_update(other, colour, params, t, seeds=seeds, planes=PLANES, interpret=backend == "interpret")
 
 
-def _sweeps(words, chain_words, tables, first, count: int, backend: str):
-    """Sweeps first, first + 1, ... (count of them, static) of both colours."""
+def group_seeds(chain_words: UInt32[Array, "chains 2"], start, group: int) -> UInt32[Array, "group 2 chains"]:
+    """Each chain's seed for both colour updates of sweeps start .. start + group - 1: update n = 2t + c
+    of a chain is keyed by `stream_seeds(its words, n)`, as in the pairwise kernels."""
+    streams = 2 * (start + jnp.arange(group, dtype=jnp.uint32))[:, None] + jnp.arange(2, dtype=jnp.uint32)
+    return jax.vmap(jax.vmap(lambda s: stream_seeds(chain_words, s)))(streams)
+
+
+def seeded_sweeps(state, chain_words, first, count: int, sweep_group, backend: str):
+    """Sweeps first .. first + count - 1 (count static) in groups: `sweep_group(state, start, group,
+    seeds)` runs `group` sweeps from sweep `start` with the chains' seeds of those sweeps (`group_seeds`,
+    computed together, at most `_MAX_SEED_WORDS` of them)."""
     if count == 0:
-        return words
+        return state
     group = group_size(count, min(MAX_GROUP, _MAX_SEED_WORDS // (2 * chain_words.shape[0])))
 
-    def sweep_group(g, words):
+    def one_group(g, state):
         start = first + g.astype(jnp.uint32) * jnp.uint32(group)
+        return sweep_group(state, start, group, group_seeds(chain_words, start, group))
+
+    return jax.lax.fori_loop(0, count // group, one_group, state)
+
+
+def run_schedule(state, schedule: SamplingSchedule, sweeps, read) -> Array:
+    """`read(state)` at every sample of `schedule`, stacked: `sweeps(state, first, count)` runs sweeps
+    first .. first + count - 1 (count static); the first sample follows the warm-up."""
+    state = sweeps(state, jnp.uint32(0), schedule.n_warmup)
+
+    def sample(state, i):
+        start = jnp.uint32(schedule.n_warmup) + i * jnp.uint32(schedule.steps_per_sample)
+        state = sweeps(state, start, schedule.steps_per_sample)
+        return state, read(state)
+
+    _, rest = jax.lax.scan(sample, state, jnp.arange(schedule.n_samples - 1, dtype=jnp.uint32))
+    return jnp.concatenate([read(state)[None], rest])
+
+
+def site_lattice(block_states: list[Array], index: "TorusIndex", L: int) -> Array:
+    """The free blocks' states `[chains, n_b]` placed on the lattice, `[L, L, chains]`."""
+    flat = jnp.concatenate(block_states, axis=1)
+    return flat[:, index.sites].T.reshape(L, L, flat.shape[0])
+
+
+def over_chains(local, devices: tuple, chain_words, lattice) -> Array:
+    """`local(chain_words, lattice)` with the chains (last axis of the lattice, first of the words)
+    split over `devices` when there are several; its result has the chains last."""
+    if len(devices) <= 1:
+        return local(chain_words, lattice)
+    mesh = Mesh(np.asarray(devices), ("chains",))
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(PartitionSpec("chains"), PartitionSpec(None, None, "chains")),
+        out_specs=PartitionSpec(None, None, None, "chains"), check_vma=False,
+    )(chain_words, lattice)
+
+
+def observed_samples(lattices: Array, index: "TorusIndex") -> list[Array]:
+    """Per observed block, `[chains, samples, n]` from the lattices `[samples, L, L, chains]`."""
+    samples, L, _, chains = lattices.shape
+    by_site = lattices.reshape(samples, L * L, chains)
+    return [jnp.moveaxis(by_site[:, positions], -1, 0) for positions in index.observed]
+
+
+def _run_local(chain_words, spins, tables, schedule: SamplingSchedule, backend: str):
+    """Packed sweeps of the local chains; the lattice `[samples, L, L, chains]` at every sample."""
+
+    def sweep_group(words, start, group, seeds):
         params = sweep_parameters(tables, _RUN_KEY, start, group, PLANES)  # [group, 2, N_PARAMS]
-        streams = 2 * (start + jnp.arange(group, dtype=jnp.uint32))[:, None] + jnp.arange(2, dtype=jnp.uint32)
-        seeds = jax.vmap(jax.vmap(lambda s: stream_seeds(chain_words, s)))(streams)  # [group, 2, chains]
 
         def sweep(t, words):
             even = _update(words[1], 0, params, seeds, t, backend)
@@ -66,23 +121,11 @@ def _sweeps(words, chain_words, tables, first, count: int, backend: str):
 
         return jax.lax.fori_loop(0, group, sweep, words, unroll=sweeps_per_step(backend, group))
 
-    return jax.lax.fori_loop(0, count // group, sweep_group, words)
+    def sweeps(words, first, count):
+        return seeded_sweeps(words, chain_words, first, count, sweep_group, backend)
 
-
-def _run_local(chain_words, spins, tables, schedule: SamplingSchedule, backend: str):
-    """Packed sweeps of the local chains; the lattice `[samples, L, L, chains]` at every sample."""
     words = pack_spins(spins)
-    words = (words[:, 0], words[:, 1])
-    words = _sweeps(words, chain_words, tables, jnp.uint32(0), schedule.n_warmup, backend)
-
-    def sample(words, i):
-        start = jnp.uint32(schedule.n_warmup) + i * jnp.uint32(schedule.steps_per_sample)
-        words = _sweeps(words, chain_words, tables, start, schedule.steps_per_sample, backend)
-        return words, unpack_spins(jnp.stack(words, axis=1))
-
-    first = unpack_spins(jnp.stack(words, axis=1))
-    _, rest = jax.lax.scan(sample, words, jnp.arange(schedule.n_samples - 1, dtype=jnp.uint32))
-    return jnp.concatenate([first[None], rest])
+    return run_schedule((words[:, 0], words[:, 1]), schedule, sweeps, lambda w: unpack_spins(jnp.stack(w, axis=1)))
 
 
 class TorusIndex(NamedTuple):
@@ -107,24 +150,28 @@ def torus_index(torus: IsingTorus, observed_ids: list[np.ndarray]) -> TorusIndex
 
 
 @partial(jax.jit, static_argnames=("L", "schedule", "backend", "devices"))
-def _run(chain_words, flat_spins, index: TorusIndex, J, h, *, L: int, schedule: SamplingSchedule, backend, devices):
-    # Compiled once per (L, schedule, backend, devices, shapes): `sample_states` traces its kernel even
-    # when called eagerly (custom_vmap), and without a jit of its own the route's loops were compiled
-    # again on every such call (2 s a call for a 64² torus on the CPU, against 0.04 s now).
-    n_chains = chain_words.shape[0]
-    spins = jnp.where(flat_spins[:, index.sites], jnp.int8(1), jnp.int8(-1)).T.reshape(L, L, n_chains)
+def run_torus_chains(
+    chain_words: UInt32[Array, "chains 2"],
+    block_states: list[Bool[Array, "chains n"]],
+    index: TorusIndex,
+    J: Float[ArrayLike, ""],
+    h: Float[ArrayLike, ""],
+    *,
+    L: int,
+    schedule: SamplingSchedule,
+    backend: str,
+    devices: tuple,
+) -> list[Bool[Array, "chains samples n"]]:
+    """The compiled core of `run_ising_torus`, with the coupling J and the bias h as (traced) arguments,
+    so new weights reuse the compiled run. Compiled once per (L, schedule, backend, devices, shapes):
+    `sample_states` traces its kernel even when called eagerly (custom_vmap), and without a jit of its
+    own the route's loops were compiled again on every such call (2 s a call for a 64² torus on the
+    CPU, against 0.04 s now)."""
+    lattice = site_lattice(block_states, index, L)
+    spins = jnp.where(lattice, jnp.int8(1), jnp.int8(-1))
     tables = heat_bath_thresholds(*float32_parameters(1.0, J, h))
     local = partial(_run_local, tables=tables, schedule=schedule, backend=backend)
-    if len(devices) <= 1:
-        lattices = local(chain_words, spins)
-    else:
-        mesh = Mesh(np.asarray(devices), ("chains",))
-        lattices = jax.shard_map(
-            local, mesh=mesh, in_specs=(PartitionSpec("chains"), PartitionSpec(None, None, "chains")),
-            out_specs=PartitionSpec(None, None, None, "chains"), check_vma=False,
-        )(chain_words, spins)
-    by_site = lattices.reshape(lattices.shape[0], L * L, n_chains)  # [samples, sites, chains]
-    return [jnp.moveaxis(by_site[:, positions] > 0, -1, 0) for positions in index.observed]  # [chains, samples, n]
+    return [x > 0 for x in observed_samples(over_chains(local, devices, chain_words, spins), index)]
 
 
 def run_ising_torus(
@@ -140,8 +187,18 @@ def run_ising_torus(
     after `schedule` on the torus, from the free blocks' states `[chains, n_b]`. `backend`: "pallas"
     (CUDA GPUs), "jnp", or "interpret" (the Pallas kernel interpreted, for tests). Chains are split
     over `devices` when there are several (their number must divide the chain count)."""
+    check_backend(backend)
+    return run_torus_chains(chain_words, list(block_states), index, torus.J, torus.h, L=torus.L, schedule=schedule,
+                            backend=backend, devices=tuple(devices))
+
+
+def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
-    flat = jnp.concatenate(block_states, axis=1)
-    return _run(chain_words, flat, index, torus.J, torus.h, L=torus.L, schedule=schedule, backend=backend,
-                devices=tuple(devices))
+
+
+def torus_backend(devices=None) -> str | None:
+    """How a recognised Ising torus runs by default on `devices` (default: the default backend's):
+    "pallas" on CUDA GPUs; None elsewhere, where the pairwise kernels (the compiled CPU kernel) are
+    faster (BENCHMARKS.md) and run it instead."""
+    return "pallas" if pallas_runs_on(tuple(jax.devices() if devices is None else devices)) else None

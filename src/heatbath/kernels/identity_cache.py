@@ -1,0 +1,64 @@
+"""Values worked out from particular objects, remembered while those very objects are alive.
+
+Several costs of a call depend only on objects a user hands in again and again: the neighbour tables
+of a program's structure, the lattice layout of a torus, what concrete weights show (Potts forms, a
+uniform Ising torus), the ids of a sampled block. A loop that calls `sample_states_batched` or an
+eager `sample_states` with one program should pay them once. Keys are the objects' identities, so
+nothing needs to be hashable, and a hit is confirmed by identity (an id can be reused once its object
+is gone): objects that take weak references (jax and numpy arrays, most classes) are held weakly, so
+a cache entry never keeps GPU memory alive; others (tuples) are held, which keeps their ids unique.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Callable, Generic, Hashable, Sequence, TypeVar
+
+import jax
+
+from heatbath.validation import is_concrete
+
+__all__ = ["IdentityCache", "immutable_arrays"]
+
+V = TypeVar("V")
+
+
+def _reference(x: object) -> Callable[[], object]:
+    try:
+        return weakref.ref(x)
+    except TypeError:  # no weak references (tuples, ints): hold it
+        return lambda: x
+
+
+class IdentityCache(Generic[V]):
+    """At most `size` values, each keyed by the identities of the objects it was worked out from
+    (plus an optional hashable `extra`); the oldest entry goes first when full."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: dict[tuple, tuple[list[Callable[[], object]], V]] = {}
+
+    def get(self, held: Sequence[object], compute: Callable[[], V], extra: Hashable = None) -> V:
+        """The value remembered for exactly these objects (and `extra`), else `compute()`, remembered."""
+        key = (extra, *map(id, held))
+        hit = self._entries.get(key)
+        if hit is not None and all(ref() is x for ref, x in zip(hit[0], held)):
+            return hit[1]
+        value = compute()
+        self._entries.pop(key, None)
+        while len(self._entries) >= self.size:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = ([_reference(x) for x in held], value)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def immutable_arrays(arrays: Sequence[object]) -> bool:
+    """Whether every one of `arrays` is a concrete jax Array: those cannot change, so what they show
+    can be remembered per identity. numpy arrays can change in place and must be read every time."""
+    return all(isinstance(x, jax.Array) and is_concrete(x) for x in arrays)

@@ -1,0 +1,50 @@
+"""`IdentityCache`: values remembered per identity of the objects they came from, never for look-alikes."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import jax.numpy as jnp
+import numpy as np
+
+from heatbath.kernels.identity_cache import IdentityCache, immutable_arrays
+
+
+def test_hits_only_for_the_very_same_objects():
+    cache, calls = IdentityCache(4), []
+    a, b = np.zeros(3), np.zeros(3)  # equal, not identical
+    compute = lambda: calls.append(1) or len(calls)  # noqa: E731
+    assert cache.get((a,), compute) == 1
+    assert cache.get((a,), compute) == 1
+    assert cache.get((b,), compute) == 2
+    assert cache.get((a,), compute, extra="other") == 3  # `extra` is part of the key
+    nodes = (1, 2, 3)  # no weak references: held, so its id stays unique
+    assert cache.get((nodes,), compute) == 4 and cache.get((nodes,), compute) == 4
+
+
+def test_dead_objects_never_hit_and_are_not_kept_alive():
+    cache = IdentityCache(4)
+    x = np.arange(4)
+    cache.get((x,), lambda: "x")
+    alive = weakref.ref(x)
+    del x
+    gc.collect()
+    assert alive() is None  # the entry did not keep the array alive
+    for _ in range(20):  # new arrays, some reusing the dead one's id: none may hit its entry
+        assert cache.get((np.arange(4),), lambda: "new") == "new"
+
+
+def test_oldest_entry_goes_first():
+    cache = IdentityCache(2)
+    objs = [np.zeros(1) for _ in range(3)]
+    for i, o in enumerate(objs):
+        cache.get((o,), lambda i=i: i)
+    assert len(cache) == 2
+    assert cache.get((objs[0],), lambda: "again") == "again"  # evicted
+    assert cache.get((objs[2],), lambda: "again") == 2
+
+
+def test_only_concrete_jax_arrays_count_as_immutable():
+    assert immutable_arrays([jnp.zeros(2), jnp.ones(())])
+    assert not immutable_arrays([jnp.zeros(2), np.zeros(2)])
