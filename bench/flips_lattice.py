@@ -12,10 +12,11 @@ random ±1 lattice in every column (`init_lattice`), and runs `--sweeps` sweeps.
   sample). Skipped (nan) when L > `--thrml-max-L` or with `--no-thrml`.
 - heatbath vmap: the same call with heatbath's classes (THRML's import paths). On CUDA GPUs the
   program is recognised as the uniform Ising torus and runs the multispin lattice kernel when L is a
-  multiple of 64 (`heatbath.kernels.ising_torus`); `--vmap-pairwise` adds the same call with that
-  route off (the pairwise kernels, as before the route existed). `--sweeps-per-step` times the route
+  multiple of 64 (`heatbath.kernels.ising_torus`); `--vmap-pairwise` adds this call and the batched
+  one with that route off (the pairwise kernels, as before the route existed). `--sweeps-per-step` times the route
   and the lattice kernel with other numbers of sweeps per GPU loop step (`pallas_backend.SWEEPS_PER_STEP`).
-- heatbath batched: the same program through `heatbath.kernels.batched.sample_states_batched`.
+- heatbath batched: the same program through `heatbath.kernels.batched.sample_states_batched` (on CUDA
+  GPUs the same route).
 - lattice kernel: heatbath's dedicated lattice kernel,
   `heatbath.kernels.run_lattice(key, init_lattice(key, L, chains), β_c, sweeps, measure_every=sweeps)`
   (one energy/magnetisation measurement, after the last sweep, as the others return one sample); for L
@@ -47,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from timing import batched_time, best_time, thrml_style_time, with_patches  # noqa: E402
+from timing import batched_time, best_time, routes_off, thrml_style_time, with_patches  # noqa: E402
 
 BETA_C = math.log(1.0 + math.sqrt(2.0)) / 2.0
 
@@ -140,11 +141,10 @@ def kernel_flips_per_ns(L: int, init, chains: int, sweeps: int, repeats: int, me
 
 
 def pairwise_flips_per_ns(inputs, init, chains: int, sweeps: int, repeats: int):
-    """The THRML-style call with the torus route off: the pairwise kernels."""
-    from heatbath.kernels import dispatch
-
-    return with_patches([(dispatch, "torus_backend", lambda: None)], flips_per_ns, "heatbath", inputs, init, chains,
-                        sweeps, repeats)
+    """The THRML-style and the batched call with the torus route off (the pairwise kernels): two
+    (flips/ns, energy) pairs."""
+    vmap = with_patches(routes_off(), flips_per_ns, "heatbath", inputs, init, chains, sweeps, repeats)
+    return vmap, with_patches(routes_off(), batched_flips_per_ns, inputs, init, chains, sweeps, repeats)
 
 
 def main(argv=None) -> None:
@@ -157,7 +157,7 @@ def main(argv=None) -> None:
     parser.add_argument("--no-thrml", action="store_true")
     parser.add_argument("--kernel-only", action="store_true", help="time only heatbath's lattice kernel")
     parser.add_argument("--vmap-pairwise", action="store_true",
-                        help="also time the THRML-style call with the torus route off (the pairwise kernels)")
+                        help="also time the THRML-style and batched calls with the torus route off (the pairwise kernels)")
     parser.add_argument("--sweeps-per-step", type=int, nargs="*", default=[],
                         help="also time the THRML-style call and the lattice kernel with these sweeps per step of "
                              "the multispin sweep loop (pallas_backend.SWEEPS_PER_STEP)")
@@ -205,9 +205,10 @@ def main(argv=None) -> None:
                   f"E/site {energy:.4g}; lattice kernel {kernel_rate:.4g} ({kernel_rate / theirs:.3g}x), "
                   f"E/site {kernel_energy:.4g}", flush=True)
         if args.vmap_pairwise:
-            rate, energy = pairwise_flips_per_ns(inputs, init, chains, sweeps, args.repeats)
-            print(f"{'':>6} vmap, torus route off (pairwise kernels): {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML), "
-                  f"E/site {energy:.4g}", flush=True)
+            for call, (rate, energy) in zip(("vmap", "batched"), pairwise_flips_per_ns(inputs, init, chains, sweeps,
+                                                                                      args.repeats)):
+                print(f"{'':>6} {call}, torus route off (pairwise kernels): {rate:.4g} flips/ns "
+                      f"({rate / theirs:.3g}x THRML), E/site {energy:.4g}", flush=True)
         print(f"{'':>6} sanity, mean E/site after {sweeps} sweeps: THRML {e_theirs:.4g}, heatbath vmap {e_ours:.4g}, "
               f"batched {e_fast:.4g}, kernel {e_kernel:.4g} (equilibrium, L -> inf: {-math.sqrt(2):.4g})", flush=True)
 

@@ -13,7 +13,9 @@ colouring in every column and runs `--sweeps` sweeps. Columns:
 
 - THRML: `jax.jit(jax.vmap(lambda k, s: sample_states(k, program, schedule, s, [], [Block(nodes)])))`
   over `chains` keys (schedule: `sweeps` warm-up sweeps, one sample). Skipped with `--no-thrml`.
-- heatbath vmap: the same call with heatbath's classes (THRML's import paths).
+- heatbath vmap: the same call with heatbath's classes (THRML's import paths). On CUDA GPUs it
+  recognises the uniform Potts torus and runs the Potts lattice kernel (`kernels.potts_torus`);
+  `--route-off` times it (and the batched call) on the categorical kernel instead.
 - heatbath batched: the same program through `heatbath.kernels.batched.sample_states_batched`.
 - lattice kernel: the same model through heatbath's dedicated Potts lattice kernel,
   `heatbath.kernels.potts_lattice.run_potts_lattice(key, state, β, sweeps, q=5, J=1, measure_every=sweeps)`
@@ -49,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from timing import batched_time, thrml_style_time, with_patches  # noqa: E402
+from timing import batched_time, routes_off, thrml_style_time, with_patches  # noqa: E402
 
 Q = 5  # categories (Potts states)
 J = 1.0  # ferromagnetic coupling
@@ -174,8 +176,15 @@ def vmap_gather_flips_per_ns(inputs, beta: float, init, chains: int, sweeps: int
     chosen = pairwise_sweep._method
     gather = lambda method, program, tables, *rest: (  # noqa: E731
         "gather" if tables.kind == "categorical" and method == "auto" else chosen(method, program, tables, *rest))
-    return with_patches([(pairwise_sweep, "_method", gather)], flips_per_ns, "heatbath", inputs, beta, init,
-                        chains, sweeps, repeats)
+    return with_patches([(pairwise_sweep, "_method", gather), *routes_off()], flips_per_ns, "heatbath", inputs, beta,
+                        init, chains, sweeps, repeats)
+
+
+def route_off_flips_per_ns(inputs, beta: float, init, chains: int, sweeps: int, repeats: int):
+    """The THRML-style and the batched call with the Potts torus route off (the categorical kernel, as
+    before the route): two (flips/ns, energy) pairs."""
+    vmap = with_patches(routes_off(), flips_per_ns, "heatbath", inputs, beta, init, chains, sweeps, repeats)
+    return vmap, with_patches(routes_off(), batched_flips_per_ns, inputs, beta, init, chains, sweeps, repeats)
 
 
 def told_form_flips_per_ns(form: str, inputs, beta: float, init, chains: int, sweeps: int, repeats: int):
@@ -186,7 +195,7 @@ def told_form_flips_per_ns(form: str, inputs, beta: float, init, chains: int, sw
 
     told = {"general": None, "diagonal": coupling_structure.DIAGONAL}[form]
     forms = lambda program, tables: (told,) * len(tables.sources)  # noqa: E731
-    patches = [(coupling_structure, "known_coupling_forms", forms)]  # what both calls read through call_forms
+    patches = [(coupling_structure, "known_coupling_forms", forms), *routes_off()]  # read through call_forms
     vmap = with_patches(patches, flips_per_ns, "heatbath", inputs, beta, init, chains, sweeps, repeats)
     return vmap, with_patches(patches, batched_flips_per_ns, inputs, beta, init, chains, sweeps, repeats)
 
@@ -239,6 +248,9 @@ def main(argv=None) -> None:
     parser.add_argument("--forms", nargs="*", default=[], choices=["general", "diagonal"],
                         help="also time the THRML-style and batched calls with the categorical kernel's general update "
                              "or its per-edge Potts update instead of the one-J update it picks here")
+    parser.add_argument("--route-off", action="store_true",
+                        help="also time the THRML-style and batched calls with the Potts torus route off (on GPUs they "
+                             "run the Potts lattice kernel; off, the categorical kernel)")
     args = parser.parse_args(argv)
     if jax.default_backend() == "gpu":
         check_pallas_equals_jnp()
@@ -271,6 +283,11 @@ def main(argv=None) -> None:
                 rate, energy = vmap_gather_flips_per_ns(inputs, args.beta, init, chains, sweeps, args.repeats)
                 print(f"{'':>6} vmap, jax.numpy sweep: {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML), mean E/site {energy:.4g}",
                       flush=True)
+            if args.route_off:
+                for call, (rate, energy) in zip(("vmap", "batched"), route_off_flips_per_ns(
+                        inputs, args.beta, init, chains, sweeps, args.repeats)):
+                    print(f"{'':>6} {call}, Potts torus route off: {rate:.4g} flips/ns ({rate / theirs:.3g}x THRML), "
+                          f"mean E/site {energy:.4g}", flush=True)
             for form in args.forms:
                 for call, (rate, energy) in zip(("vmap", "batched"), told_form_flips_per_ns(
                         form, inputs, args.beta, init, chains, sweeps, args.repeats)):

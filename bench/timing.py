@@ -56,3 +56,11 @@ def with_patches(patches, run, *args):
         for module, name, original in originals:
             setattr(module, name, original)
         jax.clear_caches()
+
+
+def routes_off():
+    """Patches (for `with_patches`) that keep THRML-style and batched calls off the lattice routes
+    (uniform Ising and Potts tori on GPUs): they run the pairwise kernels, as before the routes."""
+    from heatbath.kernels import batched, dispatch
+
+    return [(dispatch, "torus_backend", lambda: None), (batched, "torus_backend", lambda devices=None: None)]

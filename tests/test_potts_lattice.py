@@ -6,14 +6,13 @@ over chains is honest whatever the autocorrelation within a chain.
 
 from __future__ import annotations
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from heatbath.errors import HeatbathError
+from heatbath.exact import potts_energy_per_site_exact
 from heatbath.kernels.potts_lattice import (
     PottsLatticeState,
     alias_table,
@@ -24,24 +23,6 @@ from heatbath.kernels.potts_lattice import (
 )
 
 Z_LIMIT = 4.0
-
-
-def _exact_energy_per_site(q: int, L: int, beta: float, J: float, field: np.ndarray) -> float:
-    """<E>/L² on the L×L torus from ln Z = ln Tr T^L (T over row configurations), by a central difference in β."""
-    rows = np.array(list(itertools.product(range(q), repeat=L)))  # [q^L, L]
-    within = (rows == np.roll(rows, 1, axis=1)).sum(1)  # horizontal bonds of a row
-    on_site = field[rows].sum(1)
-    between = (rows[:, None, :] == rows[None, :, :]).sum(2)  # vertical bonds between consecutive rows
-
-    def log_z(b: float) -> float:
-        log_t = b * (J * (within[:, None] + between) + on_site[:, None])
-        shift = log_t.max()
-        t = np.exp(log_t - shift)
-        eig = np.linalg.eigvals(t)
-        return float(np.log(np.sum(eig**L).real) + L * shift)
-
-    step = 1e-5
-    return -(log_z(beta + step) - log_z(beta - step)) / (2 * step) / L**2
 
 
 @pytest.mark.parametrize("q", [2, 5, 8])
@@ -89,7 +70,7 @@ def test_energy_function_matches_numpy():
 def test_energy_matches_transfer_matrix(q, beta, J, field):
     L, chains = 4, 2000
     field = np.asarray(field)
-    exact = _exact_energy_per_site(q, L, beta, J, field)
+    exact = potts_energy_per_site_exact(q, L, beta, J, field)
     state = init_potts_lattice(jax.random.key(1), L, chains, q)
     state, _ = run_potts_lattice(jax.random.key(2), state, beta, 200, q=q, J=J, field=field, measure_every=200)
     _, energy = run_potts_lattice(jax.random.key(3), state, beta, 1000, q=q, J=J, field=field, measure_every=2)

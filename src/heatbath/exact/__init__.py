@@ -1,4 +1,5 @@
-"""Exact references: enumeration of small discrete models, and the exact 2D Ising model (Onsager, Kaufman)."""
+"""Exact references: enumeration of small discrete models, the exact 2D Ising model (Onsager, Kaufman),
+and the Potts model on small tori (transfer matrix)."""
 
 from heatbath.exact.enumeration import (
     MAX_ENUMERATED_STATES,
@@ -10,6 +11,7 @@ from heatbath.exact.enumeration import (
     marginals,
     spin_moments,
 )
+from heatbath.exact.potts import MAX_ROW_CONFIGURATIONS, potts_energy_per_site_exact, potts_log_z
 from heatbath.exact.ising2d import (
     BETA_CRITICAL,
     FiniteLatticeExact,
@@ -42,4 +44,7 @@ __all__ = [
     "onsager_energy_per_site",
     "onsager_specific_heat",
     "onsager_magnetization",
+    "MAX_ROW_CONFIGURATIONS",
+    "potts_log_z",
+    "potts_energy_per_site_exact",
 ]

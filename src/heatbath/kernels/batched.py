@@ -37,7 +37,7 @@ from heatbath.kernels.counter_rng import key_words, threefry2x32
 from heatbath.kernels.pairwise_sweep import check_method, run_pairwise
 from heatbath.kernels.coupling_structure import call_forms
 from heatbath.kernels.identity_cache import IdentityCache
-from heatbath.kernels.ising_torus import ising_torus
+from heatbath.kernels.potts_torus import run_potts_torus_chains, torus_model
 from heatbath.kernels.multispin_run import lattice_devices
 from heatbath.kernels.torus_run import TorusIndex, run_torus_chains, torus_backend, torus_index
 from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
@@ -247,9 +247,11 @@ def sample_states_batched(
         route = _torus_route(program, tables, observed, chains, devices) if method == "auto" else None
         if route is not None:
             torus, index, backend, split = route
-            return _run_torus(key, program, list(init_state_free), list(state_clamp), index, jnp.float32(torus.J),
-                              jnp.float32(torus.h), L=torus.L, schedule=schedule, backend=backend, devices=split,
-                              chains=chains)
+            # numpy J and h travel with the call's arguments: eager jax arrays would each cost a dispatch.
+            return _run_torus(key, program, list(init_state_free), list(state_clamp), index,
+                              np.asarray(torus.J, np.float32), np.asarray(torus.h, np.float32),
+                              L=torus.L, q=getattr(torus, "q", None),
+                              schedule=schedule, backend=backend, devices=split, chains=chains)
         forms = call_forms(program, tables, jax.devices() if devices is None else devices, keep_j=False)
         return _run_pairwise(key, program, schedule, list(init_state_free), list(state_clamp), observed, devices, chains,
                              method, forms)
@@ -272,14 +274,15 @@ _TORUS_INDEX: IdentityCache[TorusIndex] = IdentityCache(4)  # 4 MB each at L = 1
 
 
 def _torus_route(program, tables, observed, chains: int, devices) -> tuple | None:
-    """(torus, index, backend, devices to split over) when the call runs the multispin lattice kernel:
-    a uniform Ising torus (`ising_torus`) on CUDA GPUs whose number divides the chains; else None."""
+    """(torus, index, backend, devices to split over) when the call runs a lattice kernel: a uniform
+    Ising or Potts torus (`potts_torus.torus_model`) on CUDA GPUs whose number divides the chains;
+    else None."""
     backend = torus_backend(devices)
     if backend is None:
         return None
     if devices is not None and chains % len(devices):
         return None  # the lattice kernel splits whole chains; the pairwise kernels pad instead
-    torus = ising_torus(program, tables)
+    torus = torus_model(program, tables)
     if torus is None:
         return None
     index = _TORUS_INDEX.get((torus.sites, *observed), lambda: torus_index(torus, [np.asarray(x) for x in observed]))
@@ -287,12 +290,15 @@ def _torus_route(program, tables, observed, chains: int, devices) -> tuple | Non
 
 
 @eqx.filter_jit
-def _run_torus(key, program, init_state_free, state_clamp, index, J, h, *, L, schedule, backend, devices, chains: int):
-    """Key to samples on the lattice kernel in one compiled call; J and h traced, so a temperature scan
-    compiles once."""
+def _run_torus(key, program, init_state_free, state_clamp, index, J, h, *, L, q, schedule, backend, devices, chains: int):
+    """Key to samples on a lattice kernel (the Ising torus' when q is None, else the Potts torus') in one
+    compiled call; J and h traced, so a temperature scan compiles once."""
     block_states = chain_block_states(program, init_state_free, state_clamp, chains)
     words = chain_words_from_key(key, chains)
-    return run_torus_chains(words, block_states, index, J, h, L=L, schedule=schedule, backend=backend, devices=devices)
+    options = dict(L=L, schedule=schedule, backend=backend, devices=devices)
+    if q is None:
+        return run_torus_chains(words, block_states, index, J, h, **options)
+    return run_potts_torus_chains(words, block_states, index, J, h, q=q, **options)
 
 
 @eqx.filter_jit

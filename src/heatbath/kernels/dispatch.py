@@ -10,8 +10,9 @@ nothing else. Batching over the model itself (vmapped weights) falls back to the
 
 Concrete weights (a closed-over program) are read once, while the call is traced: on CUDA GPUs a
 program that is the uniform Ising model on an L × L torus (`ising_torus`) runs the one-bit multispin
-lattice kernel (`torus_run`), and categorical blocks with Potts couplings tell the categorical kernel
-so (`coupling_structure`).
+lattice kernel (`torus_run`), one that is the uniform Potts model on a torus (`potts_torus`) the Potts
+lattice kernel, and other categorical blocks with Potts couplings tell the categorical kernel so
+(`coupling_structure`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from heatbath.kernels.counter_rng import key_words
 from heatbath.kernels.pairwise_sweep import run_pairwise
 from heatbath.kernels.coupling_structure import call_forms, inside_jit
 from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
-from heatbath.kernels.ising_torus import ising_torus
+from heatbath.kernels.ising_torus import IsingTorus
+from heatbath.kernels.potts_torus import run_potts_torus, torus_model
 from heatbath.kernels.multispin_run import lattice_devices
 from heatbath.kernels.torus_run import run_ising_torus, torus_backend, torus_index
 
@@ -52,7 +54,7 @@ def fast_sample_states(
     # What concrete weights tell (a closed-over program), read now: inside `one_chain` they are traced.
     # (One J as a constant only under jit: an eager call's compiled sweep is reused for new weights.)
     tables, backend = pairwise_tables(program), torus_backend()
-    torus = ising_torus(program, tables) if backend else None
+    torus = torus_model(program, tables) if backend else None
     forms = call_forms(program, tables, jax.devices(), keep_j=inside_jit())
     # The torus' index arrays enter `one_chain` as arguments, like the weights: arrays made inside its
     # batching rule became constants that a second execution on an H200 did not pass ("Execution
@@ -63,7 +65,8 @@ def fast_sample_states(
         dynamic, index = arrays
         states = chain_block_states(eqx.combine(dynamic, static), free, clamp, chains)
         if torus is not None:
-            return run_ising_torus(torus, schedule, words, states, index, backend, lattice_devices(chains))
+            run = run_ising_torus if isinstance(torus, IsingTorus) else run_potts_torus
+            return run(torus, schedule, words, states, index, backend, lattice_devices(chains))
         return run_pairwise(eqx.combine(dynamic, static), schedule, words, states, observed, forms=forms)
 
     @jax.custom_batching.custom_vmap

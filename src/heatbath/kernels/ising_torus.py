@@ -37,7 +37,7 @@ from heatbath.kernels.multispin import LANES
 from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours
 from heatbath.validation import is_concrete
 
-__all__ = ["IsingTorus", "ising_torus", "find_torus", "checkerboard_sites"]
+__all__ = ["IsingTorus", "ising_torus", "find_torus", "checkerboard_sites", "four_neighbour_blocks"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,8 +57,24 @@ class IsingTorus:
 
 def ising_torus(program: BlockSamplingProgram, tables: NeighbourTables) -> IsingTorus | None:
     """The torus `program` samples, or None (see the module docstring for what is required)."""
+    if tables.kind != "spin":
+        return None
+    order = four_neighbour_blocks(program, tables)
+    if order is None:
+        return None
+    J, h = _uniform_weights(program, tables)
+    if J is None:
+        return None
+    sites = checkerboard_sites(tables, order[0])
+    return None if sites is None else IsingTorus(sites.shape[0], sites, J, h)
+
+
+def four_neighbour_blocks(program: BlockSamplingProgram, tables: NeighbourTables) -> tuple[int, int] | None:
+    """The two free blocks in sampling order when the program has exactly two, sampled one after the
+    other, no clamped block, and every node has four neighbours (no padding), all in the other block
+    and read through the neighbour tables (not a dense matrix); else None."""
     spec = program.gibbs_spec
-    if tables.kind != "spin" or len(spec.free_blocks) != 2 or len(spec.blocks) != 2:
+    if len(spec.free_blocks) != 2 or len(spec.blocks) != 2:
         return None
     order = [list(members) for members in spec.sampling_order]
     if sorted(map(len, order)) != [1, 1] or any(map(any, tables.dense)):
@@ -69,11 +85,7 @@ def ising_torus(program: BlockSamplingProgram, tables: NeighbourTables) -> Ising
             return None
         if np.any(sources[0][2] == tables.zero_columns[b]):  # a node with fewer than four neighbours
             return None
-    J, h = _uniform_weights(program, tables)
-    if J is None:
-        return None
-    sites = checkerboard_sites(tables, order[0][0])
-    return None if sites is None else IsingTorus(sites.shape[0], sites, J, h)
+    return order[0][0], order[1][0]
 
 
 # Lattice layouts found so far, per (neighbour tables, first block). `pairwise_tables` keeps one tables
@@ -82,17 +94,18 @@ def ising_torus(program: BlockSamplingProgram, tables: NeighbourTables) -> Ising
 _SITES: IdentityCache[np.ndarray | None] = IdentityCache(4)
 
 
-def checkerboard_sites(tables: NeighbourTables, first: int) -> np.ndarray | None:
-    """The lattice layout `[L, L]` (spec-wide node ids) of a two-block spin program whose neighbour
-    graph is an L × L torus (L a multiple of 64) coloured by its blocks, with block `first` on the
-    sites where (i + j) is even; None for any other graph. Remembered per tables object."""
-    return _SITES.get((tables,), lambda: _find_checkerboard_sites(tables, first), extra=first)
+def checkerboard_sites(tables: NeighbourTables, first: int, multiple: int = 2 * LANES) -> np.ndarray | None:
+    """The lattice layout `[L, L]` (spec-wide node ids) of a two-block program whose neighbour graph
+    is an L × L torus (L a multiple of `multiple`: 128 for the multispin kernel's packing) coloured by
+    its blocks, with block `first` on the sites where (i + j) is even; None for any other graph.
+    Remembered per tables object."""
+    return _SITES.get((tables,), lambda: _find_checkerboard_sites(tables, first, multiple), extra=(first, multiple))
 
 
-def _find_checkerboard_sites(tables: NeighbourTables, first: int) -> np.ndarray | None:
+def _find_checkerboard_sites(tables: NeighbourTables, first: int, multiple: int) -> np.ndarray | None:
     n = sum(tables.block_sizes)
     L = int(round(np.sqrt(n)))
-    if L * L != n or L % (2 * LANES):
+    if L * L != n or L % multiple:
         return None
     neighbours = np.concatenate([flat_neighbours(tables, 0), flat_neighbours(tables, 1)])  # [n, 4] spec-wide ids
     sites = find_torus(neighbours, L)

@@ -126,7 +126,9 @@ def draw_states(u: UInt32[Array, "*n"], config, lookup, q: int) -> Array:
     return jnp.where(keep, column, word & jnp.uint32(7))
 
 
-def _update(other, colour: int, table, q: int, hashes, key) -> UInt8[Array, "L M chains"]:
+def potts_update(other, colour: int, table, q: int, hashes, key) -> UInt8[Array, "L M chains"]:
+    """New states of colour `colour` (jax.numpy): site words `mix32(hashes ^ key)`, `hashes` broadcast
+    to `[L, M, chains]`."""
     up, down, same, side = (x.astype(jnp.int32) for x in _neighbours(other, colour))
     config = up + q * (down + q * (same + q * side))
     flat = table.reshape(-1)
@@ -149,7 +151,7 @@ def _energy(colours, J, field, q: int) -> Float[Array, " chains"]:
 
 def _colour_update(other, colour: int, table, q: int, hashes, keys, t, backend: str):
     if backend == "jnp":
-        return _update(other, colour, table, q, hashes, keys[2 * t + colour])
+        return potts_update(other, colour, table, q, hashes, keys[2 * t + colour])
     from heatbath.kernels.potts_pallas import pallas_potts_update
 
     return pallas_potts_update(other, colour, q, table, keys, t, interpret=backend == "interpret")

@@ -27,7 +27,7 @@ TILE_CHAINS = 128
 NUM_WARPS = 4
 
 
-def _kernel(colour, q, L, M, C, tile_sites, tile_chains, keys_ref, sweep_ref, table_ref, other_ref, out_ref):
+def _kernel(colour, q, L, M, C, tile_sites, tile_chains, seeded, keys_ref, sweep_ref, table_ref, other_ref, out_ref):
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
@@ -45,9 +45,15 @@ def _kernel(colour, q, L, M, C, tile_sites, tile_chains, keys_ref, sweep_ref, ta
 
     up, down, same, side = (read(n) for n in neighbour_sites)
     config = up + q * (down + q * (same + q * side))
-    key = keys_ref[2 * sweep_ref[0] + colour]
-    g = (s[:, None] * C + c[None, :]).astype(jnp.uint32)
-    new = draw_states(mix32(weyl_hashes(g) ^ key), config, lambda i: table_ref[i], q)
+    update = 2 * sweep_ref[0] + colour
+    if seeded:  # the site's index inside its chain, keyed by that chain's seed (`potts_torus`)
+        # One load per element, in the tile's own layout: a row of seeds broadcast over the sites went
+        # through a layout conversion that made the whole update 1.6x slower on an H200.
+        seeds = plgpu.load(keys_ref.at[update * C + (c[None, :] + 0 * s[:, None])], mask=valid, other=0)
+        hashes = weyl_hashes(s.astype(jnp.uint32))[:, None] ^ seeds
+    else:
+        hashes = weyl_hashes((s[:, None] * C + c[None, :]).astype(jnp.uint32)) ^ keys_ref[update]
+    new = draw_states(mix32(hashes), config, lambda i: table_ref[i], q)
     plgpu.store(out_ref.at[s[:, None] * C + c[None, :]], new.astype(jnp.uint8), mask=valid)
 
 
@@ -56,7 +62,7 @@ def pallas_potts_update(
     colour: int,
     q: int,
     table: UInt32[Array, "configs q"],
-    keys: UInt32[Array, " updates"],
+    keys: UInt32[Array, " updates"] | UInt32[Array, "updates chains"],
     sweep=0,
     *,
     tile_sites: int | None = None,
@@ -66,6 +72,8 @@ def pallas_potts_update(
 ) -> UInt8[Array, "L M chains"]:
     """New states of colour `colour` from the other colour's, with the key `keys[2·sweep + colour]`
     (`sweep` an int32 scalar, may be traced: a sweep loop passes its counter and launches nothing else).
+    With `keys` of shape `[updates, chains]`, one seed per chain: a site's word is then keyed by its
+    chain's seed and its index inside the chain, so a chain's states depend on its own seeds only.
     Tile settings default to the module's constants, read at call time so a benchmark can tune them."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
@@ -75,10 +83,10 @@ def pallas_potts_update(
     tile_chains = min(tile_chains or TILE_CHAINS, 1 << max(C - 1, 0).bit_length())
     extra = {} if interpret else {"compiler_params": plgpu.CompilerParams(num_warps=num_warps)}
     out = pl.pallas_call(
-        functools.partial(_kernel, colour, q, L, M, C, tile_sites, tile_chains),
+        functools.partial(_kernel, colour, q, L, M, C, tile_sites, tile_chains, keys.ndim == 2),
         out_shape=jax.ShapeDtypeStruct((L * M * C,), jnp.uint8),
         grid=(pl.cdiv(L * M, tile_sites), pl.cdiv(C, tile_chains)),
         interpret=interpret,
         **extra,
-    )(keys, jnp.reshape(jnp.asarray(sweep, jnp.int32), (1,)), table.reshape(-1), other.reshape(-1))
+    )(keys.reshape(-1), jnp.reshape(jnp.asarray(sweep, jnp.int32), (1,)), table.reshape(-1), other.reshape(-1))
     return out.reshape(other.shape)
