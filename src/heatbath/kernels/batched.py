@@ -221,10 +221,11 @@ def sample_states_batched(
 
     On CUDA GPUs, "auto" runs a program that is the uniform Ising model on an L × L torus (L a
     multiple of 64, checkerboard blocks; `kernels.ising_torus`) on the one-bit multispin lattice
-    kernel, as THRML-style calls do, when the devices divide the chains. It draws other random
-    numbers than the pairwise kernels (the same distribution; a chain's samples still depend on its
-    key words alone, whatever the number of chains or devices). Its J and h are arguments of the
-    compiled run, so a temperature scan compiles once.
+    kernel, and one that is the uniform q-state Potts model on a torus (`kernels.potts_torus`) on
+    the Potts lattice kernel, as THRML-style calls do, when the devices divide the chains. These
+    draw other random numbers than the pairwise kernels (the same distribution; a chain's samples
+    still depend on its key words alone, whatever the number of chains or devices). J and h are
+    arguments of the compiled run, so a temperature scan compiles once.
     """
     check_method(method)  # before any path is chosen, so a bad method fails for every program
     reason = supports_batched(program)

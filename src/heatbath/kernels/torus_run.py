@@ -193,12 +193,13 @@ def run_ising_torus(
 
 
 def check_backend(backend: str) -> None:
+    """Raise unless `backend` is one a torus route runs on (`BACKENDS`)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
 
 
 def torus_backend(devices=None) -> str | None:
-    """How a recognised Ising torus runs by default on `devices` (default: the default backend's):
-    "pallas" on CUDA GPUs; None elsewhere, where the pairwise kernels (the compiled CPU kernel) are
-    faster (BENCHMARKS.md) and run it instead."""
+    """How a recognised Ising or Potts torus runs by default on `devices` (default: the default
+    backend's): "pallas" on CUDA GPUs; None elsewhere, where the pairwise kernels (the compiled CPU
+    kernel for spins) run it instead: on a CPU the Ising route was slower (BENCHMARKS.md)."""
     return "pallas" if pallas_runs_on(tuple(jax.devices() if devices is None else devices)) else None
