@@ -21,6 +21,7 @@ Both return, per block of `blocks`, an array `[chains, n_samples, len(block)]`.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Sequence
 
 import equinox as eqx
@@ -248,11 +249,11 @@ def sample_states_batched(
         route = _torus_route(program, tables, observed, chains, devices) if method == "auto" else None
         if route is not None:
             torus, index, backend, split = route
-            # numpy J and h travel with the call's arguments: eager jax arrays would each cost a dispatch.
-            return _run_torus(key, program, list(init_state_free), list(state_clamp), index,
-                              np.asarray(torus.J, np.float32), np.asarray(torus.h, np.float32),
-                              L=torus.L, q=getattr(torus, "q", None),
-                              schedule=schedule, backend=backend, devices=split, chains=chains)
+            # The states are checked here, so the compiled call takes arrays only (a program through
+            # `eqx.filter_jit` cost 1 ms a call to flatten); numpy J and h travel with the arguments.
+            block_states = chain_block_states(program, list(init_state_free), list(state_clamp), chains)
+            return _run_torus(key, block_states, index, np.asarray(torus.J, np.float32), np.asarray(torus.h, np.float32),
+                              L=torus.L, q=getattr(torus, "q", None), schedule=schedule, backend=backend, devices=split)
         forms = call_forms(program, tables, jax.devices() if devices is None else devices, keep_j=False)
         return _run_pairwise(key, program, schedule, list(init_state_free), list(state_clamp), observed, devices, chains,
                              method, forms)
@@ -290,12 +291,11 @@ def _torus_route(program, tables, observed, chains: int, devices) -> tuple | Non
     return torus, index, backend, lattice_devices(chains, devices)
 
 
-@eqx.filter_jit
-def _run_torus(key, program, init_state_free, state_clamp, index, J, h, *, L, q, schedule, backend, devices, chains: int):
+@partial(jax.jit, static_argnames=("L", "q", "schedule", "backend", "devices"))
+def _run_torus(key, block_states, index, J, h, *, L: int, q: int | None, schedule, backend: str, devices: tuple):
     """Key to samples on a lattice kernel (the Ising torus' when q is None, else the Potts torus') in one
     compiled call; J and h traced, so a temperature scan compiles once."""
-    block_states = chain_block_states(program, init_state_free, state_clamp, chains)
-    words = chain_words_from_key(key, chains)
+    words = chain_words_from_key(key, block_states[0].shape[0])
     options = dict(L=L, schedule=schedule, backend=backend, devices=devices)
     if q is None:
         return run_torus_chains(words, block_states, index, J, h, **options)
