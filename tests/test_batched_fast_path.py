@@ -71,3 +71,34 @@ def test_rejects_programs_it_cannot_run():
     init = [jnp.zeros((2, len(b)), bool) for b in blocks]
     with pytest.raises(HeatbathError, match="uses Custom.*Use sample_states"):
         sample_states_batched(jax.random.key(0), program, SamplingSchedule(1, 1, 1), init, [], blocks)
+
+
+def test_sampled_nodes_are_looked_up_once_even_in_new_blocks(monkeypatch):
+    """A loop that builds its sampled blocks anew on every call (`[Block(nodes)]` inline) looks the
+    nodes up once: the ids are remembered per (spec, node tuple), not only per block object."""
+    from heatbath import Block
+    from heatbath.block_sampling import BlockGibbsSpec
+
+    from heatbath.graphs import lattice_2d
+    from heatbath.models import IsingEBM, IsingSamplingProgram
+
+    lattice = lattice_2d(4, periodic=True)  # a pairwise program: the pairwise kernels' entry
+    ebm = IsingEBM(lattice.nodes, lattice.edges, jnp.zeros(16), jnp.full(len(lattice.edges), 0.3), jnp.asarray(1.0))
+    colours = lattice.colors()
+    blocks = [Block([lattice.nodes[i] for i in np.flatnonzero(colours == c)]) for c in (0, 1)]
+    program = IsingSamplingProgram(ebm, blocks, [])
+    init = [jnp.zeros((4, 8), jnp.bool_) for _ in blocks]
+    lookups = []
+    node_ids = BlockGibbsSpec.node_ids
+    monkeypatch.setattr(BlockGibbsSpec, "node_ids",
+                        lambda self, nodes, *a: lookups.append(a[0] if a else "") or node_ids(self, nodes, *a))
+    nodes = [n for block in blocks for n in block.nodes]
+    runs = [sample_states_batched(jax.random.key(1), program, SamplingSchedule(2, 2, 1), init, [], [Block(nodes)])
+            for _ in range(3)]
+    assert lookups.count("sampled node") == 1
+    for run in runs[1:]:
+        np.testing.assert_array_equal(np.asarray(run[0]), np.asarray(runs[0][0]))
+    reordered = nodes[::-1]  # other nodes (or another order): looked up anew
+    out = sample_states_batched(jax.random.key(1), program, SamplingSchedule(2, 2, 1), init, [], [Block(reordered)])
+    assert lookups.count("sampled node") == 2
+    np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(runs[0][0])[..., ::-1])

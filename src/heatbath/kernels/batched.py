@@ -21,6 +21,7 @@ Both return, per block of `blocks`, an array `[chains, n_samples, len(block)]`.
 
 from __future__ import annotations
 
+import weakref
 from functools import partial
 from typing import Sequence
 
@@ -158,7 +159,8 @@ def chain_block_states(program, init_state_free, state_clamp, chains: int) -> li
     states = []
     for b, block in enumerate(spec.blocks):
         is_free = b < len(spec.free_blocks)
-        x = jnp.asarray((init_state_free if is_free else state_clamp)[b if is_free else b - len(spec.free_blocks)])
+        x = (init_state_free if is_free else state_clamp)[b if is_free else b - len(spec.free_blocks)]
+        x = x if isinstance(x, jax.Array) else jnp.asarray(x)  # asarray of a jax Array is an eager op (50 µs)
         want = np.dtype(jax.tree.leaves(spec.sd_struct(int(spec.block_sd_index[b])))[0].dtype)
         kind = "free" if is_free else "clamped"
         if x.dtype != want:
@@ -265,11 +267,29 @@ def sample_states_batched(
 _OBSERVED: IdentityCache[Array] = IdentityCache(64)
 
 
+_OBSERVED_BY_NODES: dict[tuple[int, tuple], tuple[weakref.ref, Array]] = {}
+
+
 def _observed_ids(spec, block) -> Array:
     """Spec-wide ids of a sampled block's nodes, on device, remembered per (spec, block) so that a loop
-    calling `sample_states_batched` with the same blocks does not look up 10^6 nodes every call."""
+    calling `sample_states_batched` with the same blocks does not look up 10^6 nodes every call; and
+    per (spec, nodes), so that a loop that builds `[Block(nodes)]` anew for every call gets them (and
+    the lattice routes' index arrays, remembered per ids array) by one hash of the node tuple (0.4 ms
+    for 65,536 nodes) instead of a lookup per node (about 7 ms a call on an H200 host, measured)."""
     nodes = block.nodes if isinstance(block, Block) else tuple(block)
-    return _OBSERVED.get((spec, nodes), lambda: jnp.asarray(spec.node_ids(nodes, "sampled node"), jnp.int32))
+    return _OBSERVED.get((spec, nodes), lambda: _ids_by_nodes(spec, nodes))
+
+
+def _ids_by_nodes(spec, nodes: tuple) -> Array:
+    key = (id(spec), nodes)
+    hit = _OBSERVED_BY_NODES.get(key)
+    if hit is not None and hit[0]() is spec:
+        return hit[1]
+    ids = jnp.asarray(spec.node_ids(nodes, "sampled node"), jnp.int32)
+    if len(_OBSERVED_BY_NODES) >= 16:
+        _OBSERVED_BY_NODES.pop(next(iter(_OBSERVED_BY_NODES)))
+    _OBSERVED_BY_NODES[key] = (weakref.ref(spec), ids)
+    return ids
 
 
 _TORUS_INDEX: IdentityCache[TorusIndex] = IdentityCache(4)  # 4 MB each at L = 1024, on device
