@@ -183,8 +183,14 @@ def vmap_gather_flips_per_ns(inputs, beta: float, init, chains: int, sweeps: int
 def route_off_flips_per_ns(inputs, beta: float, init, chains: int, sweeps: int, repeats: int):
     """The THRML-style and the batched call with the Potts torus route off (the categorical kernel, as
     before the route): two (flips/ns, energy) pairs."""
-    vmap = with_patches(routes_off(), flips_per_ns, "heatbath", inputs, beta, init, chains, sweeps, repeats)
-    return vmap, with_patches(routes_off(), batched_flips_per_ns, inputs, beta, init, chains, sweeps, repeats)
+    return both_calls_with(routes_off(), inputs, beta, init, chains, sweeps, repeats)
+
+
+def both_calls_with(patches, inputs, beta: float, init, chains: int, sweeps: int, repeats: int):
+    """The THRML-style and the batched call with `patches` (`timing.with_patches`): two (flips/ns,
+    energy) pairs."""
+    vmap = with_patches(patches, flips_per_ns, "heatbath", inputs, beta, init, chains, sweeps, repeats)
+    return vmap, with_patches(patches, batched_flips_per_ns, inputs, beta, init, chains, sweeps, repeats)
 
 
 def told_form_flips_per_ns(form: str, inputs, beta: float, init, chains: int, sweeps: int, repeats: int):
@@ -196,8 +202,7 @@ def told_form_flips_per_ns(form: str, inputs, beta: float, init, chains: int, sw
     told = {"general": None, "diagonal": coupling_structure.DIAGONAL}[form]
     forms = lambda program, tables: (told,) * len(tables.sources)  # noqa: E731
     patches = [(coupling_structure, "known_coupling_forms", forms), *routes_off()]  # read through call_forms
-    vmap = with_patches(patches, flips_per_ns, "heatbath", inputs, beta, init, chains, sweeps, repeats)
-    return vmap, with_patches(patches, batched_flips_per_ns, inputs, beta, init, chains, sweeps, repeats)
+    return both_calls_with(patches, inputs, beta, init, chains, sweeps, repeats)
 
 
 def time_categorical_tiles(inputs, beta: float, init, chains: int, sweeps: int, repeats: int, tiles, theirs: float) -> None:

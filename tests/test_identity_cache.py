@@ -48,3 +48,12 @@ def test_oldest_entry_goes_first():
 def test_only_concrete_jax_arrays_count_as_immutable():
     assert immutable_arrays([jnp.zeros(2), jnp.ones(())])
     assert not immutable_arrays([jnp.zeros(2), np.zeros(2)])
+
+
+def test_read_remembers_jax_arrays_only():
+    cache, reads = IdentityCache(4), []
+    owner = np.zeros(1)
+    for arrays in ([jnp.ones(2)], [np.ones(2)]):
+        for _ in range(2):
+            cache.read(owner, arrays, lambda: reads.append(1) or len(reads))
+    assert len(reads) == 3  # jax arrays once, numpy arrays (mutable) on every call

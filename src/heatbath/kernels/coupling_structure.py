@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from heatbath.block_sampling import BlockSamplingProgram
-from heatbath.kernels.identity_cache import IdentityCache, immutable_arrays
+from heatbath.kernels.identity_cache import IdentityCache
 from heatbath.kernels.pairwise_tables import NeighbourTables
 from heatbath.kernels.pallas_backend import pallas_runs_on
 from heatbath.validation import is_concrete
@@ -86,9 +86,7 @@ def known_coupling_forms(program: BlockSamplingProgram, tables: NeighbourTables)
     for b in range(len(tables.sources)):
         for j in tables.pair_interactions[b]:
             leaves += [program.per_block_interactions[b][j].weights, program.per_block_interaction_active[b][j]]
-    if not immutable_arrays(leaves):
-        return coupling_forms(program, tables)
-    return _KNOWN.get((tables, *leaves), lambda: coupling_forms(program, tables))
+    return _KNOWN.read(tables, leaves, lambda: coupling_forms(program, tables))
 
 
 def _block_form(program: BlockSamplingProgram, tables: NeighbourTables, b: int) -> CouplingForm:

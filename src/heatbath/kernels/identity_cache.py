@@ -51,6 +51,14 @@ class IdentityCache(Generic[V]):
         self._entries[key] = ([_reference(x) for x in held], value)
         return value
 
+    def read(self, owner: object, arrays: Sequence[object], compute: Callable[[], V]) -> V:
+        """`compute()`, which reads what the concrete `arrays` show (e.g. a copy from the GPU),
+        remembered per (owner, arrays) when they are all jax Arrays (`immutable_arrays`); read afresh
+        on every call otherwise, since numpy arrays can change in place."""
+        if not immutable_arrays(arrays):
+            return compute()
+        return self.get((owner, *arrays), compute)
+
     def clear(self) -> None:
         self._entries.clear()
 

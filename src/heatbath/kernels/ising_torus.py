@@ -32,12 +32,12 @@ import numpy as np
 
 from heatbath.block_sampling import BlockSamplingProgram
 from heatbath.kernels.coupling_structure import single_value
-from heatbath.kernels.identity_cache import IdentityCache, immutable_arrays
+from heatbath.kernels.identity_cache import IdentityCache
 from heatbath.kernels.multispin import LANES
 from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours
 from heatbath.validation import is_concrete
 
-__all__ = ["IsingTorus", "ising_torus", "find_torus", "checkerboard_sites", "four_neighbour_blocks"]
+__all__ = ["IsingTorus", "ising_torus", "find_torus", "checkerboard_sites", "four_neighbour_blocks", "host_biases"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,26 +135,31 @@ def _uniform_weights(program: BlockSamplingProgram, tables: NeighbourTables) -> 
         arrays += [x.weights for x in program.per_block_interactions[b]] + list(program.per_block_interaction_active[b])
     if not all(is_concrete(x) for x in arrays):
         return None, 0.0
-    if not immutable_arrays(arrays):
-        return _read_uniform_weights(program, tables)
-    return _WEIGHTS.get((tables, *arrays), lambda: _read_uniform_weights(program, tables))
+    return _WEIGHTS.read(tables, arrays, lambda: _read_uniform_weights(program, tables))
 
 
 def _read_uniform_weights(program: BlockSamplingProgram, tables: NeighbourTables) -> tuple[float | None, float]:
     """numpy on the host only: jax operations here would run inside the caller's trace."""
-    couplings, biases = [], []
+    couplings = []
     for b in (0, 1):
-        interactions = program.per_block_interactions[b]
-        active = program.per_block_interaction_active[b]
-        w = [np.asarray(jax.device_get(interactions[j].weights), np.float32) for j in range(len(interactions))]
-        used = [np.asarray(jax.device_get(a), bool) for a in active]
-        bias = np.zeros(tables.block_sizes[b], np.float32)
-        for j in tables.bias_interactions[b]:
-            bias = bias + np.where(used[j], w[j], 0).sum(1)  # the sum `block_couplings` forms
-        biases.append(bias)
-        couplings += [w[j][used[j]] for j in tables.pair_interactions[b]]
-    J, h = single_value(np.concatenate(couplings)), single_value(np.concatenate(biases))
+        for j in tables.pair_interactions[b]:
+            w = np.asarray(jax.device_get(program.per_block_interactions[b][j].weights), np.float32)
+            couplings.append(w[np.asarray(jax.device_get(program.per_block_interaction_active[b][j]), bool)])
+    biases = np.concatenate([host_biases(program, tables, b) for b in (0, 1)])
+    J, h = single_value(np.concatenate(couplings)), single_value(biases)
     return (None, 0.0) if J is None or h is None else (J, h)
+
+
+def host_biases(program: BlockSamplingProgram, tables: NeighbourTables, b: int) -> np.ndarray:
+    """Each node's total bias in free block b, summed on the host from concrete weights as
+    `block_couplings` sums it: `[n_b]` for spins, `[n_b, q]` for categories."""
+    head = () if tables.kind == "spin" else (tables.n_categories,)
+    total = np.zeros((tables.block_sizes[b], *head), np.float32)
+    for j in tables.bias_interactions[b]:
+        w = np.asarray(jax.device_get(program.per_block_interactions[b][j].weights), np.float32)  # [n, k, *head]
+        used = np.asarray(jax.device_get(program.per_block_interaction_active[b][j]), bool)  # [n, k]
+        total = total + np.where(used.reshape(used.shape + (1,) * len(head)), w, 0).sum(1)
+    return total
 
 
 def find_torus(neighbours: np.ndarray, L: int) -> np.ndarray | None:

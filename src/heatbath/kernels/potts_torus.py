@@ -30,8 +30,8 @@ from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.checkerboard_layout import colour_sites, join_colours
 from heatbath.kernels.counter_rng import weyl_hashes
 from heatbath.kernels.coupling_structure import known_coupling_forms
-from heatbath.kernels.identity_cache import IdentityCache, immutable_arrays
-from heatbath.kernels.ising_torus import IsingTorus, checkerboard_sites, four_neighbour_blocks, ising_torus
+from heatbath.kernels.identity_cache import IdentityCache
+from heatbath.kernels.ising_torus import IsingTorus, checkerboard_sites, four_neighbour_blocks, host_biases, ising_torus
 from heatbath.kernels.pairwise_tables import NeighbourTables
 from heatbath.kernels.pallas_backend import sweeps_per_step
 from heatbath.kernels.potts_lattice import MAX_STATES, alias_table, conditional_probabilities, potts_update
@@ -91,22 +91,11 @@ def _uniform_bias(program: BlockSamplingProgram, tables: NeighbourTables) -> np.
             arrays += [program.per_block_interactions[b][j].weights, program.per_block_interaction_active[b][j]]
     if not all(is_concrete(x) for x in arrays):
         return None
-    if not immutable_arrays(arrays):
-        return _read_uniform_bias(program, tables)
-    return _BIASES.get((tables, *arrays), lambda: _read_uniform_bias(program, tables))
+    return _BIASES.read(tables, arrays, lambda: _read_uniform_bias(program, tables))
 
 
 def _read_uniform_bias(program: BlockSamplingProgram, tables: NeighbourTables) -> np.ndarray | None:
-    q = tables.n_categories
-    biases = []
-    for b in (0, 1):
-        bias = np.zeros((tables.block_sizes[b], q), np.float32)
-        for j in tables.bias_interactions[b]:
-            w = np.asarray(jax.device_get(program.per_block_interactions[b][j].weights), np.float32)  # [n, k, q]
-            used = np.asarray(jax.device_get(program.per_block_interaction_active[b][j]), bool)  # [n, k]
-            bias = bias + np.where(used[..., None], w, 0).sum(1)
-        biases.append(bias)
-    bias = np.concatenate(biases)
+    bias = np.concatenate([host_biases(program, tables, b) for b in (0, 1)])  # [n, q]
     if not np.all(np.isfinite(bias)) or not np.all(bias == bias[:1]):
         return None
     return bias[0].copy()
