@@ -15,7 +15,7 @@ from jaxtyping import Array, ArrayLike, Key, UInt32
 
 from heatbath.errors import HeatbathError
 
-__all__ = ["GOLDEN", "KEY_PARITY", "MIX_MULTIPLIERS", "ROTATIONS", "STREAM_TAG", "threefry2x32", "key_words", "random_bits", "cipher_bits", "mix32", "stream_seeds", "update_words", "uniform_from_words", "weyl_hashes", "iota_hashes"]
+__all__ = ["GOLDEN", "KEY_PARITY", "MIX_MULTIPLIERS", "ROTATIONS", "STREAM_TAG", "threefry2x32", "key_words", "random_bits", "cipher_bits", "mix32", "fold16", "mix32_tail", "stream_seeds", "update_words", "uniform_from_words", "weyl_hashes", "iota_hashes"]
 
 ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)  # Threefry-2x32 rotation distances, cycled every 8 rounds
 KEY_PARITY = 0x1BD11BDA
@@ -82,7 +82,17 @@ MIX_MULTIPLIERS = (0x7FEB352D, 0x846CA68B)  # mix32's two odd multipliers
 def mix32(x: UInt32[Array, "*n"]) -> UInt32[Array, "*n"]:
     """A bijective 32-bit avalanche mix (xor-shift-multiply, the 'lowbias32' constants): every input
     bit flips each output bit with probability close to 1/2."""
-    x = x ^ (x >> jnp.uint32(16))
+    return mix32_tail(fold16(x))
+
+
+def fold16(x: UInt32[Array, "*n"]) -> UInt32[Array, "*n"]:
+    """x ^ (x >> 16), mix32's first step. It distributes over xor, so mix32(a ^ b) is
+    mix32_tail(fold16(a) ^ fold16(b)): kernels fold a node's hash and a chain's seed once each."""
+    return x ^ (x >> jnp.uint32(16))
+
+
+def mix32_tail(x: UInt32[Array, "*n"]) -> UInt32[Array, "*n"]:
+    """mix32 after its first step (see `fold16`)."""
     x = x * jnp.uint32(MIX_MULTIPLIERS[0])
     x = x ^ (x >> jnp.uint32(15))
     x = x * jnp.uint32(MIX_MULTIPLIERS[1])
