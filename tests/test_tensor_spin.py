@@ -201,6 +201,7 @@ def test_auto_decides_on_the_total_chain_count_not_the_split(monkeypatch):
     spins, ebm, program = _spin_glass(40, 13)
     tables = pairwise_tables(program)
     monkeypatch.setattr(pairwise_sweep, "pallas_runs_on", lambda devices: True)
+    monkeypatch.setattr(pairwise_sweep, "nvrtc_available", lambda: False)  # where it is, the table kernel runs
     cpus = jax.devices("cpu")
     threshold = pairwise_sweep.TENSOR_MIN_CHAINS
     for n_devices in (1, 2, 4):

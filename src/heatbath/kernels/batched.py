@@ -215,11 +215,11 @@ def sample_states_batched(
     on one device.
 
     `method` chooses the pairwise update: "auto" (on CUDA GPUs the fused categorical kernel, and for
-    spins the tensor-core field from 4,096 chains; on CPUs the compiled spin kernel), "gather" (the
-    jax.numpy sweep everywhere), "pallas" or "tensor"; `kernels.pairwise_sweep.run_pairwise`
-    explains each. The tensor-core field rounds differently from the others, so under "auto" a
-    chain's samples match across chain counts on the same side of 4,096 chains; fix `method` to make
-    them match across it too.
+    spins the pattern-table CUDA kernel where NVRTC is found, else the tensor-core field from 4,096
+    chains; on CPUs the compiled spin kernel), "gather" (the jax.numpy sweep everywhere), "pallas",
+    "table" or "tensor"; `kernels.pairwise_sweep.run_pairwise` explains each. Without NVRTC the
+    tensor-core field rounds differently from the others, so under "auto" a chain's samples match
+    across chain counts on the same side of 4,096 chains; fix `method` to make them match across it.
 
     On CUDA GPUs, "auto" runs a program that is the uniform Ising model on an L × L torus (L a
     multiple of 64, checkerboard blocks; `kernels.ising_torus`) on the one-bit multispin lattice

@@ -41,6 +41,9 @@ from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_block_update
 from heatbath.kernels.tensor_spin import TILE_CHAINS as TENSOR_TILE_CHAINS
 from heatbath.kernels.tensor_spin import TensorBlock, tensor_block_update, tensor_block_update_jnp, tensor_blocks
 from heatbath.kernels.tensor_tables import TILED_ROWS_LIMIT, tensor_tiles
+from heatbath.kernels.table_spin import CHAIN_MULTIPLE as TABLE_CHAIN_MULTIPLE
+from heatbath.kernels.table_spin import fold_seeds, table_block_update, table_block_update_jnp, table_blocks, table_layouts, table_state
+from heatbath.kernels.cuda_runtime import nvrtc_available
 
 __all__ = ["run_pairwise", "tensor_path_applies", "check_method", "METHODS"]
 
@@ -140,6 +143,17 @@ def _tensor_sweep(blocks: list[TensorBlock], sampling_order, flat, seeds, interp
     return flat
 
 
+def _table_sweep(blocks, sampling_order, flat, seeds, native: bool):
+    """One sweep over the flat state (`table_state`) with the pattern-table kernel (or its jax.numpy
+    twin), `seeds` folded (`fold_seeds`); the blocks of a group read none of each other, as for
+    `_tensor_sweep`."""
+    update = table_block_update if native else table_block_update_jnp
+    for members in sampling_order:
+        for b in members:
+            flat = update(blocks[b], flat, seeds, b)
+    return flat
+
+
 def _observe(states, observed, kind: str):
     flat = jnp.concatenate(states, axis=0) if len(states) > 1 else states[0]
     if kind == "spin":
@@ -163,11 +177,19 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
         state = jnp.concatenate(list(states) + [scratch], axis=0)
         sweep = lambda state, seeds: _tensor_sweep(blocks, order, state, seeds, interpret)  # noqa: E731
         observe = lambda state: _observe([state], observed, tables.kind)  # noqa: E731
+    elif method.startswith("table"):
+        blocks = table_blocks(tables, table_layouts(tables), params)
+        state = table_state(states)
+        sweep = lambda state, seeds: _table_sweep(blocks, order, state, seeds, method == "table")  # noqa: E731
+        observe = lambda state: _observe([state], observed, tables.kind)  # noqa: E731
     else:
         state = list(states)
         sweep = lambda state, seeds: _sweep(params, tables, order, state, seeds, method == "pallas", forms)  # noqa: E731
         observe = lambda state: _observe(state, observed, tables.kind)  # noqa: E731
     n_free = len(params)
+    # the table kernel takes its seeds folded: folded where they are made, in the same fusion
+    seeds_of = (lambda s: fold_seeds(_sweep_seeds(chain_words, s, n_free))) if method.startswith("table") else (
+        lambda s: _sweep_seeds(chain_words, s, n_free))
 
     # The seeds travel in the loop carry so that they are materialised: computed inside the sweep,
     # XLA fuses the per-chain cipher into the per-(node, chain) loop and recomputes it for every
@@ -175,11 +197,11 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
     def sweeps(carry, start, count):
         def body(i, carry):
             state, seeds = carry
-            return sweep(state, seeds), _sweep_seeds(chain_words, start + i.astype(jnp.uint32) + jnp.uint32(1), n_free)
+            return sweep(state, seeds), seeds_of(start + i.astype(jnp.uint32) + jnp.uint32(1))
 
         return jax.lax.fori_loop(0, count, body, carry) if count else carry
 
-    carry = (state, _sweep_seeds(chain_words, jnp.uint32(0), n_free))
+    carry = (state, seeds_of(jnp.uint32(0)))
     carry = sweeps(carry, jnp.uint32(0), schedule.n_warmup)
     first = observe(carry[0])
 
@@ -227,7 +249,7 @@ def _chain_tile(chains: int, n_devices: int, tile: int) -> int:
     return min(tile, 1 << max(per_device - 1, 0).bit_length())
 
 
-METHODS = ("auto", "gather", "pallas", "tensor", "tensor-jnp", "tensor-interpret")
+METHODS = ("auto", "gather", "pallas", "tensor", "tensor-jnp", "tensor-interpret", "table", "table-jnp")
 TENSOR_MIN_CHAINS = 4096  # chains of a call; on an H200 the gather sweep is as fast or faster at 1,000
 
 
@@ -249,19 +271,36 @@ def tensor_path_applies(program: BlockSamplingProgram, tables: NeighbourTables) 
     return True
 
 
+def table_path_applies(program: BlockSamplingProgram, tables: NeighbourTables) -> bool:
+    """Whether the pattern-table kernel can run `program`: spins, every free block laid out (no dense
+    layers, no block reading itself, at most 5 · MAX_GROUPS neighbours a node), and no block of a
+    sampling group reading another block of that group (the flat state is updated in place)."""
+    if tables.kind != "spin" or any(layout is None for layout in table_layouts(tables)):
+        return False
+    return not any(src in members for members in program.gibbs_spec.sampling_order
+                   for b in members for src, _, _ in tables.sources[b])
+
+
 def _method(method: str, program, tables: NeighbourTables, devices, chains: int) -> str:
     """The update a call runs. "auto" decides on the call's total chain count, never on how they are
     split, so a chain's samples are the same on any number of devices."""
     on_gpus = pallas_runs_on(devices)
     if method == "auto" and tables.kind == "categorical":
         return "pallas" if on_gpus else "gather"
+    if method == "auto" and on_gpus and nvrtc_available() and table_path_applies(program, tables):
+        return "table"
     if method == "auto":
         many = chains >= TENSOR_MIN_CHAINS
         return "tensor" if on_gpus and many and tensor_path_applies(program, tables) else "gather"
-    if method.startswith("tensor") and tables.kind != "spin":
+    if method.startswith(("tensor", "table")) and tables.kind != "spin":
         raise HeatbathError(f"method={method!r} runs spin programs only; this one is categorical. Use 'auto', 'gather' or 'pallas'.")
     if method in ("pallas", "tensor") and not on_gpus:
         raise HeatbathError(f"method={method!r} needs CUDA GPUs with Pallas; use 'auto' or 'gather'.")
+    if method == "table" and not (on_gpus and nvrtc_available()):
+        raise HeatbathError("method='table' needs CUDA GPUs and NVRTC (pip install nvidia-cuda-nvrtc-cu12); use 'auto'.")
+    if method.startswith("table") and not table_path_applies(program, tables):
+        raise HeatbathError(f"method={method!r} cannot run this program (dense layers, a block reading itself, a sampling "
+                            "group whose blocks read each other, or a node with more than 40 neighbours); use 'auto'.")
     if method.startswith("tensor") and not tensor_path_applies(program, tables):
         raise HeatbathError(f"method={method!r} cannot run this program (dense layers, a block reading itself, "
                             "a sampling group whose blocks read each other, too wide neighbourhoods, or a block of more than "
@@ -290,17 +329,19 @@ def run_pairwise(
     chains, every host thread) when `method="auto"`, unless `cpu_kernel=False`; it takes the same
     steps as jax.numpy.
 
-    `method` picks the update: "auto" (on CUDA GPUs with Pallas, categorical programs run the
-    fused kernel of `pallas_categorical`, and spin programs the tensor-core field of `tensor_spin`
-    where `tensor_path_applies` and the call has at least TENSOR_MIN_CHAINS chains; else the gather
-    sweep, or the CPU kernel on CPUs), "gather" (the jax.numpy sweep everywhere), "pallas" (the fused
+    `method` picks the update: "auto" (on CUDA GPUs, categorical programs run the fused kernel of
+    `pallas_categorical`; spin programs the pattern-table CUDA kernel of `table_spin` where NVRTC is
+    found and `table_path_applies`, for any chain count, else the tensor-core field of `tensor_spin`
+    where `tensor_path_applies` and the call has at least TENSOR_MIN_CHAINS chains, else the gather
+    sweep; on CPUs the CPU kernel), "gather" (the jax.numpy sweep everywhere), "pallas" (the fused
     gather kernels: `pallas_spin` or `pallas_categorical`, the latter except for blocks too large
-    for its int32 indices), "tensor" (the tensor-core kernel), or for tests "tensor-jnp" /
-    "tensor-interpret". The categorical kernel takes the jax.numpy sweep's steps up to the GPU's
-    rounding of exp at a near-tie. The tensor-core field rounds differently from the gather sweep,
-    so a chain can take a different step where a comparison is a near-tie: its samples are the same
-    for any number of devices and of chains on one side of TENSOR_MIN_CHAINS, and across the
-    threshold only when `method` is fixed.
+    for its int32 indices), "table" (the pattern-table kernel), "tensor" (the tensor-core kernel),
+    or for tests "table-jnp", "tensor-jnp" / "tensor-interpret". The categorical kernel takes the
+    jax.numpy sweep's steps up to the GPU's rounding of exp at a near-tie. The table and tensor-core
+    fields round differently from the gather sweep, so a chain can take a different step where a
+    comparison is a near-tie: with "auto" its samples are the same for any number of devices and,
+    where the table kernel runs, of chains; on the tensor path only on one side of
+    TENSOR_MIN_CHAINS (fix `method` to make them match across it).
 
     `forms` (per free block) says what is known of each block's couplings (Potts-like or not,
     `coupling_structure.call_forms`), read by callers that see concrete weights before tracing
@@ -321,6 +362,8 @@ def run_pairwise(
         tile = 1
     elif method == "pallas":
         tile = _chain_tile(chains, len(devices), TILE_CHAINS if tables.kind == "spin" else pallas_categorical.TILE_CHAINS)
+    elif method.startswith("table"):
+        tile = TABLE_CHAIN_MULTIPLE
     else:  # the tensor kernel's products need at least 16 chains
         tile = max(16, _chain_tile(chains, len(devices), TENSOR_TILE_CHAINS))
     pad = -chains % (len(devices) * tile)

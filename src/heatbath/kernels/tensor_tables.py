@@ -35,7 +35,7 @@ from jaxtyping import Array, Float, Int8
 
 from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours
 
-__all__ = ["TILE_ROWS", "MAX_UNION", "LARGEST_CODE", "BlockTiles", "block_tiles", "tensor_tiles", "coupling_digits", "tiles_apply"]
+__all__ = ["TILE_ROWS", "MAX_UNION", "LARGEST_CODE", "BlockTiles", "greedy_tiles", "block_tiles", "tensor_tiles", "coupling_digits", "tiles_apply"]
 
 TILE_ROWS = 16  # nodes per tile: the smallest row count of an int8 tensor-core product
 K_MULTIPLE = 32  # neighbour slots come in multiples of one int8 product's depth
@@ -70,7 +70,7 @@ class BlockTiles:
         return self.rows.shape[0]
 
 
-def _greedy_tiles(neighbour_lists: list[np.ndarray]) -> list[list[int]]:
+def greedy_tiles(neighbour_lists: list[np.ndarray]) -> list[list[int]]:
     """Tiles of up to TILE_ROWS nodes, each grown by the node adding the fewest new neighbours."""
     n = len(neighbour_lists)
     readers: dict[int, list[int]] = {}
@@ -117,7 +117,7 @@ def block_tiles(neighbours: np.ndarray, real: np.ndarray) -> BlockTiles | None:
     if n > TILED_ROWS_LIMIT:
         return None
     lists = [neighbours[i, real[i]] for i in range(n)]
-    tiles = _greedy_tiles(lists)
+    tiles = greedy_tiles(lists)
     unions = [np.unique(np.concatenate([lists[i] for i in tile] + [np.zeros(0, np.int64)])) for tile in tiles]
     k = max(K_MULTIPLE, -(-max(len(u) for u in unions) // K_MULTIPLE) * K_MULTIPLE)
     if k > MAX_UNION:

@@ -1,0 +1,220 @@
+"""The spin block update with each node's field read from pattern tables, a CUDA C kernel.
+
+A node with d ≤ 5·G neighbours splits them into G groups of five. For each group and each of the 32
+patterns of its five neighbours' spins, the node's table holds that group's share of the field,
+
+    T_g[p] = c · Σ_{k<5} J_{i,5g+k} · (2 p_k − 1)     (+ c · h_i in group 0),   c = −2 log2 e,
+
+so that 2^(T_0[p_0] + … + T_{G−1}[p_{G−1}]) = exp(−2 · field). The kernel (`table_spin.cu`) keeps
+one byte per spin and chain (UP = 4 for up, 0 for down, chains contiguous): five neighbour words
+add into one word of four patterns (four chains, each byte 4p, the entry's byte offset), one byte
+permute turns a chain's byte into a shared-memory address, one load reads its group's share. That
+is two instructions per group and chain instead of three per neighbour and chain for a sum of J·s,
+which is what bounds the gather kernels on Pegasus-like graphs. The draw is every spin kernel's:
+word mix32(golden · id ^ seed), spin up where u · (1 + exp(−2 field)) < 1; the kernel takes hash and
+seed already folded (`counter_rng.fold16`), which saves two of the mix's instructions per draw.
+
+The tables are float32 sums of five terms, so the field rounds as a float32 sum does, in another
+order than the gather sweep: a chain takes a different step from the gather sweep only where the
+comparison is a near-tie. `table_block_update_jnp` is the same arithmetic in jax.numpy (the CPU
+tests run it); the native kernel's exp2 is the hardware's approximate one (relative error about
+2^-22) and it fuses the uniform's and the comparison's multiply-adds, so it agrees with the twin up
+to such near-ties (agreement above 0.9999 in the tests, on the H200).
+
+Index tables are static numpy, built once per program structure (`table_layouts`); the tables are
+computed from the program's possibly traced weights on every call (`table_blocks`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int32, UInt8, UInt32
+
+from heatbath.kernels.counter_rng import GOLDEN, fold16, mix32_tail, uniform_from_words
+from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours
+from heatbath.kernels.tensor_tables import greedy_tiles
+
+__all__ = ["GROUP", "MAX_GROUPS", "UP", "WARPS", "WORDS", "TableLayout", "TableBlock", "table_layouts", "table_blocks",
+           "table_state", "fold_seeds", "table_block_update", "table_block_update_jnp"]
+
+GROUP = 5  # neighbours per table: 32 entries, one per shared-memory bank
+MAX_GROUPS = 8  # up to 40 neighbours; wider nodes keep the other kernels (registers per thread)
+WARPS = 8  # nodes per thread block (4, 8 and 16 within 5% on an H200: bench/table_spin_probe.py)
+WORDS = 4  # 32-bit words (4 chains each) per thread: 16-byte loads
+ORDERED_NODES_LIMIT = 1 << 17  # larger blocks keep their node order (see _neighbour_sharing_order)
+CHAIN_MULTIPLE = 4 * WORDS  # chains of a call are padded to this
+UP = 4  # the state byte of an up spin: a pattern of five such bytes is its table entry's byte offset
+SCALE = -2.0 / math.log(2.0)  # c = −2 log2 e
+
+
+@dataclass(frozen=True, eq=False)
+class TableLayout:
+    """Static layout of one free block, nodes in the kernel's order (neighbour-sharing runs).
+
+    - `order` `[n]`: the block's local node indices in kernel order;
+    - `neighbours` `[n, 5G]`: flat-state rows of each node's neighbours (padding: the scratch row);
+    - `picks` `[n, 5G]`: which column of the block's concatenated coupling tables feeds each slot
+      (padding: one past the last, an appended zero column)."""
+
+    order: np.ndarray
+    neighbours: np.ndarray
+    picks: np.ndarray
+
+    @property
+    def groups(self) -> int:
+        return self.neighbours.shape[1] // GROUP
+
+
+class TableBlock(NamedTuple):
+    """One free block's kernel inputs, built from the program's weights by `table_blocks`."""
+
+    rows: Int32[Array, " n"]  # flat-state rows written
+    neighbours: Int32[Array, "n S"]  # flat-state rows read, S = 5G
+    tables: Float[Array, "n G 32"]  # scaled partial fields
+    hashes: UInt32[Array, " n"]  # fold16(golden · spec-wide node id)
+
+
+def _neighbour_sharing_order(neighbours: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Nodes in runs that share neighbours (`tensor_tables`' greedy tiles), so that the WARPS nodes of
+    a thread block read many of the same rows; blocks over ORDERED_NODES_LIMIT keep their order
+    (the greedy pass is Python, a few seconds per 10^5 nodes)."""
+    n = neighbours.shape[0]
+    if n > ORDERED_NODES_LIMIT:
+        return np.arange(n, dtype=np.int64)
+    lists = [neighbours[i, real[i]] for i in range(n)]
+    return np.asarray([i for tile in greedy_tiles(lists) for i in tile], np.int64).reshape(n)
+
+
+def _layout(neighbours: np.ndarray, real: np.ndarray, scratch: int, zero_column: int) -> TableLayout | None:
+    groups = max(1, -(-int(real.sum(1).max(initial=0)) // GROUP))
+    if groups > MAX_GROUPS:
+        return None
+    width = groups * GROUP
+    first = np.argsort(~real, axis=1, kind="stable")  # each node's real slots first, in slot order
+    used = np.take_along_axis(real, first, 1)
+    rows = np.where(used, np.take_along_axis(neighbours, first, 1), scratch)
+    picks = np.where(used, first, zero_column)
+    pad = max(0, width - rows.shape[1])
+    rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=scratch)[:, :width]
+    picks = np.pad(picks, ((0, 0), (0, pad)), constant_values=zero_column)[:, :width]
+    order = _neighbour_sharing_order(neighbours, real)
+    return TableLayout(order, rows[order].astype(np.int32), picks[order].astype(np.int32))
+
+
+@functools.lru_cache(maxsize=32)  # NeighbourTables hash by identity: one entry per program structure
+def table_layouts(tables: NeighbourTables) -> tuple[TableLayout | None, ...]:
+    """The layout of every free block of a spin program, None where the kernel cannot take a block
+    (dense layers, a block that reads itself, more than 5 · MAX_GROUPS neighbours)."""
+    scratch = sum(tables.block_sizes)
+    out = []
+    for b, sources in enumerate(tables.sources):
+        n = tables.block_sizes[b]
+        if any(tables.dense[b]) or any(src == b for src, _, _ in sources):
+            out.append(None)
+        elif not sources:
+            out.append(_layout(np.zeros((n, 1), np.int64), np.zeros((n, 1), bool), scratch, 0))
+        else:
+            real = np.concatenate([cols != tables.zero_columns[b] for _, _, cols in sources], axis=1)
+            out.append(_layout(flat_neighbours(tables, b), real, scratch, real.shape[1]))
+    return tuple(out)
+
+
+_PATTERN_SIGNS = np.asarray([[2 * ((p >> k) & 1) - 1 for k in range(GROUP)] for p in range(32)], np.float32)
+
+
+def _tables(layout: TableLayout, bias: Float[Array, " n"], couplings: Float[Array, "n D"]) -> Float[Array, "n G 32"]:
+    """c · (each group's share of the field) for every pattern, the bias in group 0. Each entry is an
+    explicit float32 sum in slot order (no matrix product, which may round in lower precision)."""
+    n = layout.order.shape[0]
+    padded = jnp.concatenate([couplings, jnp.zeros((couplings.shape[0], 1), jnp.float32)], axis=1)
+    slots = padded[layout.order[:, None], layout.picks].reshape(n, layout.groups, GROUP)
+    total = None
+    for k in range(GROUP):
+        term = slots[:, :, k, None] * _PATTERN_SIGNS[None, None, :, k]  # [n, G, 32]
+        total = term if total is None else total + term
+    total = total.at[:, 0, :].add(bias[layout.order][:, None])
+    return total * jnp.float32(SCALE)
+
+
+def table_blocks(
+    tables: NeighbourTables, layouts: tuple[TableLayout, ...], params: list[tuple[Array, list[Array]]]
+) -> list[TableBlock]:
+    """Kernel inputs of every free block from `(bias, coupling tables)` of `block_couplings`."""
+    offsets = np.cumsum([0] + list(tables.block_sizes))
+    out = []
+    for b, (layout, (bias, couplings)) in enumerate(zip(layouts, params)):
+        n = tables.block_sizes[b]
+        flat = jnp.concatenate(couplings, axis=1) if couplings else jnp.zeros((n, 0), jnp.float32)
+        ids = tables.node_ids[b][layout.order].astype(np.uint32)
+        hashes = (ids.astype(np.uint64) * GOLDEN % 2**32).astype(np.uint32)
+        hashes = hashes ^ (hashes >> np.uint32(16))  # fold16, on the host
+        out.append(TableBlock(jnp.asarray((offsets[b] + layout.order).astype(np.int32)),
+                              jnp.asarray(layout.neighbours), _tables(layout, bias, flat), jnp.asarray(hashes)))
+    return out
+
+
+def table_state(states: list[Array]) -> UInt8[Array, "N1 chains"]:
+    """The kernel's flat state from per-block ±1 (or boolean) states `[n_b, chains]`: UP or 0 per
+    spin, every block stacked, then one scratch row (what padding slots read, with zero couplings)."""
+    scratch = jnp.zeros((1, states[0].shape[1]), jnp.uint8)
+    return jnp.concatenate([jnp.where(s > 0, UP, 0).astype(jnp.uint8) for s in states] + [scratch], axis=0)
+
+
+def fold_seeds(seeds: UInt32[Array, "*n"]) -> UInt32[Array, "*n"]:
+    """Seeds as the kernel takes them (`fold16`)."""
+    return fold16(seeds)
+
+
+@functools.cache
+def _source() -> str:
+    return importlib.resources.files("heatbath.kernels").joinpath("table_spin.cu").read_text()
+
+
+def table_block_update(
+    block: TableBlock, state: UInt8[Array, "N1 chains"], seeds: UInt32[Array, "updates chains"], row: int,
+    *, warps: int | None = None, words: int | None = None, defines: tuple[tuple[str, int], ...] = (),
+) -> UInt8[Array, "N1 chains"]:
+    """The flat state (`table_state`) with one free block resampled by the CUDA kernel (in place),
+    with the chains' seeds `seeds[row]`, folded (`fold_seeds`). The kernel reads that row of the
+    whole array, so no slice of it is copied per update: `warps` nodes
+    per thread block, `words` 4-chain words per thread (default WARPS, WORDS). Chains must be a
+    multiple of 4 · `words`. `defines`: more `-D` switches (the diagnostics of bench/table_spin_probe.py)."""
+    from heatbath.kernels.cuda_runtime import compile_ptx, compute_capability, cuda_call
+
+    warps, words = warps or WARPS, words or WORDS
+    chains, n = state.shape[1], block.rows.shape[0]
+    if chains % (4 * words):
+        raise ValueError(f"chains ({chains}) must be a multiple of {4 * words}")
+    if n == 0:
+        return state
+    groups = block.tables.shape[1]
+    ptx = compile_ptx(_source(), "table_spin.cu", (("GROUPS", groups), ("WORDS", words), ("WARPS", warps), *defines),
+                      compute_capability())
+    grid = (-(-n // warps), -(-chains // (128 * words)), 1)
+    (out,) = cuda_call(ptx, "table_spin_update", [block.rows, block.neighbours, block.tables, block.hashes, seeds, state],
+                       [(state.shape, "uint8")], grid=grid, num_warps=warps, scalars=(chains, n, row), aliases={5: 0})
+    return out
+
+
+def table_block_update_jnp(
+    block: TableBlock, state: UInt8[Array, "N1 chains"], seeds: UInt32[Array, "updates chains"], row: int
+) -> UInt8[Array, "N1 chains"]:
+    """`table_block_update` in jax.numpy: the same patterns, table sums, words and comparison."""
+    seed = seeds[row]
+    n, groups = block.tables.shape[:2]
+    spins = state[block.neighbours].astype(jnp.uint32).reshape(n, groups, GROUP, -1)
+    offsets = sum(spins[:, :, k] << k for k in range(GROUP))  # [n, G, chains]: 4 · pattern
+    shares = jnp.take_along_axis(block.tables, (offsets // UP).astype(jnp.int32), axis=2)
+    s = shares[:, 0]
+    for g in range(1, groups):
+        s = s + shares[:, g]
+    u = uniform_from_words(mix32_tail(block.hashes[:, None] ^ seed[None, :]))
+    new = jnp.where(u * (1 + jnp.exp2(s)) < 1, UP, 0).astype(jnp.uint8)
+    return state.at[block.rows].set(new)

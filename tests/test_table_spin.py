@@ -1,0 +1,182 @@
+"""The pattern-table spin update (`kernels.table_spin`, CUDA C through `kernels.cuda_runtime`): its
+tables hold each group's share of the field, it takes the gather sweep's steps, it samples the exact
+distribution, and the native kernel (on a CUDA GPU) gives its jax.numpy twin's samples."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from heatbath import Block, SamplingSchedule
+from heatbath.errors import HeatbathError
+from heatbath.graphs import color_blocks
+from heatbath.kernels import pairwise_sweep, table_spin
+from heatbath.kernels.batched import sample_states_batched
+from heatbath.kernels.counter_rng import fold16, mix32, mix32_tail
+from heatbath.kernels.cuda_runtime import nvrtc_available
+from heatbath.kernels.pairwise_tables import block_couplings, pairwise_tables
+from heatbath.kernels.pallas_backend import pallas_available
+from test_exact_agreement import N_WARMUP, _program
+from test_exact_agreement import _check as check_against_exact
+from test_pairwise_kernels import pairwise_spin_model
+from test_tensor_spin import _run, _spin_glass
+
+NATIVE = pallas_available() and nvrtc_available()
+GPU_METHOD = "table" if NATIVE else "table-jnp"
+
+
+def test_folding_hash_and_seed_gives_the_same_words():
+    rng = np.random.default_rng(0)
+    a, b = (jnp.asarray(rng.integers(0, 2**32, 1000, dtype=np.uint64).astype(np.uint32)) for _ in range(2))
+    np.testing.assert_array_equal(mix32(a ^ b), mix32_tail(fold16(a) ^ fold16(b)))
+
+
+def test_layouts_hold_every_neighbour_once_in_a_group_of_five():
+    spins, ebm, program = _spin_glass(300, 1)
+    tables = pairwise_tables(program)
+    layouts = table_spin.table_layouts(tables)
+    offsets = np.cumsum([0] + list(tables.block_sizes))
+    scratch = offsets[-1]
+    for b, layout in enumerate(layouts):
+        n = tables.block_sizes[b]
+        assert sorted(layout.order.tolist()) == list(range(n))  # a permutation of the block
+        assert layout.neighbours.shape == (n, 5 * layout.groups)
+        real = np.concatenate([cols != tables.zero_columns[b] for _, _, cols in tables.sources[b]], axis=1)
+        flat = np.concatenate([offsets[src] + nb for src, nb, _ in tables.sources[b]], axis=1)
+        assert layout.groups == -(-real.sum(1).max() // 5)
+        for slot, i in enumerate(layout.order):
+            used = layout.neighbours[slot] != scratch
+            assert sorted(layout.neighbours[slot, used].tolist()) == sorted(flat[i, real[i]].tolist())
+            assert (layout.picks[slot, ~used] == real.shape[1]).all()  # padding reads the zero column
+
+
+def test_tables_hold_each_groups_share_of_the_field():
+    spins, ebm, program = _spin_glass(200, 2)
+    tables = pairwise_tables(program)
+    layouts = table_spin.table_layouts(tables)
+    params = [block_couplings(program, tables, b) for b in range(len(tables.sources))]
+    blocks = table_spin.table_blocks(tables, layouts, params)
+    rng = np.random.default_rng(3)
+    for layout, block, (bias, couplings) in zip(layouts, blocks, params):
+        w = np.concatenate([np.asarray(c, np.float64) for c in couplings] + [np.zeros((len(bias), 1))], axis=1)
+        slots = w[layout.order[:, None], layout.picks].reshape(len(layout.order), layout.groups, 5)
+        spins_up = rng.random((len(layout.order), layout.groups, 5)) < 0.5
+        patterns = (spins_up * (1 << np.arange(5))).sum(-1)  # [n, G]
+        got = np.take_along_axis(np.asarray(block.tables, np.float64), patterns[:, :, None], 2)[:, :, 0].sum(1)
+        field = np.asarray(bias, np.float64)[layout.order] + (slots * np.where(spins_up, 1.0, -1.0)).sum((1, 2))
+        np.testing.assert_allclose(got, table_spin.SCALE * field, rtol=0, atol=1e-5 * (1 + np.abs(field).max()))
+
+
+def test_table_update_takes_the_gather_sweeps_steps():
+    """Same keys and model: the same samples (a flip could differ only where the field's rounding in
+    another order decides a near-tie comparison)."""
+    spins, ebm, program = _spin_glass(400, 4)
+    schedule = SamplingSchedule(3, 3, 2)
+    gather = _run(program, schedule, 64, [spins], "gather")
+    table = _run(program, schedule, 64, [spins], "table-jnp")
+    assert np.mean(gather[0] == table[0]) > 0.9999
+
+
+@pytest.mark.skipif(not NATIVE, reason="the native kernel runs on a CUDA GPU with NVRTC")
+def test_native_kernel_gives_the_same_samples_as_jax_numpy():
+    spins, ebm, program = _spin_glass(2000, 6)
+    schedule = SamplingSchedule(3, 2, 2)
+    for chains in (48, 1000):  # not a multiple of a warp's 512 chains: the last tile is partly idle
+        reference = _run(program, schedule, chains, [spins], "table-jnp")
+        kernel = _run(program, schedule, chains, [spins], "table")
+        assert np.mean(reference[0] == kernel[0]) > 0.9999
+
+
+def _table_final_states(program, init, blocks, clamp_values, seed):
+    schedule = SamplingSchedule(N_WARMUP, 1, 1)
+    out = sample_states_batched(jax.random.key(seed), program, schedule, init, clamp_values, blocks, method=GPU_METHOD)
+    return [np.asarray(x[:, 0]) for x in out]
+
+
+def _dense_spin_glass(seed):
+    """12 spins with 40 random couplings: most nodes have more than five neighbours (two tables)."""
+    rng = np.random.default_rng(seed)
+    spins, cats, ebm = pairwise_spin_model(rng, 12)
+    program = _program(ebm, color_blocks(ebm), [], 2)
+    assert max(layout.groups for layout in table_spin.table_layouts(pairwise_tables(program))) >= 2
+    return spins, cats, ebm
+
+
+def test_spin_glass_matches_enumeration():
+    spins, cats, ebm = _dense_spin_glass(43)
+    check_against_exact(ebm, spins, cats, 2, seed=43, sample=_table_final_states)
+
+
+def test_clamped_spin_glass_matches_enumeration():
+    spins, cats, ebm = _dense_spin_glass(47)
+    check_against_exact(ebm, spins, cats, 2, clamp_nodes=spins[::4], seed=47, sample=_table_final_states)
+
+
+def test_samples_do_not_depend_on_the_device_count():
+    spins, ebm, program = _spin_glass(50, 8)
+    schedule = SamplingSchedule(3, 2, 1)
+    runs = [_run(program, schedule, 40, [spins], "table-jnp", devices=jax.devices("cpu")[:d]) for d in (1, 4)]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+
+
+def test_a_node_with_more_than_forty_neighbours_is_refused_with_the_fix():
+    from heatbath import SpinNode
+    from heatbath.models import IsingEBM, IsingSamplingProgram
+
+    hub, leaves, others = SpinNode(), [SpinNode() for _ in range(41)], [SpinNode() for _ in range(100)]
+    ebm = IsingEBM([hub] + leaves + others, [(hub, leaf) for leaf in leaves], jnp.zeros(142), jnp.full(41, 0.1),
+                   jnp.asarray(1.0))
+    program = IsingSamplingProgram(ebm, [Block([hub]), Block(leaves + others)], [])
+    tables = pairwise_tables(program)
+    assert table_spin.table_layouts(tables)[0] is None
+    assert not pairwise_sweep.table_path_applies(program, tables)
+    init = [jnp.zeros((4, 1), bool), jnp.zeros((4, 141), bool)]
+    with pytest.raises(HeatbathError, match="more than 40 neighbours"):
+        sample_states_batched(jax.random.key(0), program, SamplingSchedule(1, 1, 1), init, [], [Block([hub])],
+                              method="table-jnp")
+
+
+def test_table_methods_refuse_categorical_programs_and_missing_gpus():
+    from test_pairwise_kernels import pairwise_categorical_model
+
+    _, cats, ebm = pairwise_categorical_model(np.random.default_rng(14), 8, 3)
+    program = _program(ebm, color_blocks(ebm), [], 3)
+    init = [jnp.zeros((4, len(b)), jnp.uint8) for b in program.gibbs_spec.free_blocks]
+    with pytest.raises(HeatbathError, match="spin programs only"):
+        sample_states_batched(jax.random.key(0), program, SamplingSchedule(1, 1, 1), init, [], [Block(cats)],
+                              method="table-jnp")
+    spins, ebm, program = _spin_glass(20, 9)
+    init = [jnp.zeros((4, len(b)), bool) for b in program.gibbs_spec.free_blocks]
+    if not NATIVE:
+        with pytest.raises(HeatbathError, match="NVRTC"):
+            sample_states_batched(jax.random.key(0), program, SamplingSchedule(1, 1, 1), init, [], [Block(spins)],
+                                  method="table")
+
+
+def test_auto_takes_the_table_kernel_on_gpus_with_nvrtc(monkeypatch):
+    """"auto" runs the table kernel for any chain count where NVRTC compiles it, so a chain's samples
+    never depend on the device count; without NVRTC it keeps the tensor or gather path."""
+    spins, ebm, program = _spin_glass(40, 13)
+    tables = pairwise_tables(program)
+    monkeypatch.setattr(pairwise_sweep, "pallas_runs_on", lambda devices: True)
+    cpus = jax.devices("cpu")
+    for available, expected in ((True, "table"), (False, "gather")):
+        monkeypatch.setattr(pairwise_sweep, "nvrtc_available", lambda: available)
+        for n_devices in (1, 2, 4):
+            assert pairwise_sweep._method("auto", program, tables, tuple(cpus[:n_devices]), 1000) == expected
+
+
+def test_blocks_over_the_ordering_limit_keep_their_order_and_their_samples(monkeypatch):
+    spins, ebm, program = _spin_glass(120, 15)
+    schedule = SamplingSchedule(2, 2, 1)
+    ordered = _run(program, schedule, 16, [spins], "table-jnp")
+    monkeypatch.setattr(table_spin, "ORDERED_NODES_LIMIT", 3)
+    table_spin.table_layouts.cache_clear()
+    try:
+        layouts = table_spin.table_layouts(pairwise_tables(program))
+        assert all((layout.order == np.arange(len(layout.order))).all() for layout in layouts)
+        np.testing.assert_array_equal(_run(program, schedule, 16, [spins], "table-jnp")[0], ordered[0])
+    finally:
+        table_spin.table_layouts.cache_clear()
