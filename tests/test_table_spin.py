@@ -21,7 +21,12 @@ from heatbath.kernels.pallas_backend import pallas_available
 from test_exact_agreement import N_WARMUP, _program
 from test_exact_agreement import _check as check_against_exact
 from test_pairwise_kernels import pairwise_spin_model
-from test_tensor_spin import _run, _spin_glass
+from test_tensor_spin import (
+    _run,
+    _spin_glass,
+    check_categorical_programs_are_refused,
+    check_samples_do_not_depend_on_the_device_count,
+)
 
 NATIVE = pallas_available() and nvrtc_available()
 GPU_METHOD = "table" if NATIVE else "table-jnp"
@@ -115,10 +120,7 @@ def test_clamped_spin_glass_matches_enumeration():
 
 
 def test_samples_do_not_depend_on_the_device_count():
-    spins, ebm, program = _spin_glass(50, 8)
-    schedule = SamplingSchedule(3, 2, 1)
-    runs = [_run(program, schedule, 40, [spins], "table-jnp", devices=jax.devices("cpu")[:d]) for d in (1, 4)]
-    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    check_samples_do_not_depend_on_the_device_count("table-jnp")
 
 
 def test_a_node_with_more_than_forty_neighbours_is_refused_with_the_fix():
@@ -139,14 +141,7 @@ def test_a_node_with_more_than_forty_neighbours_is_refused_with_the_fix():
 
 
 def test_table_methods_refuse_categorical_programs_and_missing_gpus():
-    from test_pairwise_kernels import pairwise_categorical_model
-
-    _, cats, ebm = pairwise_categorical_model(np.random.default_rng(14), 8, 3)
-    program = _program(ebm, color_blocks(ebm), [], 3)
-    init = [jnp.zeros((4, len(b)), jnp.uint8) for b in program.gibbs_spec.free_blocks]
-    with pytest.raises(HeatbathError, match="spin programs only"):
-        sample_states_batched(jax.random.key(0), program, SamplingSchedule(1, 1, 1), init, [], [Block(cats)],
-                              method="table-jnp")
+    check_categorical_programs_are_refused("table-jnp")
     spins, ebm, program = _spin_glass(20, 9)
     init = [jnp.zeros((4, len(b)), bool) for b in program.gibbs_spec.free_blocks]
     if not NATIVE:

@@ -112,11 +112,16 @@ def test_clamped_spin_glass_matches_enumeration():
     check_against_exact(ebm, spins, cats, 2, clamp_nodes=spins[::4], seed=47, sample=_tensor_final_states)
 
 
-def test_samples_do_not_depend_on_the_device_count():
+def check_samples_do_not_depend_on_the_device_count(method: str):
+    """The same chains on one and on four (forced host) devices give the same samples with `method`."""
     spins, ebm, program = _spin_glass(50, 8)
     schedule = SamplingSchedule(3, 2, 1)
-    runs = [_run(program, schedule, 40, [spins], "tensor-jnp", devices=jax.devices("cpu")[:d]) for d in (1, 4)]
+    runs = [_run(program, schedule, 40, [spins], method, devices=jax.devices("cpu")[:d]) for d in (1, 4)]
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
+
+
+def test_samples_do_not_depend_on_the_device_count():
+    check_samples_do_not_depend_on_the_device_count("tensor-jnp")
 
 
 def test_bad_methods_are_refused_with_the_fix():
@@ -210,7 +215,8 @@ def test_auto_decides_on_the_total_chain_count_not_the_split(monkeypatch):
         assert pairwise_sweep._method("auto", program, tables, devices, threshold - 1) == "gather"
 
 
-def test_tensor_methods_refuse_categorical_programs_and_say_why():
+def check_categorical_programs_are_refused(method: str):
+    """A spin-only `method` on a categorical program raises and says so."""
     from test_pairwise_kernels import pairwise_categorical_model
 
     _, cats, ebm = pairwise_categorical_model(np.random.default_rng(14), 8, 3)
@@ -218,4 +224,8 @@ def test_tensor_methods_refuse_categorical_programs_and_say_why():
     init = [jnp.zeros((4, len(b)), jnp.uint8) for b in program.gibbs_spec.free_blocks]
     with pytest.raises(HeatbathError, match="spin programs only"):
         sample_states_batched(jax.random.key(0), program, SamplingSchedule(1, 1, 1), init, [], [Block(cats)],
-                              method="tensor-jnp")
+                              method=method)
+
+
+def test_tensor_methods_refuse_categorical_programs_and_say_why():
+    check_categorical_programs_are_refused("tensor-jnp")
