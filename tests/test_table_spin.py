@@ -175,3 +175,23 @@ def test_blocks_over_the_ordering_limit_keep_their_order_and_their_samples(monke
         np.testing.assert_array_equal(_run(program, schedule, 16, [spins], "table-jnp")[0], ordered[0])
     finally:
         table_spin.table_layouts.cache_clear()
+
+
+def test_cuda_c_kernels_stand_down_when_disabled_or_newer_than_the_driver(monkeypatch):
+    """HEATBATH_CUDA_C=0 turns them off, and an NVRTC of a newer CUDA major version than the driver
+    (whose PTX the driver could not load) is not used; "auto" then keeps the tensor or gather path."""
+    from heatbath.kernels import cuda_runtime
+
+    monkeypatch.setattr(cuda_runtime, "_nvrtc", lambda: object())
+    monkeypatch.setattr(cuda_runtime, "_kernel_call_lib", lambda: object())
+    monkeypatch.setattr(cuda_runtime, "compile_ptx", lambda *args: "ptx")
+    monkeypatch.setattr(cuda_runtime, "compute_capability", lambda: 90)
+    cases = [("1", 12090, 13000, False), ("1", 12040, 12090, True), ("1", 13000, 12090, True), ("1", None, 13000, True),
+             ("0", 13000, 12090, False)]
+    for switch, driver, nvrtc, expected in cases:
+        monkeypatch.setenv("HEATBATH_CUDA_C", switch)
+        monkeypatch.setattr(cuda_runtime, "_driver_version", lambda: driver)
+        monkeypatch.setattr(cuda_runtime, "nvrtc_version", lambda: nvrtc)
+        cuda_runtime.nvrtc_available.cache_clear()
+        assert cuda_runtime.nvrtc_available() is expected, (switch, driver, nvrtc)
+    cuda_runtime.nvrtc_available.cache_clear()

@@ -33,7 +33,7 @@ import numpy as np
 
 from heatbath.errors import HeatbathError
 
-__all__ = ["nvrtc_available", "compile_ptx", "cuda_call", "compute_capability"]
+__all__ = ["nvrtc_available", "nvrtc_version", "compile_ptx", "cuda_call", "compute_capability"]
 
 TARGET = "triton_kernel_call_ffi"
 
@@ -70,15 +70,41 @@ def _nvrtc():
 
 @functools.cache
 def nvrtc_available() -> bool:
-    """Whether CUDA C can be compiled here for the first CUDA device (NVRTC found and able to target
-    it) and launched (jaxlib's CUDA kernel-call target). Call it only where a CUDA device exists."""
-    if _nvrtc() is None or _kernel_call_lib() is None:
+    """Whether CUDA C can be compiled here for the first CUDA device and launched. Call it only where
+    a CUDA device exists. False when the environment variable HEATBATH_CUDA_C is 0, when NVRTC or
+    jaxlib's CUDA kernel-call target is missing, when NVRTC cannot target the device, or when NVRTC
+    belongs to a newer CUDA major version than the driver (NVRTC 13 on a CUDA 12 driver: install
+    `nvidia-cuda-nvrtc-cu12` to use the CUDA C kernels there). Within one major version CUDA's minor
+    version compatibility applies; should a driver still refuse the PTX, HEATBATH_CUDA_C=0 or
+    `method="tensor"` / `"gather"` avoids it."""
+    if os.environ.get("HEATBATH_CUDA_C", "1") == "0" or _nvrtc() is None or _kernel_call_lib() is None:
+        return False
+    driver = _driver_version()
+    if driver is not None and nvrtc_version() // 1000 > driver // 1000:
         return False
     try:
         compile_ptx(_PROBE, "probe.cu", (), compute_capability())
     except Exception:  # noqa: BLE001 - an NVRTC too old for this GPU, a broken install: use another kernel
         return False
     return True
+
+
+def nvrtc_version() -> int:
+    """NVRTC's CUDA version as 1000·major + 10·minor (the driver's encoding: 12090 for 12.9)."""
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    _nvrtc().nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
+    return 1000 * major.value + 10 * minor.value
+
+
+def _driver_version() -> int | None:
+    """The CUDA version the driver supports (cuDriverGetVersion), or None where it cannot be read."""
+    try:
+        version = ctypes.c_int()
+        if ctypes.CDLL("libcuda.so.1").cuDriverGetVersion(ctypes.byref(version)):
+            return None
+        return version.value
+    except (OSError, AttributeError):
+        return None
 
 
 _PROBE = 'extern "C" __global__ void probe(int* x) { x[threadIdx.x] += 1; }\n'
