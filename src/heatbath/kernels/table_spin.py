@@ -181,11 +181,12 @@ def table_block_update(
     block: TableBlock, state: UInt8[Array, "N1 chains"], seeds: UInt32[Array, "updates chains"], row: int,
     *, warps: int | None = None, words: int | None = None, defines: tuple[tuple[str, int], ...] = (),
 ) -> UInt8[Array, "N1 chains"]:
-    """The flat state (`table_state`) with one free block resampled by the CUDA kernel (in place),
-    with the chains' seeds `seeds[row]`, folded (`fold_seeds`). The kernel reads that row of the
-    whole array, so no slice of it is copied per update: `warps` nodes
-    per thread block, `words` 4-chain words per thread (default WARPS, WORDS). Chains must be a
-    multiple of 4 · `words`. `defines`: more `-D` switches (the diagnostics of bench/table_spin_probe.py)."""
+    """The flat state (`table_state`) with one free block resampled by the CUDA kernel (in place).
+
+    The chains' seeds are `seeds[row]`, folded (`fold_seeds`); the kernel reads that row of the whole
+    array, so no slice is copied per update. `warps` nodes per thread block and `words` 4-chain words
+    per thread (default WARPS, WORDS); chains must be a multiple of 4 · `words`. `defines`: more `-D`
+    switches (the diagnostics of bench/table_spin_probe.py)."""
     from heatbath.kernels.cuda_runtime import compile_ptx, compute_capability, cuda_call
 
     warps, words = warps or WARPS, words or WORDS
