@@ -320,3 +320,12 @@ def test_batched_route_splits_whole_chains_only(monkeypatch):
 def test_native_route_is_the_default_on_gpus_and_takes_the_jax_numpy_steps(monkeypatch):
     assert dispatch.torus_backend() == "pallas"
     _assert_backends_agree(monkeypatch, ("pallas", "jnp"), 128, 0.1, 64, SamplingSchedule(5, 3, 2))
+
+
+def test_an_unknown_torus_backend_is_refused_with_the_fix():
+    from heatbath.errors import HeatbathError
+    from heatbath.kernels.torus_run import check_backend
+
+    with pytest.raises(HeatbathError, match="backend must be one of .*'jnp' anywhere"):
+        check_backend("cuda")
+    check_backend("jnp")

@@ -25,6 +25,7 @@ from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, ArrayLike, Bool, Float, Int32, UInt32
 
 from heatbath.block_sampling import SamplingSchedule
+from heatbath.errors import HeatbathError
 from heatbath.kernels.checkerboard import float32_parameters, heat_bath_thresholds
 from heatbath.kernels.counter_rng import stream_seeds
 from heatbath.kernels.ising_torus import IsingTorus
@@ -195,7 +196,7 @@ def run_ising_torus(
 def check_backend(backend: str) -> None:
     """Raise unless `backend` is one a torus route runs on (`BACKENDS`)."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+        raise HeatbathError(f"backend must be one of {BACKENDS}; got {backend!r}. Use 'pallas' on CUDA GPUs, 'jnp' anywhere.")
 
 
 def torus_backend(devices=None) -> str | None:
