@@ -16,7 +16,7 @@ from heatbath.kernels import pairwise_sweep, table_spin
 from heatbath.kernels.batched import sample_states_batched
 from heatbath.kernels.counter_rng import fold16, mix32, mix32_tail
 from heatbath.kernels.cuda_runtime import nvrtc_available
-from heatbath.kernels.pairwise_tables import block_couplings, pairwise_tables
+from heatbath.kernels.pairwise_tables import block_couplings, pairwise_tables, real_slots
 from heatbath.kernels.pallas_backend import pallas_available
 from test_exact_agreement import N_WARMUP, _program
 from test_exact_agreement import _check as check_against_exact
@@ -48,7 +48,7 @@ def test_layouts_hold_every_neighbour_once_in_a_group_of_five():
         n = tables.block_sizes[b]
         assert sorted(layout.order.tolist()) == list(range(n))  # a permutation of the block
         assert layout.neighbours.shape == (n, 5 * layout.groups)
-        real = np.concatenate([cols != tables.zero_columns[b] for _, _, cols in tables.sources[b]], axis=1)
+        real = real_slots(tables, b)
         flat = np.concatenate([offsets[src] + nb for src, nb, _ in tables.sources[b]], axis=1)
         assert layout.groups == -(-real.sum(1).max() // 5)
         for slot, i in enumerate(layout.order):

@@ -87,8 +87,9 @@ def mix32(x: UInt32[Array, "*n"]) -> UInt32[Array, "*n"]:
 
 def fold16(x: UInt32[Array, "*n"]) -> UInt32[Array, "*n"]:
     """x ^ (x >> 16), mix32's first step. It distributes over xor, so mix32(a ^ b) is
-    mix32_tail(fold16(a) ^ fold16(b)): kernels fold a node's hash and a chain's seed once each."""
-    return x ^ (x >> jnp.uint32(16))
+    mix32_tail(fold16(a) ^ fold16(b)): kernels fold a node's hash and a chain's seed once each.
+    Numpy in, numpy out (host tables built while tracing); jax in, jax out."""
+    return x ^ (x >> 16)
 
 
 def mix32_tail(x: UInt32[Array, "*n"]) -> UInt32[Array, "*n"]:

@@ -265,10 +265,7 @@ def tensor_path_applies(program: BlockSamplingProgram, tables: NeighbourTables) 
     sampling group reading another block of that group (the flat state is updated in place)."""
     if tables.kind != "spin" or any(tiles is None for tiles in tensor_tiles(tables)):
         return False
-    for members in program.gibbs_spec.sampling_order:
-        if any(src in members for b in members for src, _, _ in tables.sources[b]):
-            return False
-    return True
+    return _groups_read_none_of_their_own(program, tables)
 
 
 def table_path_applies(program: BlockSamplingProgram, tables: NeighbourTables) -> bool:
@@ -277,6 +274,12 @@ def table_path_applies(program: BlockSamplingProgram, tables: NeighbourTables) -
     sampling group reading another block of that group (the flat state is updated in place)."""
     if tables.kind != "spin" or any(layout is None for layout in table_layouts(tables)):
         return False
+    return _groups_read_none_of_their_own(program, tables)
+
+
+def _groups_read_none_of_their_own(program: BlockSamplingProgram, tables: NeighbourTables) -> bool:
+    """No block of a sampling group reads a block of the same group: the flat-state kernels update
+    a group's blocks one after the other in place, which is then the same as all at once."""
     return not any(src in members for members in program.gibbs_spec.sampling_order
                    for b in members for src, _, _ in tables.sources[b])
 

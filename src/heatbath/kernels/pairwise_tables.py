@@ -26,7 +26,7 @@ from heatbath.block_sampling import BlockSamplingProgram
 from heatbath.kernels.identity_cache import IdentityCache
 from heatbath.models.discrete_ebm import CategoricalGibbsConditional, DiscreteEBMInteraction, SpinGibbsConditional
 
-__all__ = ["NeighbourTables", "pairwise_tables", "pairwise_kind", "block_couplings", "flat_neighbours"]
+__all__ = ["NeighbourTables", "pairwise_tables", "pairwise_kind", "block_couplings", "flat_neighbours", "real_slots"]
 
 MAX_CATEGORIES = 16  # the categorical update unrolls K x K_tail selects per neighbour
 DENSE_MIN_SOURCE = 32  # below this a gather of the padded table is as cheap as a matrix product
@@ -171,6 +171,11 @@ def flat_neighbours(tables: NeighbourTables, b: int) -> np.ndarray:
     point at their source's row 0. b must read at least one source."""
     starts = np.cumsum([0, *tables.block_sizes])
     return np.concatenate([starts[src] + nb.astype(np.int64) for src, nb, _ in tables.sources[b]], axis=1)
+
+
+def real_slots(tables: NeighbourTables, b: int) -> np.ndarray:
+    """Which slots of `flat_neighbours(tables, b)` `[n_b, D]` are couplings (True), not padding."""
+    return np.concatenate([cols != tables.zero_columns[b] for _, _, cols in tables.sources[b]], axis=1)
 
 
 def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: int) -> tuple[Array, list[Array]]:

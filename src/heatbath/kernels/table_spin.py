@@ -38,7 +38,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int32, UInt8, UInt32
 
 from heatbath.kernels.counter_rng import GOLDEN, fold16, mix32_tail, uniform_from_words
-from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours
+from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours, real_slots
 from heatbath.kernels.tensor_tables import greedy_tiles
 
 __all__ = ["GROUP", "MAX_GROUPS", "UP", "WARPS", "WORDS", "TableLayout", "TableBlock", "table_layouts", "table_blocks",
@@ -121,7 +121,7 @@ def table_layouts(tables: NeighbourTables) -> tuple[TableLayout | None, ...]:
         elif not sources:
             out.append(_layout(np.zeros((n, 1), np.int64), np.zeros((n, 1), bool), scratch, 0))
         else:
-            real = np.concatenate([cols != tables.zero_columns[b] for _, _, cols in sources], axis=1)
+            real = real_slots(tables, b)
             out.append(_layout(flat_neighbours(tables, b), real, scratch, real.shape[1]))
     return tuple(out)
 
@@ -153,8 +153,7 @@ def table_blocks(
         n = tables.block_sizes[b]
         flat = jnp.concatenate(couplings, axis=1) if couplings else jnp.zeros((n, 0), jnp.float32)
         ids = tables.node_ids[b][layout.order].astype(np.uint32)
-        hashes = (ids.astype(np.uint64) * GOLDEN % 2**32).astype(np.uint32)
-        hashes = hashes ^ (hashes >> np.uint32(16))  # fold16, on the host
+        hashes = fold16((ids.astype(np.uint64) * GOLDEN % 2**32).astype(np.uint32))  # numpy: on the host
         out.append(TableBlock(jnp.asarray((offsets[b] + layout.order).astype(np.int32)),
                               jnp.asarray(layout.neighbours), _tables(layout, bias, flat), jnp.asarray(hashes)))
     return out

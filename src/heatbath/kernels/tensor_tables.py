@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int8
 
-from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours
+from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours, real_slots
 
 __all__ = ["TILE_ROWS", "MAX_UNION", "LARGEST_CODE", "BlockTiles", "greedy_tiles", "block_tiles", "tensor_tiles", "coupling_digits", "tiles_apply"]
 
@@ -149,8 +149,7 @@ def tensor_tiles(tables: NeighbourTables) -> tuple[BlockTiles | None, ...]:
         elif not sources:  # biases only: every tile reads row 0 with zero couplings
             out.append(block_tiles(np.zeros((n, 1), np.int64), np.zeros((n, 1), bool)))
         else:
-            real = np.concatenate([cols != tables.zero_columns[b] for _, _, cols in sources], axis=1)
-            out.append(block_tiles(flat_neighbours(tables, b), real))
+            out.append(block_tiles(flat_neighbours(tables, b), real_slots(tables, b)))
     return tuple(out)
 
 
