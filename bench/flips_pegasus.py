@@ -10,6 +10,7 @@ column runs the same program through heatbath's batched fast path (`sample_state
 as the contiguous axis, counter-based random words), the one-line alternative to the vmap call.
 
     .venv-bench/bin/python bench/flips_pegasus.py [--chains 100 1000 10000] [--sweeps 100] [--repeats 3] [--methods gather]
+        [--sweeps-per-step 1 8]
 
 (On a machine where thrml is not installed pass `--no-thrml` to time heatbath alone.)
 """
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from timing import batched_time, best_time  # noqa: E402
+from timing import batched_time, best_time, with_patches  # noqa: E402
 
 
 def _library(name: str):
@@ -105,6 +106,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-thrml", action="store_true")
     parser.add_argument("--methods", nargs="*", default=[], help="also time the batched call with these update methods")
+    parser.add_argument("--sweeps-per-step", type=int, nargs="*", default=[],
+                        help="also time the THRML-style call with these sweeps per step of the GPU sweep loop "
+                             "(pallas_backend.SWEEPS_PER_STEP)")
     args = parser.parse_args(argv)
 
     inputs = pegasus_inputs()
@@ -112,6 +116,13 @@ def main(argv=None) -> None:
     print(f"Pegasus P(14): {n_nodes} spins, {len(edge_index)} edges, {colours.max() + 1} colours; "
           f"{args.sweeps} sweeps; device {jax.devices()[0].device_kind}; jax {jax.__version__}")
     print_table(inputs, args.chains, args.sweeps, args.repeats, args.no_thrml, args.methods)
+    for per_step in args.sweeps_per_step:
+        from heatbath.kernels import pallas_backend
+
+        for chains in args.chains:  # the constant is read at trace time
+            rate = with_patches([(pallas_backend, "SWEEPS_PER_STEP", per_step)], flips_per_ns, "heatbath", inputs, chains,
+                                args.sweeps, args.repeats)
+            print(f"{chains:>8} chains, {per_step} sweeps per loop step: THRML-style {rate:.4g} flips/ns", flush=True)
 
 
 if __name__ == "__main__":

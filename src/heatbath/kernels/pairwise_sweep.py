@@ -34,7 +34,7 @@ from heatbath.kernels.coupling_structure import CouplingForm
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
 from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
-from heatbath.kernels.pallas_backend import pallas_runs_on
+from heatbath.kernels.pallas_backend import pallas_runs_on, sweeps_per_step
 from heatbath.kernels import pallas_categorical
 from heatbath.kernels.pallas_categorical import categorical_block_update, categorical_kernel_fits
 from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_block_update
@@ -194,12 +194,15 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
     # The seeds travel in the loop carry so that they are materialised: computed inside the sweep,
     # XLA fuses the per-chain cipher into the per-(node, chain) loop and recomputes it for every
     # element (measured 70x slower on XLA:CPU; an optimisation barrier does not survive to fusion).
+    # GPU kernels run several sweeps per loop step: a step costs about as much as a small sweep.
+    backend = "pallas" if method in NATIVE_GPU_METHODS else "jnp"
+
     def sweeps(carry, start, count):
         def body(i, carry):
             state, seeds = carry
             return sweep(state, seeds), seeds_of(start + i.astype(jnp.uint32) + jnp.uint32(1))
 
-        return jax.lax.fori_loop(0, count, body, carry) if count else carry
+        return jax.lax.fori_loop(0, count, body, carry, unroll=sweeps_per_step(backend, count)) if count else carry
 
     carry = (state, seeds_of(jnp.uint32(0)))
     carry = sweeps(carry, jnp.uint32(0), schedule.n_warmup)
@@ -250,6 +253,7 @@ def _chain_tile(chains: int, n_devices: int, tile: int) -> int:
 
 
 METHODS = ("auto", "gather", "pallas", "tensor", "tensor-jnp", "tensor-interpret", "table", "table-jnp")
+NATIVE_GPU_METHODS = ("pallas", "tensor", "table")  # compiled GPU kernels (their loops unroll)
 TENSOR_MIN_CHAINS = 4096  # chains of a call; on an H200 the gather sweep is as fast or faster at 1,000
 
 
