@@ -5,7 +5,11 @@ jitted loop, without the sampling loop around them, for several shapes and diagn
 
 - `shipped`: the kernel as `method="table"` runs it;
 - `same_rows`: every node reads node 0's neighbour rows (all loads hit L1): what memory traffic costs;
-- `no_draw`: spin = sign of the field (no random word, no exp): what the draw costs.
+- `no_draw`: spin = sign of the field (no random word, no exp): what the draw costs;
+- `half_draw`: one random word per two chains, 16 bits each (no tie fallback, so not exact): what
+  halving the mixes would give;
+- `float_uniform`: the uniform built from the word's bits as a float in [1, 2) instead of converted
+  (no I2F): whether the conversion's throughput matters.
 
 `--sass DIR` also writes each variant's SASS (`ptxas` and `cuobjdump` of the CUDA toolkit in
 `--cuda`) and its register count.
@@ -31,7 +35,8 @@ from timing import best_time  # noqa: E402
 from heatbath.kernels import table_spin  # noqa: E402
 from heatbath.kernels.pairwise_tables import block_couplings, pairwise_tables  # noqa: E402
 
-VARIANTS = {"shipped": (), "same_rows": (("PROBE_SAME_ROWS", 1),), "no_draw": (("PROBE_NO_DRAW", 1),)}
+VARIANTS = {"shipped": (), "same_rows": (("PROBE_SAME_ROWS", 1),), "no_draw": (("PROBE_NO_DRAW", 1),),
+            "half_draw": (("PROBE_HALF_DRAW", 1),), "float_uniform": (("PROBE_FLOAT_UNIFORM", 1),)}
 
 
 def p14_blocks():
