@@ -102,3 +102,35 @@ def test_sampled_nodes_are_looked_up_once_even_in_new_blocks(monkeypatch):
     out = sample_states_batched(jax.random.key(1), program, SamplingSchedule(2, 2, 1), init, [], [Block(reordered)])
     assert lookups.count("sampled node") == 2
     np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(runs[0][0])[..., ::-1])
+
+
+def test_a_program_with_new_weights_reuses_the_compiled_call_and_samples_its_own_weights(monkeypatch):
+    """The compiled call is found by the program's identity, then by its structure: a program whose
+    weights were replaced (as a training step does) traces nothing new, and its samples are those of
+    its own weights, exactly what a fresh compilation gives (no weight is baked in as a constant)."""
+    from heatbath import Block
+    from heatbath.graphs import lattice_2d
+    from heatbath.kernels import batched
+    from heatbath.models import IsingEBM, IsingSamplingProgram
+
+    lattice = lattice_2d(4, periodic=True)
+    ebm = IsingEBM(lattice.nodes, lattice.edges, jnp.full(16, 0.2), jnp.full(len(lattice.edges), 0.8), jnp.asarray(1.0))
+    colours = lattice.colors()
+    blocks = [Block([lattice.nodes[i] for i in np.flatnonzero(colours == c)]) for c in (0, 1)]
+    program = IsingSamplingProgram(ebm, blocks, [])
+    flipped = jax.tree.map(lambda x: -x if isinstance(x, jax.Array) and x.dtype == jnp.float32 else x, program)
+    init = [jnp.zeros((8, 8), jnp.bool_) for _ in blocks]
+    schedule = SamplingSchedule(3, 2, 1)
+    traces = []
+    run_pairwise = batched.run_pairwise
+    monkeypatch.setattr(batched, "run_pairwise", lambda *a, **k: traces.append(1) or run_pairwise(*a, **k))
+    call = lambda p: np.asarray(sample_states_batched(jax.random.key(4), p, schedule, init, [], blocks)[0])  # noqa: E731
+    first, second = call(program), call(flipped)
+    assert len(traces) == 1
+    assert not np.array_equal(first, second)
+    batched._PAIRWISE_CALLS.clear()
+    batched._pairwise_call.cache_clear()
+    jax.clear_caches()
+    np.testing.assert_array_equal(call(flipped), second)  # compiled afresh, for the flipped weights
+    np.testing.assert_array_equal(call(program), first)  # which serve the first program's weights too
+    assert len(traces) == 2

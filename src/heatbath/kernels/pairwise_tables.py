@@ -63,7 +63,13 @@ def pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
     Spin: every free block uses the built-in SpinGibbsConditional, every interaction is a bias or a
     coupling to one spin, every block holds scalar booleans. Categorical: the same with
     CategoricalGibbsConditional (one category count), categorical tails and unsigned integer states.
+    The answer rests on types and shapes alone, so it is remembered per program (a loop of batched
+    calls asks it every call: 0.1-0.2 ms).
     """
+    return _KINDS.get((program,), lambda: _pairwise_kind(program))
+
+
+def _pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
     spec = program.gibbs_spec
     kinds = {type(sampler) for sampler in program.samplers}
     if kinds == {SpinGibbsConditional}:
@@ -94,6 +100,7 @@ def pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
     return kind, ""
 
 
+_KINDS: IdentityCache[tuple[str | None, str]] = IdentityCache(32)
 _TABLES: IdentityCache[NeighbourTables] = IdentityCache(32)
 
 
