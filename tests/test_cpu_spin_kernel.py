@@ -89,6 +89,37 @@ def test_thrml_style_call_uses_the_compiled_kernel_on_cpu(monkeypatch):
     assert out.shape == (5, 3, 8) and calls
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the default devices are not CPUs")
+def test_a_second_eager_call_compiles_nothing():
+    """An eager `sample_states` (outside `jit`, as THRML's first example calls it) reaches the kernel
+    through a `pure_callback`, which JAX compiles once per callback object: the second call with the
+    same program and schedule must find it compiled (a new closure per call cost 20 ms a call)."""
+    from jax import monitoring
+
+    from heatbath import sample_states
+
+    spins, _, ebm = pairwise_spin_model(np.random.default_rng(5), 8)
+    blocks = color_blocks(ebm)
+    program = _program(ebm, blocks, [], 2)
+    init = [jnp.zeros(len(b), bool) for b in blocks]
+    call = lambda seed: sample_states(jax.random.key(seed), program, SamplingSchedule(2, 3, 1), init, [], [Block(spins)])  # noqa: E731
+    first = jax.block_until_ready(call(0))
+    compiles = []
+
+    def listen(event, seconds, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(seconds)
+
+    monitoring.register_event_duration_secs_listener(listen)
+    try:
+        second = jax.block_until_ready(call(0))
+        jax.block_until_ready(call(1))
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
+    assert compiles == []
+    np.testing.assert_array_equal(np.asarray(second[0]), np.asarray(first[0]))
+
+
 def test_every_call_runs_on_the_one_kernel_thread(monkeypatch):
     """Calls from the main thread and from another thread (as an XLA worker makes them) all run on
     the same kernel thread, so numba keeps one OpenMP team (see `cpu_spin._KernelThread`)."""

@@ -157,6 +157,20 @@ def run_spin_on_cpu(
     sizes = [int(ids.shape[0]) for ids in observed_ids]
     out_types = [jax.ShapeDtypeStruct((chains, schedule.n_samples, size), jnp.bool_) for size in sizes]
 
+    host = _host_call(tables, order, schedule, chains, tuple(sizes))
+    return jax.pure_callback(host, out_types, flat_couplings, flat_bias, flat_state, chain_words, observed,
+                             vmap_method="sequential")
+
+
+@functools.lru_cache(maxsize=64)  # NeighbourTables hash by identity
+def _host_call(tables: NeighbourTables, order: tuple, schedule, chains: int, sizes: tuple[int, ...]):
+    """The host side of `run_spin_on_cpu` for one (structure, schedule, chain count, observed sizes).
+
+    One function object per such call, not a new closure per call: an eager call (a `sample_states`
+    outside `jit`) compiles its `pure_callback` once per callback object, which cost about 20 ms per
+    call when every call made its own."""
+    layout = _static_layout(tables, order)
+
     def host(*arrays):
         couplings_np, bias_np, state_np, words_np, observed_np = (np.asarray(a) for a in arrays)
         run_schedule = _compiled()
@@ -181,5 +195,4 @@ def run_spin_on_cpu(
         samples = out.transpose(0, 3, 1, 2).reshape(padded, schedule.n_samples, len(observed_np))[:chains]
         return [np.ascontiguousarray(part) for part in np.split(samples, np.cumsum(sizes)[:-1], axis=2)]
 
-    return jax.pure_callback(host, out_types, flat_couplings, flat_bias, flat_state, chain_words, observed,
-                             vmap_method="sequential")
+    return host
