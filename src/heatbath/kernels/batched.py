@@ -257,8 +257,8 @@ def sample_states_batched(
             return _run_torus(key, block_states, index, np.asarray(torus.J, np.float32), np.asarray(torus.h, np.float32),
                               L=torus.L, q=getattr(torus, "q", None), schedule=schedule, backend=backend, devices=split)
         forms = call_forms(program, tables, jax.devices() if devices is None else devices, keep_j=False)
-        return _run_pairwise(key, program, schedule, list(init_state_free), list(state_clamp), observed, devices, chains,
-                             method, forms)
+        return _run_pairwise(key, program, schedule, list(init_state_free), list(state_clamp), observed, devices, method,
+                             forms)
     block_states = chain_block_states(program, list(init_state_free), list(state_clamp), chains)
     global_state = _batched_global(program, block_states)
     return _run(key, program, schedule, global_state, [Block(block) for block in nodes_to_sample])
@@ -315,7 +315,7 @@ def _run_torus(key, block_states, index, J, h, *, L: int, q: int | None, schedul
     return run_potts_torus_chains(words, block_states, index, J, h, q=q, **options)
 
 
-def _run_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, chains: int, method: str, forms):
+def _run_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, method: str, forms):
     """Key to samples in one compiled call (eager set-up cost 10-25 ms a call, measured).
 
     The call is a `jax.jit` over the program's arrays, found by the program's identity (then by its

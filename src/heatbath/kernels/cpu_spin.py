@@ -162,7 +162,7 @@ def run_spin_on_cpu(
                              vmap_method="sequential")
 
 
-@functools.lru_cache(maxsize=64)  # NeighbourTables hash by identity
+@functools.lru_cache(maxsize=32)  # NeighbourTables hash by identity; as many as _static_layout keeps
 def _host_call(tables: NeighbourTables, order: tuple, schedule, chains: int, sizes: tuple[int, ...]):
     """The host side of `run_spin_on_cpu` for one (structure, schedule, chain count, observed sizes).
 

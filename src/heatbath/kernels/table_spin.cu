@@ -138,15 +138,13 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) table_spin_update(
       word |= s < 0.0f ? UP << (8 * b) : 0u;
 #else
       const float e = exp2_approx(s);
-#if defined(PROBE_HALF_DRAW)  // diagnostic: one word per two chains, 16 bits each (no tie fallback)
+#ifdef PROBE_FLOAT_UNIFORM  // diagnostic: u from the word's bits as a float in [1, 2), no conversion
+      const float one_u = __int_as_float(0x3F800000u | (mix32_tail(hash ^ seed_of[b]) >> 9));
+      word |= fmaf(one_u, 1.0f + e, -e) < 2.0f ? UP << (8 * b) : 0u;
+#else
+#ifdef PROBE_HALF_DRAW  // diagnostic: one word per two chains, 16 bits each (no tie fallback)
       const u32 pair = mix32_tail(hash ^ seed_of[b & 2]);
       const u32 bits = (b & 1) ? (pair & 0xFFFF0000u) : (pair << 16);
-#elif defined(PROBE_FLOAT_UNIFORM)  // diagnostic: u from the word's bits as a float in [1, 2), no conversion
-      const u32 raw = mix32_tail(hash ^ seed_of[b]);
-      const float one_u = __int_as_float(0x3F800000u | (raw >> 9));
-      word |= fmaf(one_u, 1.0f + e, -e) < 2.0f ? UP << (8 * b) : 0u;
-      continue;
-      const u32 bits = 0;
 #else
       const u32 bits = mix32_tail(hash ^ seed_of[b]);
 #endif
@@ -154,6 +152,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) table_spin_update(
       // rounds (v + 1/2) and 1 + e separately: they differ at near-ties only)
       const float u = fmaf((float)(bits >> 8), 5.9604644775390625e-08f, 2.98023223876953125e-08f);
       word |= fmaf(u, e, u) < 1.0f ? UP << (8 * b) : 0u;
+#endif
 #endif
     }
     result[w] = word;
