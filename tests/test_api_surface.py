@@ -89,6 +89,16 @@ def test_block_and_global_state_round_trip():
     assert spec.node_global_location_map[cats[1]] == (1, 1)
 
 
+def test_blocks_rebuilt_by_tree_operations_are_the_same_blocks():
+    """Tree operations rebuild a program's blocks from their nodes without checking them again (they
+    were checked when made): the rebuilt block equals the original and holds the very same nodes."""
+    nodes = [SpinNode() for _ in range(5)]
+    block = Block(nodes)
+    rebuilt = jax.tree.map(lambda x: x, {"block": block, "w": jnp.ones(2)})["block"]
+    assert type(rebuilt) is Block and rebuilt == block and rebuilt.nodes is block.nodes
+    assert jax.jit(lambda b, x: x + len(b))(block, 1.0) == 6.0
+
+
 def test_make_empty_and_verify_block_state():
     spins, cats, blocks, spec = _mixed_spec()
     empty = make_empty_block_state(blocks, spec.node_shape_dtypes, batch_shape=(4,))
