@@ -318,15 +318,14 @@ def _run_torus(key, block_states, index, J, h, *, L: int, q: int | None, schedul
 def _run_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, method: str, forms):
     """Key to samples in one compiled call (eager set-up cost 10-25 ms a call, measured).
 
-    The call is a `jax.jit` over the program's arrays, found by the program's identity (then by its
-    structure, so a new program of the same structure, as in training, compiles nothing new):
-    `eqx.filter_jit` flattened and hashed the whole program on every call, about 0.3 ms a call on an
-    H200, a tenth of a 1,000-chain P(14) call."""
+    The call is a `jax.jit` over the program's arrays, found by the program's structure (its treedef
+    and non-array leaves; a hit costs about a microsecond), so a new program of the same structure,
+    as in training, compiles nothing new: `eqx.filter_jit` flattened and hashed the whole program on
+    every call, about 0.3 ms a call on an H200, a tenth of a 1,000-chain P(14) call."""
     leaves, treedef = jax.tree.flatten(program)
     statics = tuple(_ARRAY if eqx.is_array(x) else x for x in leaves)
-    options = (schedule, devices, method, forms)
     try:
-        call = _PAIRWISE_CALLS.get((program,), lambda: _pairwise_call(treedef, statics, *options), extra=options)
+        call = _pairwise_call(treedef, statics, schedule, devices, method, forms)
     except TypeError:  # an unhashable non-array leaf: no cache key, so equinox's jit
         return _filter_jit_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, method, forms)
     arrays = [x for x, static in zip(leaves, statics) if static is _ARRAY]
@@ -334,7 +333,6 @@ def _run_pairwise(key, program, schedule, init_state_free, state_clamp, observed
 
 
 _ARRAY = object()  # marks a program leaf that the compiled call takes as an argument
-_PAIRWISE_CALLS: IdentityCache = IdentityCache(16)
 
 
 @functools.lru_cache(maxsize=32)
