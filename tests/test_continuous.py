@@ -35,6 +35,7 @@ from heatbath.models import (
     SpinContinuousFactor,
     current_state_groups,
 )
+from optimised import OPTIMISED
 from stats_helpers import Z_LIMIT, chi_square_z, final_states
 
 
@@ -80,7 +81,7 @@ def _per_chain_moments(ebm: GaussianEBM, mean: np.ndarray, *, n_chains: int, n_s
         init = [jax.random.normal(k, (len(b),)) for k, b in zip(jax.random.split(k_init, len(blocks)), blocks)]
         return sample_with_observation(k_run, program, schedule, init, [], carry0, observe)[0]
 
-    s1, s2 = jax.jit(jax.vmap(run))(jax.random.split(jax.random.key(seed), n_chains))
+    s1, s2 = jax.jit(jax.vmap(run), compiler_options=OPTIMISED)(jax.random.split(jax.random.key(seed), n_chains))
     inverse = np.argsort(order)  # back to the model's node order
     s1 = np.asarray(s1)[:, inverse] / n_samples + mean
     s2 = np.asarray(s2)[:, inverse][:, :, inverse] / n_samples
@@ -467,7 +468,8 @@ def test_all_of_thrml_gaussian_part_with_builtin_types():
     n_chains, schedule = 1000, SamplingSchedule(n_warmup=20, n_samples=10000, steps_per_sample=1)
     init = [jnp.zeros((n_chains, len(b)), jnp.float32) for b in program.gibbs_spec.free_blocks]
     keys = jax.random.split(key, n_chains)
-    moments, _ = jax.jit(jax.vmap(lambda k, s: sample_with_observation(k, program, schedule, s, [], observer.init(), observer)))(keys, init)
+    sample = jax.vmap(lambda k, s: sample_with_observation(k, program, schedule, s, [], observer.init(), observer))
+    moments, _ = jax.jit(sample, compiler_options=OPTIMISED)(keys, init)  # 10^7 sweeps: see optimised.py
     m = [np.asarray(x, np.float64).mean(0) / schedule.n_samples for x in moments]
     covariances = m[2] - m[0] * m[1]
     real = np.linalg.inv(model.precision_matrix())[u, v]
