@@ -154,6 +154,21 @@ def test_categorical_state_out_of_range():
         jax.block_until_ready(_run(program, [jnp.array([1], jnp.uint8), jnp.array([3], jnp.uint8)]))
 
 
+def test_categorical_state_out_of_range_in_a_compiled_call_on_several_devices():
+    """Inside `jit(vmap(...))` the state is traced, so the check runs in the compiled call, whose
+    chains are split over the 4 host devices: every device must raise together (one raising alone
+    left the others waiting in a collective, and XLA aborted the whole process after 40 s)."""
+    assert len(jax.devices()) == 4
+    nodes = [CategoricalNode() for _ in range(2)]
+    model = CategoricalEBM(nodes, biases=jnp.zeros((2, 3)), edges=[(nodes[0], nodes[1])], weights=jnp.zeros((1, 3, 3)))
+    blocks = [Block([nodes[0]]), Block([nodes[1]])]
+    program = CategoricalSamplingProgram(model, blocks, [])
+    init = [jnp.ones((8, 1), jnp.uint8), jnp.ones((8, 1), jnp.uint8).at[5].set(3)]  # one chain, on one device
+    run = jax.jit(jax.vmap(lambda k, a, b: sample_states(k, program, SamplingSchedule(1, 2, 1), [a, b], [], blocks)))
+    with pytest.raises(Exception, match=r"categorical state is outside \[0, K\)"):
+        jax.block_until_ready(run(jax.random.split(jax.random.key(0), 8), *init))
+
+
 def test_clamped_categorical_state_out_of_range():
     nodes = [CategoricalNode() for _ in range(2)]
     model = CategoricalEBM(nodes, biases=jnp.zeros((2, 4)), edges=[(nodes[0], nodes[1])], weights=jnp.zeros((1, 4, 4)))

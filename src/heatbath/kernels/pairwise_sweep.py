@@ -28,7 +28,7 @@ from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Float, Int8, UInt32
 
 from heatbath.block_sampling import CATEGORY_RANGE_MESSAGE, BlockSamplingProgram, SamplingSchedule
-from heatbath.errors import HeatbathError
+from heatbath.errors import HeatbathError, StateError
 from heatbath.kernels.categorical_draw import draw_category
 from heatbath.kernels.coupling_structure import CouplingForm
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
@@ -45,7 +45,7 @@ from heatbath.kernels.table_spin import CHAIN_MULTIPLE as TABLE_CHAIN_MULTIPLE
 from heatbath.kernels.table_spin import fold_seeds, table_block_update, table_block_update_jnp, table_blocks, table_layouts, table_state
 from heatbath.kernels.cuda_runtime import nvrtc_available
 
-__all__ = ["run_pairwise", "tensor_path_applies", "check_method", "METHODS"]
+__all__ = ["run_pairwise", "tensor_path_applies", "check_method", "check_concrete_categories", "METHODS"]
 
 
 def _gather_rows(state, neighbours: np.ndarray):
@@ -218,32 +218,60 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
 
 @eqx.filter_jit
 def _run(program, schedule, tables, devices, method, forms, chain_words, states, observed):
+    check = tables.kind == "categorical"
     if len(devices) == 1:
+        states = _checked_categories(program, states, lambda bad: bad) if check else states
         return _run_local(program, schedule, tables, chain_words, states, observed, method, forms)
     mesh = Mesh(np.asarray(devices), ("chains",))
     chain_major, chain_minor = PartitionSpec("chains"), PartitionSpec(None, "chains")
-    local = jax.shard_map(
-        lambda p, w, s, o: _run_local(p, schedule, tables, w, s, o, method, forms),
+
+    def local(p, w, s, o):
+        # Every device raises together: a device whose shard raised alone would leave the others
+        # waiting in a later collective, and XLA aborts the process after 40 s (seen on CPU devices).
+        s = _checked_categories(p, s, lambda bad: jax.lax.psum(bad.astype(jnp.int32), "chains") > 0) if check else s
+        return _run_local(p, schedule, tables, w, s, o, method, forms)
+
+    run = jax.shard_map(
+        local,
         mesh=mesh,
         in_specs=(PartitionSpec(), chain_major, [chain_minor] * len(states), PartitionSpec()),
         out_specs=chain_major,
         check_vma=False,
     )
-    return local(program, chain_words, states, observed)
+    return run(program, chain_words, states, observed)
 
 
-def _checked_categories(program: BlockSamplingProgram, states: list[Array]) -> list[Array]:
-    """Raise at run time (as the generic path does) if a state is >= its node's category count."""
+def _category_limits(program: BlockSamplingProgram, b: int, n: int) -> np.ndarray | None:
+    """The category count of each of block b's `n` nodes (int32), or None where it is not bounded."""
     spec = program.gibbs_spec
+    sd, start = int(spec.block_sd_index[b]), int(spec.block_offsets[b])
+    limit = program.tables.category_limits[sd]
+    if limit is None:
+        return None
+    return np.minimum(limit[start : start + n], np.iinfo(np.int32).max).astype(np.int32)
+
+
+def _checked_categories(program: BlockSamplingProgram, states: list[Array], combine) -> list[Array]:
+    """Raise at run time (as the generic path does) if a state `[n_b, chains]` is >= its node's
+    category count; `combine` turns this shard's verdict into the one every shard raises on."""
     bad = jnp.zeros((), bool)
     for b, state in enumerate(states):
-        sd, start = int(spec.block_sd_index[b]), int(spec.block_offsets[b])
-        limit = program.tables.category_limits[sd]
-        if limit is None:
-            continue
-        limit = np.minimum(limit[start : start + state.shape[0]], np.iinfo(np.int32).max).astype(np.int32)
-        bad = bad | jnp.any(state.astype(jnp.int32) >= jnp.asarray(limit)[:, None])
+        limit = _category_limits(program, b, state.shape[0])
+        if limit is not None:
+            bad = bad | jnp.any(state.astype(jnp.int32) >= jnp.asarray(limit)[:, None])
+    bad = combine(bad)
     return [eqx.error_if(s, bad, CATEGORY_RANGE_MESSAGE) for s in states]
+
+
+def check_concrete_categories(program: BlockSamplingProgram, states: list) -> None:
+    """Raise StateError now if a concrete state (every block, free then clamped, `[..., n_b]`) holds
+    a category >= its node's count: the check `_checked_categories` makes inside a compiled call,
+    for callers that hold the states before compiling (a clear error instead of a runtime one)."""
+    for b, state in enumerate(states):
+        state = np.asarray(state)
+        limit = _category_limits(program, b, state.shape[-1])
+        if limit is not None and np.any(state.astype(np.int64) >= limit):
+            raise StateError(CATEGORY_RANGE_MESSAGE)
 
 
 def _chain_tile(chains: int, n_devices: int, tile: int) -> int:
@@ -377,7 +405,7 @@ def run_pairwise(
     if tables.kind == "spin":
         states: list[Int8[Array, "n c"]] = [jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states]
     else:
-        states = _checked_categories(program, [s.T for s in block_states])
+        states = [s.T for s in block_states]  # checked in `_run`
     if pad:
         chain_words = jnp.concatenate([chain_words, jnp.zeros((pad, 2), jnp.uint32)])
         states = [jnp.pad(s, ((0, 0), (0, pad)), constant_values=1 if tables.kind == "spin" else 0) for s in states]
