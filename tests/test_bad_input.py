@@ -150,7 +150,7 @@ def test_categorical_state_out_of_range():
     model = CategoricalEBM(nodes, biases=jnp.zeros((2, 3)), edges=[(nodes[0], nodes[1])], weights=jnp.zeros((1, 3, 3)))
     blocks = [Block([nodes[0]]), Block([nodes[1]])]
     program = CategoricalSamplingProgram(model, blocks, [])
-    with pytest.raises(Exception, match=r"categorical state is outside \[0, K\)"):
+    with pytest.raises(StateError, match=r"categorical state is outside \[0, K\)"):
         jax.block_until_ready(_run(program, [jnp.array([1], jnp.uint8), jnp.array([3], jnp.uint8)]))
 
 
@@ -173,7 +173,7 @@ def test_clamped_categorical_state_out_of_range():
     nodes = [CategoricalNode() for _ in range(2)]
     model = CategoricalEBM(nodes, biases=jnp.zeros((2, 4)), edges=[(nodes[0], nodes[1])], weights=jnp.zeros((1, 4, 4)))
     program = CategoricalSamplingProgram(model, [Block([nodes[0]])], [Block([nodes[1]])])
-    with pytest.raises(Exception, match=r"categorical state is outside \[0, K\)"):
+    with pytest.raises(StateError, match=r"categorical state is outside \[0, K\)"):
         jax.block_until_ready(_run(program, [jnp.array([0], jnp.uint8)], [jnp.array([7], jnp.uint8)]))
 
 

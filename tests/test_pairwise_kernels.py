@@ -155,6 +155,28 @@ def test_vmapped_chains_equal_the_same_keys_run_one_at_a_time():
     np.testing.assert_array_equal(np.asarray(batched), alone)
 
 
+def test_eager_calls_reuse_one_compiled_call_per_program_structure(monkeypatch):
+    """An eager `sample_states` runs one compiled call found by the program's structure: a program
+    with new weights of the same structure traces nothing new, and samples its own weights (the same
+    chain as the THRML-style call gives for it)."""
+    from heatbath import sample_states
+    from heatbath.kernels import dispatch
+
+    spins, program, init = _one_chain_spin_program(71, 8)
+    flipped = jax.tree.map(lambda w: -w if isinstance(w, jax.Array) and w.dtype == jnp.float32 else w, program)
+    schedule, every = SamplingSchedule(3, 4, 2), [Block(spins)]
+    traces = []
+    run_pairwise = dispatch.run_pairwise
+    monkeypatch.setattr(dispatch, "run_pairwise", lambda *a, **k: traces.append(1) or run_pairwise(*a, **k))
+    dispatch._one_chain_call.cache_clear()
+    eager = lambda p, seed: np.asarray(sample_states(jax.random.key(seed), p, schedule, init, [], every)[0])  # noqa: E731
+    first, second, other = eager(program, 0), eager(program, 1), eager(flipped, 0)
+    assert len(traces) == 1
+    assert not np.array_equal(first, second) and not np.array_equal(first, other)
+    thrml_style = jax.jit(jax.vmap(lambda k: sample_states(k, flipped, schedule, init, [], every)))
+    np.testing.assert_array_equal(np.asarray(thrml_style(jax.random.key(0)[None])[0][0]), other)
+
+
 def test_vmap_over_model_weights_falls_back_to_the_generic_path():
     from heatbath import sample_states
 

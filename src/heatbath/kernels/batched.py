@@ -43,6 +43,7 @@ from heatbath.kernels.potts_torus import run_potts_torus_chains, torus_model
 from heatbath.kernels.multispin_run import lattice_devices
 from heatbath.kernels.torus_run import TorusIndex, run_torus_chains, torus_backend, torus_index
 from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
+from heatbath.kernels.program_structure import ProgramStructure, join_program, split_program
 from heatbath.models.discrete_ebm import (
     CategoricalGibbsConditional,
     DiscreteEBMInteraction,
@@ -316,33 +317,24 @@ def _run_torus(key, block_states, index, J, h, *, L: int, q: int | None, schedul
 
 
 def _run_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, method: str, forms):
-    """Key to samples in one compiled call (eager set-up cost 10-25 ms a call, measured).
-
-    The call is a `jax.jit` over the program's arrays, found by the program's structure (its treedef
-    and non-array leaves; a hit costs about a microsecond), so a new program of the same structure,
-    as in training, compiles nothing new: `eqx.filter_jit` flattened and hashed the whole program on
-    every call, about 0.3 ms a call on an H200, a tenth of a 1,000-chain P(14) call."""
-    leaves, treedef = jax.tree.flatten(program)
-    statics = tuple(_ARRAY if eqx.is_array(x) else x for x in leaves)
+    """Key to samples in one compiled call (eager set-up cost 10-25 ms a call, measured), found by
+    the program's structure (`program_structure`): a new program of the same structure, as in
+    training, compiles nothing new. (`eqx.filter_jit` flattened and hashed the whole program on every
+    call, about 0.3 ms a call on an H200, a tenth of a 1,000-chain P(14) call.)"""
+    structure, arrays = split_program(program)
     try:
-        call = _pairwise_call(treedef, statics, schedule, devices, method, forms)
+        call = _pairwise_call(structure, schedule, devices, method, forms)
     except TypeError:  # an unhashable non-array leaf: no cache key, so equinox's jit
         return _filter_jit_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, method, forms)
-    arrays = [x for x, static in zip(leaves, statics) if static is _ARRAY]
     return call(key, arrays, init_state_free, state_clamp, observed)
 
 
-_ARRAY = object()  # marks a program leaf that the compiled call takes as an argument
-
-
 @functools.lru_cache(maxsize=32)
-def _pairwise_call(treedef, statics: tuple, schedule, devices, method: str, forms):
-    """The jitted key-to-samples call for programs of one structure (`treedef` with `statics`, the
-    non-array leaves, in place)."""
+def _pairwise_call(structure: ProgramStructure, schedule, devices, method: str, forms):
+    """The jitted key-to-samples call for programs of one `structure` (`program_structure`)."""
 
     def call(key, arrays, init_state_free, state_clamp, observed):
-        supply = iter(arrays)
-        program = jax.tree.unflatten(treedef, [next(supply) if x is _ARRAY else x for x in statics])
+        program = join_program(structure, arrays)
         return _pairwise_body(key, program, schedule, init_state_free, state_clamp, observed, devices, method, forms)
 
     return jax.jit(call)
