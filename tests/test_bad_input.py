@@ -156,9 +156,10 @@ def test_categorical_state_out_of_range():
 
 def test_categorical_state_out_of_range_in_a_compiled_call_on_several_devices():
     """Inside `jit(vmap(...))` the state is traced, so the check runs in the compiled call, whose
-    chains are split over the 4 host devices: every device must raise together (one raising alone
-    left the others waiting in a collective, and XLA aborted the whole process after 40 s)."""
-    assert len(jax.devices()) == 4
+    chains are split over the devices (4 host devices on the CPU): every device must raise together
+    (one raising alone left the others waiting in a collective; XLA aborted the process after 40 s)."""
+    if len(jax.devices()) < 2:
+        pytest.skip("needs several devices (CPU test runs force 4)")
     nodes = [CategoricalNode() for _ in range(2)]
     model = CategoricalEBM(nodes, biases=jnp.zeros((2, 3)), edges=[(nodes[0], nodes[1])], weights=jnp.zeros((1, 3, 3)))
     blocks = [Block([nodes[0]]), Block([nodes[1]])]

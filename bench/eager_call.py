@@ -1,0 +1,66 @@
+"""Cost of one eager `sample_states` call (one chain, no jit around it), heatbath vs THRML.
+
+THRML's documentation calls `sample_states` eagerly for one chain; a notebook or a script that loops
+over such calls pays their per-call cost, not the sweeps. The same P(14) Ising model as
+`flips_pegasus.py` and a periodic 16 × 16 lattice with couplings 0.4 (β = 1, no field), each
+`--sweeps` warm-up sweeps and one sample of every node, in both libraries in one process. Milliseconds per call: the median of `--repeats` calls after one compiling call,
+each with a new key.
+
+    .venv-bench/bin/python bench/eager_call.py [--sweeps 10] [--repeats 20] [--no-thrml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from flips_pegasus import build, pegasus_inputs  # noqa: E402
+
+from heatbath.graphs import lattice_2d  # noqa: E402
+
+
+def lattice_inputs(L: int = 16, beta: float = 0.4):
+    lattice = lattice_2d(L, periodic=True)
+    edges = np.asarray(lattice.edge_index)
+    return (edges, L * L, np.asarray(lattice.colors()), np.zeros(L * L, np.float32),
+            np.full(len(edges), beta, np.float32))
+
+
+def eager_ms(lib: str, inputs, sweeps: int, repeats: int) -> float:
+    program, init, nodes, Block, SamplingSchedule, sample_states = build(lib, *inputs)
+    schedule, every = SamplingSchedule(sweeps, 1, 1), [Block(nodes)]
+    call = lambda i: jax.block_until_ready(sample_states(jax.random.key(i), program, schedule, init, [], every))  # noqa: E731
+    call(0)
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        call(i + 1)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweeps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--no-thrml", action="store_true")
+    args = parser.parse_args(argv)
+    print(f"device {jax.devices()[0].device_kind}; {args.sweeps} sweeps, one chain, median of {args.repeats} calls (ms)")
+    for name, inputs in (("Ising 16x16 torus", lattice_inputs()), ("Ising on P(14)", pegasus_inputs())):
+        ours = eager_ms("heatbath", inputs, args.sweeps, args.repeats)
+        line = f"{name:>18}: heatbath {ours:8.2f}"
+        if not args.no_thrml:
+            theirs = eager_ms("thrml", inputs, args.sweeps, max(3, args.repeats // 5))
+            line += f"   THRML {theirs:9.2f}   ratio {theirs / ours:6.1f}x"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
