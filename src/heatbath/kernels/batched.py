@@ -255,8 +255,9 @@ def sample_states_batched(
             # The states are checked here, so the compiled call takes arrays only (a program through
             # `eqx.filter_jit` cost 1 ms a call to flatten); numpy J and h travel with the arguments.
             block_states = chain_block_states(program, list(init_state_free), list(state_clamp), chains)
-            return _run_torus(key, block_states, index, np.asarray(torus.J, np.float32), np.asarray(torus.h, np.float32),
-                              L=torus.L, q=getattr(torus, "q", None), schedule=schedule, backend=backend, devices=split)
+            J, h = _device_weights(float(torus.J), np.shape(torus.h), tuple(np.ravel(torus.h).tolist()))
+            return _run_torus(key, block_states, index, J, h, L=torus.L, q=getattr(torus, "q", None), schedule=schedule,
+                              backend=backend, devices=split)
         forms = call_forms(program, tables, jax.devices() if devices is None else devices, keep_j=False)
         return _run_pairwise(key, program, schedule, list(init_state_free), list(state_clamp), observed, devices, method,
                              forms)
@@ -303,6 +304,13 @@ def _torus_route(program, tables, observed, chains: int, devices) -> tuple | Non
         return None
     index = _TORUS_INDEX.get((torus.sites, *observed), lambda: torus_index(torus, [np.asarray(x) for x in observed]))
     return torus, index, backend, lattice_devices(chains, devices)
+
+
+@functools.lru_cache(maxsize=64)
+def _device_weights(J: float, h_shape: tuple, h_values: tuple) -> tuple[Array, Array]:
+    """A lattice route's J and h as float32 device arrays, made once per value: numpy scalars were
+    copied to the GPU on every call (0.12 ms of a 1.15 ms call with 64 lattices of 256² on an H200)."""
+    return jnp.asarray(J, jnp.float32), jnp.asarray(np.reshape(np.asarray(h_values, np.float32), h_shape))
 
 
 @partial(jax.jit, static_argnames=("L", "q", "schedule", "backend", "devices"))

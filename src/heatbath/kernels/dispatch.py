@@ -122,6 +122,8 @@ def _eager_call(structure, schedule: SamplingSchedule, observed: list[np.ndarray
 
 @functools.lru_cache(maxsize=32)
 def _one_chain_call(structure, schedule: SamplingSchedule, observed: tuple, forms, devices) -> Callable:
+    """`jax.jit` of one chain's kernel run for programs of `structure`, remembered per call key; the
+    chain is driven by its key's own words, exactly as under `jax.vmap` (`one_chain`)."""
     observed = [np.asarray(ids, np.int64) for ids in observed]
 
     def call(key, free, clamp, arrays):
