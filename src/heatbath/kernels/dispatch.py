@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 from typing import Callable, Sequence
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,7 +52,7 @@ def fast_sample_states(
         return None
     spec = program.gibbs_spec
     observed = [spec.node_ids(Block(block).nodes, "sampled node") for block in nodes_to_sample]
-    dynamic, static = eqx.partition(program, eqx.is_array)
+    structure, arrays = split_program(program)  # the arrays enter `one_chain` as arguments
     # What concrete weights tell (a closed-over program), read now: inside `one_chain` they are traced.
     # (One J as a constant only under jit: an eager call's compiled sweep is reused for new weights.)
     tables, backend = pairwise_tables(program), torus_backend()
@@ -64,32 +63,33 @@ def fast_sample_states(
     # supplied 3 arguments but compiled program expected 8").
     index = torus_index(torus, observed) if torus is not None else None
 
-    def kernel(words, free, clamp, arrays, chains):
-        dynamic, index = arrays
-        states = chain_block_states(eqx.combine(dynamic, static), free, clamp, chains)
+    def kernel(words, free, clamp, inputs, chains):
+        arrays, index = inputs
+        program = join_program(structure, arrays)
+        states = chain_block_states(program, free, clamp, chains)
         if torus is not None:
             run = run_ising_torus if isinstance(torus, IsingTorus) else run_potts_torus
             return run(torus, schedule, words, states, index, backend, lattice_devices(chains))
-        return run_pairwise(eqx.combine(dynamic, static), schedule, words, states, observed, forms=forms)
+        return run_pairwise(program, schedule, words, states, observed, forms=forms)
 
     @jax.custom_batching.custom_vmap
-    def one_chain(key, free, clamp, arrays):
-        out = kernel(key_words_of(key)[None], [x[None] for x in free], [x[None] for x in clamp], arrays, 1)
+    def one_chain(key, free, clamp, inputs):
+        out = kernel(key_words_of(key)[None], [x[None] for x in free], [x[None] for x in clamp], inputs, 1)
         return [o[0] for o in out]
 
     @one_chain.def_vmap
-    def many_chains(axis_size, in_batched, key, free, clamp, arrays):
-        key_b, free_b, clamp_b, (dynamic_b, _) = in_batched  # the index is made here, never batched
-        if any(jax.tree.leaves(dynamic_b)):  # a batch of models: not one kernel call
-            axes = jax.tree.map(lambda b: 0 if b else None, tuple(in_batched[:3]) + (dynamic_b,))
-            out = jax.vmap(lambda k, f, c, d: generic(k, eqx.combine(d, static), f, c), in_axes=axes)(
-                key, free, clamp, arrays[0]
+    def many_chains(axis_size, in_batched, key, free, clamp, inputs):
+        key_b, free_b, clamp_b, (arrays_b, _) = in_batched  # the index is made here, never batched
+        if any(jax.tree.leaves(arrays_b)):  # a batch of models: not one kernel call
+            axes = jax.tree.map(lambda b: 0 if b else None, tuple(in_batched[:3]) + (arrays_b,))
+            out = jax.vmap(lambda k, f, c, a: generic(k, join_program(structure, a), f, c), in_axes=axes)(
+                key, free, clamp, inputs[0]
             )
             return out, [True] * len(out)
         words = jax.vmap(key_words_of)(key) if key_b else jnp.broadcast_to(key_words_of(key), (axis_size, 2))
         free = [x if b else jnp.broadcast_to(x, (axis_size,) + x.shape) for x, b in zip(free, free_b)]
         clamp = [x if b else jnp.broadcast_to(x, (axis_size,) + x.shape) for x, b in zip(clamp, clamp_b)]
-        return kernel(words, free, clamp, arrays, axis_size), [True] * len(observed)
+        return kernel(words, free, clamp, inputs, axis_size), [True] * len(observed)
 
     # An eager call (concrete key, states and weights, no trace around it) runs one compiled call
     # found by the program's structure instead of `one_chain` op by op (15-24 ms a call on a CPU).
@@ -98,14 +98,13 @@ def fast_sample_states(
     def run(key, init_state_free, state_clamp):
         free, clamp = list(init_state_free), list(state_clamp)
         if eager:
-            structure, arrays = split_program(program)
             if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, free, clamp, arrays))):
                 call = _eager_call(structure, schedule, observed, forms)
                 if call is not None:
                     if tables.kind == "categorical":
                         check_concrete_categories(program, free + clamp)
                     return call(key, free, clamp, arrays)
-        return one_chain(key, free, clamp, (dynamic, index))
+        return one_chain(key, free, clamp, (arrays, index))
 
     return run
 
