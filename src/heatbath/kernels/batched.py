@@ -253,7 +253,7 @@ def sample_states_batched(
         if route is not None:
             torus, index, backend, split = route
             # The states are checked here, so the compiled call takes arrays only (a program through
-            # `eqx.filter_jit` cost 1 ms a call to flatten); numpy J and h travel with the arguments.
+            # `eqx.filter_jit` cost 1 ms a call to flatten); J and h travel with the arguments.
             block_states = chain_block_states(program, list(init_state_free), list(state_clamp), chains)
             J, h = _device_weights(float(torus.J), np.shape(torus.h), tuple(np.ravel(torus.h).tolist()))
             return _run_torus(key, block_states, index, J, h, L=torus.L, q=getattr(torus, "q", None), schedule=schedule,

@@ -65,17 +65,15 @@ def fast_sample_states(
 
     def kernel(words, free, clamp, inputs, chains):
         arrays, index = inputs
-        program = join_program(structure, arrays)
-        states = chain_block_states(program, free, clamp, chains)
-        if torus is not None:
-            run = run_ising_torus if isinstance(torus, IsingTorus) else run_potts_torus
-            return run(torus, schedule, words, states, index, backend, lattice_devices(chains))
-        return run_pairwise(program, schedule, words, states, observed, forms=forms)
+        if torus is None:
+            return _pairwise_samples(structure, arrays, schedule, words, free, clamp, chains, observed, forms)
+        states = chain_block_states(join_program(structure, arrays), free, clamp, chains)
+        run = run_ising_torus if isinstance(torus, IsingTorus) else run_potts_torus
+        return run(torus, schedule, words, states, index, backend, lattice_devices(chains))
 
     @jax.custom_batching.custom_vmap
     def one_chain(key, free, clamp, inputs):
-        out = kernel(key_words_of(key)[None], [x[None] for x in free], [x[None] for x in clamp], inputs, 1)
-        return [o[0] for o in out]
+        return _one_chain(lambda words, f, c: kernel(words, f, c, inputs, 1), key, free, clamp)
 
     @one_chain.def_vmap
     def many_chains(axis_size, in_batched, key, free, clamp, inputs):
@@ -97,14 +95,13 @@ def fast_sample_states(
 
     def run(key, init_state_free, state_clamp):
         free, clamp = list(init_state_free), list(state_clamp)
-        if eager:
-            if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, free, clamp, arrays))):
-                call = _eager_call(structure, schedule, observed, forms)
-                if call is not None:
-                    if tables.kind == "categorical":
-                        check_concrete_categories(program, free + clamp)
-                    return call(key, free, clamp, arrays)
-        return one_chain(key, free, clamp, (arrays, index))
+        concrete = not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((key, free, clamp, arrays)))
+        call = _eager_call(structure, schedule, observed, forms) if eager and concrete else None
+        if call is None:
+            return one_chain(key, free, clamp, (arrays, index))
+        if tables.kind == "categorical":
+            check_concrete_categories(program, free + clamp)
+        return call(key, free, clamp, arrays)
 
     return run
 
@@ -112,8 +109,8 @@ def fast_sample_states(
 def _eager_call(structure, schedule: SamplingSchedule, observed: list[np.ndarray], forms) -> Callable | None:
     """The compiled one-chain call `(key, free, clamp, arrays) -> samples` for programs of `structure`
     (`program_structure`) on the default devices, or None where the structure cannot be hashed."""
-    try:
-        return _one_chain_call(structure, schedule, tuple(tuple(ids.tolist()) for ids in observed), forms,
+    try:  # the observed ids as bytes: a cheaper key than their values (4,264 of them for P(14))
+        return _one_chain_call(structure, schedule, tuple(ids.astype(np.int64).tobytes() for ids in observed), forms,
                                tuple(jax.devices()))
     except TypeError:  # an unhashable non-array leaf
         return None
@@ -121,17 +118,29 @@ def _eager_call(structure, schedule: SamplingSchedule, observed: list[np.ndarray
 
 @functools.lru_cache(maxsize=32)
 def _one_chain_call(structure, schedule: SamplingSchedule, observed: tuple, forms, devices) -> Callable:
-    """`jax.jit` of one chain's kernel run for programs of `structure`, remembered per call key; the
-    chain is driven by its key's own words, exactly as under `jax.vmap` (`one_chain`)."""
-    observed = [np.asarray(ids, np.int64) for ids in observed]
+    """`jax.jit` of one chain's pairwise-kernel run (`_one_chain`) for programs of `structure`,
+    remembered per call key."""
+    observed = [np.frombuffer(ids, np.int64) for ids in observed]
 
     def call(key, free, clamp, arrays):
-        program = join_program(structure, arrays)
-        states = chain_block_states(program, [x[None] for x in free], [x[None] for x in clamp], 1)
-        out = run_pairwise(program, schedule, key_words_of(key)[None], states, observed, devices, forms=forms)
-        return [o[0] for o in out]
+        return _one_chain(lambda words, free, clamp: _pairwise_samples(
+            structure, arrays, schedule, words, free, clamp, 1, observed, forms, devices), key, free, clamp)
 
     return jax.jit(call)
+
+
+def _pairwise_samples(structure, arrays, schedule, words, free, clamp, chains: int, observed, forms, devices=None):
+    """The pairwise kernels' samples of `chains` chains of the program of `structure` holding `arrays`."""
+    program = join_program(structure, arrays)
+    states = chain_block_states(program, free, clamp, chains)
+    return run_pairwise(program, schedule, words, states, observed, devices, forms=forms)
+
+
+def _one_chain(run_chains: Callable, key, free, clamp) -> list:
+    """One chain's samples through `run_chains(words [1, 2], free, clamp)`, which runs a batch of chains
+    on its leading axis: the chain is driven by its key's own words, exactly as under `jax.vmap`."""
+    out = run_chains(key_words_of(key)[None], [x[None] for x in free], [x[None] for x in clamp])
+    return [o[0] for o in out]
 
 
 def key_words_of(key) -> jax.Array:
