@@ -94,6 +94,71 @@ def test_native_kernel_gives_the_same_samples_as_jax_numpy():
         assert np.mean(reference[0] == kernel[0]) > 0.9999
 
 
+def _blocks_and_order(program):
+    tables = pairwise_tables(program)
+    params = [block_couplings(program, tables, b) for b in range(len(tables.sources))]
+    blocks = table_spin.table_blocks(tables, table_spin.table_layouts(tables), params)
+    order = [b for members in program.gibbs_spec.sampling_order for b in members]
+    return blocks, order, sum(tables.block_sizes)
+
+
+def _random_flat_state(blocks, chains, seed):
+    rows = sum(int(block.rows.shape[0]) for block in blocks) + 1
+    key, seeds_key = jax.random.split(jax.random.key(seed))
+    state = jnp.where(jax.random.bernoulli(key, 0.5, (rows, chains)), table_spin.UP, 0).astype(jnp.uint8)
+    state = state.at[-1].set(0)  # the scratch row
+    seeds = table_spin.fold_seeds(jax.random.bits(seeds_key, (len(blocks), chains), jnp.uint32))
+    return state, seeds
+
+
+def test_one_sweep_input_pads_narrower_blocks_with_groups_that_add_nothing():
+    """The sweep kernel's inputs (every block in update order, widened to the widest block's
+    groups), read back update by update through the jax.numpy twin, give the per-block sweep's state."""
+    spins, cats, ebm = _dense_spin_glass(43)
+    program = _program(ebm, color_blocks(ebm), [], 2)
+    blocks, order, scratch = _blocks_and_order(program)
+    assert len({int(block.tables.shape[1]) for block in blocks}) > 1  # some blocks are padded
+    fused = table_spin.table_sweep_inputs(blocks, order, scratch)
+    assert fused.sizes == tuple(int(blocks[b].rows.shape[0]) for b in order)
+    state, seeds = _random_flat_state(blocks, 64, 1)
+    expected, got = state, state
+    for b in order:
+        expected = table_spin.table_block_update_jnp(blocks[b], expected, seeds, b)
+    for u, (start, stop) in enumerate(zip(fused.starts[:-1].tolist(), fused.starts[1:].tolist())):
+        part = table_spin.TableBlock(fused.rows[start:stop], fused.neighbours[start:stop], fused.tables[start:stop],
+                                     fused.hashes[start:stop])
+        got = table_spin.table_block_update_jnp(part, got, seeds, int(fused.seed_rows[u]))
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+@pytest.mark.skipif(not NATIVE, reason="the native kernel runs on a CUDA GPU with NVRTC")
+def test_one_launch_per_sweep_gives_the_states_of_one_launch_per_update():
+    """Same arithmetic and words: the sweep kernel (work items that wait for the previous update on
+    their slice of chains) must end in exactly the per-update launches' state, after many sweeps and
+    for chain counts with one, a few and many slices; a missed wait would read stale neighbours."""
+    for program, chain_counts in ((_spin_glass(2000, 6)[2], (48, 1008, 12288)),
+                                  (_program(_dense_spin_glass(43)[2], color_blocks(_dense_spin_glass(43)[2]), [], 2),
+                                   (16, 4096))):
+        blocks, order, scratch = _blocks_and_order(program)
+        fused = table_spin.table_sweep_inputs(blocks, order, scratch)
+        for chains in chain_counts:
+            state, seeds = _random_flat_state(blocks, chains, chains)
+
+            @jax.jit
+            def per_update(state):
+                def sweep(_, state):
+                    for b in order:
+                        state = table_spin.table_block_update(blocks[b], state, seeds, b)
+                    return state
+                return jax.lax.fori_loop(0, 30, sweep, state)
+
+            @jax.jit
+            def per_sweep(state):
+                return jax.lax.fori_loop(0, 30, lambda _, state: table_spin.table_sweep_update(fused, state, seeds), state)
+
+            np.testing.assert_array_equal(np.asarray(per_sweep(state)), np.asarray(per_update(state)))
+
+
 def _table_final_states(program, init, blocks, clamp_values, seed):
     schedule = SamplingSchedule(N_WARMUP, 1, 1)
     out = sample_states_batched(jax.random.key(seed), program, schedule, init, clamp_values, blocks, method=GPU_METHOD)
