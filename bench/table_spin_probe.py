@@ -11,15 +11,11 @@ jitted loop, without the sampling loop around them, for several shapes and diagn
 - `float_uniform`: the uniform built from the word's bits as a float in [1, 2) instead of converted
   (no I2F): whether the conversion's throughput matters.
 
-`--launch update sweep` times each shape with one launch per block update (`table_block_update`) and
-with one per sweep (`table_sweep_update`, what `method="table"` runs); `--check` first compares their
-states after `--sweeps` sweeps (they must be equal: same arithmetic, same words).
-
 `--sass DIR` also writes each variant's SASS (`ptxas` and `cuobjdump` of the CUDA toolkit in
 `--cuda`) and its register count.
 
     PYTHONPATH=src python3 bench/table_spin_probe.py [--chains 10240 65536] [--warps 4 8] [--words 4]
-        [--variants shipped same_rows no_draw] [--sweeps 100] [--launch update sweep] [--check] [--sass DIR]
+        [--variants shipped same_rows no_draw] [--sweeps 100] [--sass DIR]
 """
 
 from __future__ import annotations
@@ -40,9 +36,7 @@ from heatbath.kernels import table_spin  # noqa: E402
 from heatbath.kernels.pairwise_tables import block_couplings, pairwise_tables  # noqa: E402
 
 VARIANTS = {"shipped": (), "same_rows": (("PROBE_SAME_ROWS", 1),), "no_draw": (("PROBE_NO_DRAW", 1),),
-            "half_draw": (("PROBE_HALF_DRAW", 1),), "float_uniform": (("PROBE_FLOAT_UNIFORM", 1),),
-            "sweep_no_sync": (("PROBE_NO_SYNC", 1),), "sweep_block_order": (("PROBE_BLOCK_ORDER", 1),),
-            "sweep_no_sync_block_order": (("PROBE_NO_SYNC", 1), ("PROBE_BLOCK_ORDER", 1))}
+            "half_draw": (("PROBE_HALF_DRAW", 1),), "float_uniform": (("PROBE_FLOAT_UNIFORM", 1),)}
 
 
 def p14_blocks():
@@ -53,31 +47,21 @@ def p14_blocks():
     return program, tables, blocks
 
 
-def sweep_runner(blocks, n_spins: int, chains: int, sweeps: int, launch: str, **options):
-    """A jitted function of nothing: `sweeps` sweeps from a fixed random state, with one launch per
-    block update (`launch="update"`) or per sweep (`"sweep"`, `table_sweep_update`)."""
+def sweep_rate(blocks, n_spins: int, chains: int, sweeps: int, repeats: int, **options) -> float:
     rows = n_spins + 1
     state = jnp.where(jax.random.bernoulli(jax.random.key(0), 0.5, (rows, chains)), table_spin.UP, 0).astype(jnp.uint8)
     seeds = table_spin.fold_seeds(jax.random.bits(jax.random.key(1), (len(blocks), chains), jnp.uint32))
-    fused = table_spin.table_sweep_inputs(blocks, list(range(len(blocks))), n_spins)
 
     @jax.jit
     def run(state):
         def body(_, state):
-            if launch == "sweep":
-                return table_spin.table_sweep_update(fused, state, seeds, **options)
             for b, block in enumerate(blocks):
                 state = table_spin.table_block_update(block, state, seeds, b, **options)
             return state
 
         return jax.lax.fori_loop(0, sweeps, body, state)
 
-    return lambda: run(state)
-
-
-def sweep_rate(blocks, n_spins: int, chains: int, sweeps: int, repeats: int, launch: str = "update", **options) -> float:
-    run = sweep_runner(blocks, n_spins, chains, sweeps, launch, **options)
-    seconds, _ = best_time(lambda i: run(), repeats)
+    seconds, _ = best_time(lambda i: run(state), repeats)
     return sweeps * n_spins * chains / seconds / 1e9
 
 
@@ -107,9 +91,6 @@ def main(argv=None) -> None:
     parser.add_argument("--words", type=int, nargs="+", default=[4])
     parser.add_argument("--variants", nargs="+", default=["shipped"], choices=sorted(VARIANTS))
     parser.add_argument("--sweeps", type=int, default=100)
-    parser.add_argument("--launch", nargs="+", default=["update"], choices=["update", "sweep"],
-                        help="one kernel launch per block update, or per sweep (table_sweep_update)")
-    parser.add_argument("--check", action="store_true", help="check that both launches give the same state")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sass", default=None, help="write PTX, SASS and register counts here")
     parser.add_argument("--cuda", default="/usr/local/cuda")
@@ -126,15 +107,9 @@ def main(argv=None) -> None:
                     print(f"{variant} warps={warps} words={words}: "
                           f"{write_sass(args.sass, args.cuda, variant, groups, warps, words, VARIANTS[variant])}")
                 for chains in args.chains:
-                    options = dict(warps=warps, words=words, defines=VARIANTS[variant])
-                    if args.check:
-                        same = [sweep_runner(blocks, n_spins, chains, args.sweeps, launch, **options)() for launch in ("update", "sweep")]
-                        print(f"{variant:>10} warps={warps:<2} words={words:<2} chains={chains:>6}: same state after "
-                              f"{args.sweeps} sweeps, one launch per update or per sweep: {bool((same[0] == same[1]).all())}")
-                    for launch in args.launch:
-                        rate = sweep_rate(blocks, n_spins, chains, args.sweeps, args.repeats, launch, **options)
-                        print(f"{variant:>10} warps={warps:<2} words={words:<2} chains={chains:>6} launch={launch:<6}: "
-                              f"{rate:8.1f} flips/ns", flush=True)
+                    rate = sweep_rate(blocks, n_spins, chains, args.sweeps, args.repeats, warps=warps, words=words,
+                                      defines=VARIANTS[variant])
+                    print(f"{variant:>10} warps={warps:<2} words={words:<2} chains={chains:>6}: {rate:8.1f} flips/ns", flush=True)
 
 
 if __name__ == "__main__":

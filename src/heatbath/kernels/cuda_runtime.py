@@ -159,12 +159,10 @@ def _abstract(*args, out_types, **_):
     return [jax.core.ShapedArray(shape, np.dtype(dtype)) for shape, dtype in out_types]
 
 
-def _lowering(ctx, *args, ptx, name, grid, num_warps, out_types, aliases, scalars, zeroed):
+def _lowering(ctx, *args, ptx, name, grid, num_warps, out_types, aliases, scalars):
     lib = _kernel_call_lib()
     kernel = lib.TritonKernel(name, num_warps, 1, 0, ptx, "", compute_capability())
-    zero_bytes = dict(zeroed)
-    params = [lib.create_array_parameter(0, 16) for _ in args]
-    params += [lib.create_array_parameter(zero_bytes.get(i, 0), 16) for i in range(len(out_types))]
+    params = [lib.create_array_parameter(0, 16) for _ in range(len(args) + len(out_types))]
     params += [lib.create_scalar_parameter(int(value), "i32") for value in scalars]
     call = lib.TritonKernelCall(kernel, *grid, params)
     rule = jax.ffi.ffi_lowering(TARGET, api_version=4, operand_output_aliases=dict(aliases))
@@ -211,19 +209,16 @@ def cuda_call(
     num_warps: int,
     scalars: tuple[int, ...] = (),
     aliases: dict[int, int] | None = None,
-    zeroed: tuple[int, ...] = (),
 ) -> list:
     """Launch kernel `name` of `ptx` on `grid` blocks of `32 * num_warps` threads; returns the results.
 
     The kernel's parameters are `args`' device pointers, then one pointer per result of `out_types`
     (shape, dtype name), then `scalars` as int32. `aliases` maps an operand index to the result that
-    reuses its buffer (what the kernel does not write keeps the operand's values). Results listed in
-    `zeroed` are set to zero bytes just before the launch (scratch such as counters)."""
+    reuses its buffer (what the kernel does not write keeps the operand's values)."""
     if not (0 < grid[0] < 2**31 and 0 < grid[1] < 2**16 and 0 < grid[2] < 2**16):
         raise HeatbathError(f"a CUDA grid holds 1 to 2**31 - 1 blocks along x and 1 to 65,535 along y and z; got {grid}.")
     return _primitive().bind(
         *args, ptx=ptx, name=name, grid=tuple(int(g) for g in grid), num_warps=int(num_warps),
         out_types=tuple((tuple(map(int, s)), str(np.dtype(d))) for s, d in out_types),
         aliases=tuple(sorted((aliases or {}).items())), scalars=tuple(int(s) for s in scalars),
-        zeroed=tuple((int(i), int(np.prod(out_types[i][0])) * np.dtype(out_types[i][1]).itemsize) for i in zeroed),
     )

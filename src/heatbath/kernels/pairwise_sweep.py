@@ -42,15 +42,7 @@ from heatbath.kernels.tensor_spin import TILE_CHAINS as TENSOR_TILE_CHAINS
 from heatbath.kernels.tensor_spin import TensorBlock, tensor_block_update, tensor_block_update_jnp, tensor_blocks
 from heatbath.kernels.tensor_tables import TILED_ROWS_LIMIT, tensor_tiles
 from heatbath.kernels.table_spin import CHAIN_MULTIPLE as TABLE_CHAIN_MULTIPLE
-from heatbath.kernels.table_spin import (
-    fold_seeds,
-    table_block_update_jnp,
-    table_blocks,
-    table_layouts,
-    table_state,
-    table_sweep_inputs,
-    table_sweep_update,
-)
+from heatbath.kernels.table_spin import fold_seeds, table_block_update, table_block_update_jnp, table_blocks, table_layouts, table_state
 from heatbath.kernels.cuda_runtime import nvrtc_available
 
 __all__ = ["run_pairwise", "tensor_path_applies", "check_method", "check_concrete_categories", "METHODS"]
@@ -151,13 +143,14 @@ def _tensor_sweep(blocks: list[TensorBlock], sampling_order, flat, seeds, interp
     return flat
 
 
-def _table_sweep(blocks, sampling_order, flat, seeds):
-    """One sweep over the flat state (`table_state`) with the pattern-table kernel's jax.numpy twin,
-    `seeds` folded (`fold_seeds`); the blocks of a group read none of each other, as for
-    `_tensor_sweep`. The native kernel runs a whole sweep in one launch (`table_sweep_update`)."""
+def _table_sweep(blocks, sampling_order, flat, seeds, native: bool):
+    """One sweep over the flat state (`table_state`) with the pattern-table kernel (or its jax.numpy
+    twin), `seeds` folded (`fold_seeds`); the blocks of a group read none of each other, as for
+    `_tensor_sweep`."""
+    update = table_block_update if native else table_block_update_jnp
     for members in sampling_order:
         for b in members:
-            flat = table_block_update_jnp(blocks[b], flat, seeds, b)
+            flat = update(blocks[b], flat, seeds, b)
     return flat
 
 
@@ -187,11 +180,7 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
     elif method.startswith("table"):
         blocks = table_blocks(tables, table_layouts(tables), params)
         state = table_state(states)
-        if method == "table":
-            fused = table_sweep_inputs(blocks, [b for members in order for b in members], sum(tables.block_sizes))
-            sweep = lambda state, seeds: table_sweep_update(fused, state, seeds)  # noqa: E731
-        else:
-            sweep = lambda state, seeds: _table_sweep(blocks, order, state, seeds)  # noqa: E731
+        sweep = lambda state, seeds: _table_sweep(blocks, order, state, seeds, method == "table")  # noqa: E731
         observe = lambda state: _observe([state], observed, tables.kind)  # noqa: E731
     else:
         state = list(states)

@@ -42,22 +42,19 @@ __device__ __forceinline__ float shared_at(u32 address) {
   return v;
 }
 
-template <int W, bool COHERENT>
+template <int W>
 __device__ __forceinline__ void load_words(const unsigned char* p, u32 (&w)[W]) {
   if constexpr (W % 4 == 0) {
 #pragma unroll
     for (int q = 0; q < W / 4; ++q) {
-      const uint4* at = reinterpret_cast<const uint4*>(p) + q;
-      uint4 v = COHERENT ? *at : __ldg(at);
+      uint4 v = __ldg(reinterpret_cast<const uint4*>(p) + q);
       w[4 * q] = v.x; w[4 * q + 1] = v.y; w[4 * q + 2] = v.z; w[4 * q + 3] = v.w;
     }
   } else if constexpr (W == 2) {
-    const uint2* at = reinterpret_cast<const uint2*>(p);
-    uint2 v = COHERENT ? *at : __ldg(at);
+    uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
     w[0] = v.x; w[1] = v.y;
   } else {
-    const u32* at = reinterpret_cast<const u32*>(p);
-    w[0] = COHERENT ? *at : __ldg(at);
+    w[0] = __ldg(reinterpret_cast<const u32*>(p));
   }
 }
 
@@ -83,26 +80,33 @@ __device__ __forceinline__ float field_share(const u32 (&address)[GROUPS]) {  //
   }
 }
 
-// The rows a node's slots read, into shared memory; its tables into the warp's region.
-__device__ __forceinline__ void stage_node(const int* __restrict__ neighbours, const float* __restrict__ tables,
-                                           int node, int lane, unsigned* slot_rows, float* mine) {
+extern "C" __global__ void __launch_bounds__(WARPS * 32) table_spin_update(
+    const int* __restrict__ rows,        // [n] flat-state row of each node, in the host's order
+    const int* __restrict__ neighbours,  // [n, SLOTS] flat-state rows of each node's neighbours
+    const float* __restrict__ tables,    // [n, GROUPS, 32] scaled partial fields
+    const u32* __restrict__ hashes,      // [n] golden * node id, folded
+    const u32* __restrict__ seeds,       // [updates, chains] seeds of each chain, folded; this update's row
+    const unsigned char* state,          // [rows, chains], the same buffer as `out`
+    unsigned char* out,
+    int chains, int n, int seed_row) {
+  __shared__ __align__(256) unsigned char table[WARPS][REGION_BYTES];
+  __shared__ unsigned slot_rows[WARPS][SLOTS];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int node = blockIdx.x * WARPS + warp;
+  if (node >= n) return;
+  float* mine = reinterpret_cast<float*>(table[warp]);
   for (int k = lane; k < GROUPS * 32; k += 32) mine[k] = tables[(size_t)node * GROUPS * 32 + k];
 #ifdef PROBE_SAME_ROWS  // diagnostic (bench/table_spin_probe.py): every node reads node 0's rows, all L1 hits
-  for (int k = lane; k < SLOTS; k += 32) slot_rows[k] = neighbours[k];
+  for (int k = lane; k < SLOTS; k += 32) slot_rows[warp][k] = neighbours[k];
 #else
-  for (int k = lane; k < SLOTS; k += 32) slot_rows[k] = neighbours[(size_t)node * SLOTS + k];
+  for (int k = lane; k < SLOTS; k += 32) slot_rows[warp][k] = neighbours[(size_t)node * SLOTS + k];
 #endif
   __syncwarp();
-}
-
-// One thread's 4 * WORDS chains of one node: patterns, table sums, draws, and the new spins' store.
-// COHERENT: the neighbour rows may have been written by other blocks of the same launch (the sweep
-// kernel), so they are read through L1 as ordinary loads, not the read-only path.
-template <bool COHERENT>
-__device__ __forceinline__ void update_chains(const unsigned* slot_rows, u32 base, const unsigned char* state,
-                                              unsigned char* out, int row, u32 hash, const u32* seeds,
-                                              int chains, int chain0) {
+  const int chain0 = (blockIdx.y * 32 + lane) * (4 * WORDS);
+  if (chain0 >= chains) return;
+  const u32 base = (u32)__cvta_generic_to_shared(mine);  // byte 0 is zero
   const unsigned char* column = state + chain0;  // this thread's chains in row 0
+
   u32 pattern[GROUPS][WORDS];
 #pragma unroll
   for (int g = 0; g < GROUPS; ++g) {
@@ -111,16 +115,17 @@ __device__ __forceinline__ void update_chains(const unsigned* slot_rows, u32 bas
 #pragma unroll
     for (int k = 0; k < 5; ++k) {
       u32 words[WORDS];
-      load_words<WORDS, COHERENT>(column + (size_t)slot_rows[g * 5 + k] * (unsigned)chains, words);
+      load_words<WORDS>(column + (size_t)slot_rows[warp][g * 5 + k] * (unsigned)chains, words);
 #pragma unroll
       for (int w = 0; w < WORDS; ++w) pattern[g][w] += words[w] << k;
     }
   }
 
+  const u32 hash = __ldg(hashes + node);
   u32 result[WORDS];
 #pragma unroll
   for (int w = 0; w < WORDS; ++w) {
-    const uint4 seed = __ldg(reinterpret_cast<const uint4*>(seeds + chain0 + 4 * w));
+    const uint4 seed = __ldg(reinterpret_cast<const uint4*>(seeds + (size_t)seed_row * chains + chain0 + 4 * w));
     const u32 seed_of[4] = {seed.x, seed.y, seed.z, seed.w};
     u32 word = 0;
 #pragma unroll
@@ -152,102 +157,5 @@ __device__ __forceinline__ void update_chains(const unsigned* slot_rows, u32 bas
     }
     result[w] = word;
   }
-  store_words<WORDS>(out + (size_t)row * chains + chain0, result);
-}
-
-extern "C" __global__ void __launch_bounds__(WARPS * 32) table_spin_update(
-    const int* __restrict__ rows,        // [n] flat-state row of each node, in the host's order
-    const int* __restrict__ neighbours,  // [n, SLOTS] flat-state rows of each node's neighbours
-    const float* __restrict__ tables,    // [n, GROUPS, 32] scaled partial fields
-    const u32* __restrict__ hashes,      // [n] golden * node id, folded
-    const u32* __restrict__ seeds,       // [updates, chains] seeds of each chain, folded; this update's row
-    const unsigned char* state,          // [rows, chains], the same buffer as `out`
-    unsigned char* out,
-    int chains, int n, int seed_row) {
-  __shared__ __align__(256) unsigned char table[WARPS][REGION_BYTES];
-  __shared__ unsigned slot_rows[WARPS][SLOTS];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int node = blockIdx.x * WARPS + warp;
-  if (node >= n) return;
-  float* mine = reinterpret_cast<float*>(table[warp]);
-  stage_node(neighbours, tables, node, lane, slot_rows[warp], mine);
-  const int chain0 = (blockIdx.y * 32 + lane) * (4 * WORDS);
-  if (chain0 >= chains) return;
-  const u32 base = (u32)__cvta_generic_to_shared(mine);  // byte 0 is zero
-  update_chains<false>(slot_rows[warp], base, state, out, __ldg(rows + node), __ldg(hashes + node),
-                       seeds + (size_t)seed_row * chains, chains, chain0);
-}
-
-__device__ __forceinline__ u32 load_acquire(const u32* p) {
-  u32 v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-// Every block update of a sweep in one launch. Work items are (update, slice of 128 * WORDS chains,
-// WARPS nodes), numbered update by update, slice by slice. A thread block takes the next item from
-// a ticket counter, waits until every item of the previous update on the same slice has finished
-// (so, by induction, every earlier update on that slice: what it reads is final and nothing still
-// reads what it writes), updates its nodes, and counts itself done. Tickets are taken in order by
-// blocks that are running, so the lowest unfinished item never waits and the launch cannot deadlock,
-// whatever the grid. The chains of one slice thus move on to the next update while other slices
-// finish the last one: no launch per update and no partial last wave per update.
-extern "C" __global__ void __launch_bounds__(WARPS * 32) table_spin_sweep(
-    const int* __restrict__ rows,        // [N] every update's nodes, update after update
-    const int* __restrict__ neighbours,  // [N, SLOTS]
-    const float* __restrict__ tables,    // [N, GROUPS, 32]
-    const u32* __restrict__ hashes,      // [N]
-    const int* __restrict__ starts,      // [updates + 1] each update's first node in those arrays
-    const int* __restrict__ seed_rows,   // [updates] the row of `seeds` each update reads
-    const u32* __restrict__ seeds,       // [blocks, chains] this sweep's seeds of each chain, folded
-    const unsigned char* state,          // [rows, chains], the same buffer as `out`
-    unsigned char* out,
-    u32* counters,                       // [1 + updates * slices], zeroed before the launch
-    int chains, int updates, int slices) {
-  __shared__ __align__(256) unsigned char table[WARPS][REGION_BYTES];
-  __shared__ unsigned slot_rows[WARPS][SLOTS];
-  __shared__ int item;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-#ifdef PROBE_BLOCK_ORDER  // diagnostic: items in block order, no ticket (the hardware's order; no guarantee)
-  if (threadIdx.x == 0) item = blockIdx.x;
-#else
-  if (threadIdx.x == 0) item = (int)atomicAdd(counters, 1u);
-#endif
-  __syncthreads();
-  int t = item, update = 0, first = __ldg(starts), count = 0, previous_items = 0;
-  for (; update < updates; ++update) {
-    const int next = __ldg(starts + update + 1);
-    count = (next - first + WARPS - 1) / WARPS;  // thread blocks' worth of nodes in this update
-    if (t < count * slices) break;
-    t -= count * slices;
-    first = next;
-    previous_items = count;
-  }
-  if (update >= updates) return;  // a surplus block: every item is taken
-  const int slice = t / count, node_block = t % count;
-  u32* done = counters + 1 + (size_t)update * slices + slice;
-#ifndef PROBE_NO_SYNC  // diagnostic: no waiting and no release (races: for timing only)
-  if (threadIdx.x == 0 && update > 0) {
-    const u32* before = done - slices;
-    while (load_acquire(before) < (u32)previous_items) __nanosleep(32);
-  }
-#endif
-  __syncthreads();
-  const int node = first + node_block * WARPS + warp;
-  const int last = __ldg(starts + update + 1);
-  const int chain0 = (slice * 32 + lane) * (4 * WORDS);
-  if (node < last) {
-    float* mine = reinterpret_cast<float*>(table[warp]);
-    stage_node(neighbours, tables, node, lane, slot_rows[warp], mine);
-    if (chain0 < chains)
-      update_chains<true>(slot_rows[warp], (u32)__cvta_generic_to_shared(mine), state, out, __ldg(rows + node),
-                          __ldg(hashes + node), seeds + (size_t)__ldg(seed_rows + update) * chains, chains, chain0);
-  }
-#ifndef PROBE_NO_SYNC
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(done, 1u);
-  }
-#endif
+  store_words<WORDS>(out + (size_t)__ldg(rows + node) * chains + chain0, result);
 }

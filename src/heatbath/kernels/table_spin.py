@@ -42,8 +42,7 @@ from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours, r
 from heatbath.kernels.tensor_tables import greedy_tiles
 
 __all__ = ["GROUP", "MAX_GROUPS", "UP", "WARPS", "WORDS", "TableLayout", "TableBlock", "table_layouts", "table_blocks",
-           "table_state", "fold_seeds", "table_block_update", "table_block_update_jnp", "TableSweep",
-           "table_sweep_inputs", "table_sweep_update"]
+           "table_state", "fold_seeds", "table_block_update", "table_block_update_jnp"]
 
 GROUP = 5  # neighbours per table: 32 entries, one per shared-memory bank
 MAX_GROUPS = 8  # up to 40 neighbours; wider nodes keep the other kernels (registers per thread)
@@ -201,69 +200,6 @@ def table_block_update(
     grid = (-(-n // warps), -(-chains // (128 * words)), 1)
     (out,) = cuda_call(ptx, "table_spin_update", [block.rows, block.neighbours, block.tables, block.hashes, seeds, state],
                        [(state.shape, "uint8")], grid=grid, num_warps=warps, scalars=(chains, n, row), aliases={5: 0})
-    return out
-
-
-class TableSweep(NamedTuple):
-    """Every block update of a sweep as one kernel's inputs (`table_sweep_inputs`): the blocks'
-    arrays concatenated in update order, each padded to the widest block's groups."""
-
-    rows: Int32[Array, " N"]
-    neighbours: Int32[Array, "N S"]
-    tables: Float[Array, "N G 32"]
-    hashes: UInt32[Array, " N"]
-    starts: Int32[Array, " U1"]  # each update's first node, then N
-    seed_rows: Int32[Array, " U"]  # the row of the sweep's seeds each update reads
-    sizes: tuple[int, ...]  # nodes per update (static: they shape the launch)
-
-
-def table_sweep_inputs(blocks: list[TableBlock], updates: list[int], scratch: int) -> TableSweep:
-    """`blocks` in the order of `updates` (block indices; a block's seeds are row b of the sweep's
-    seeds), empty ones left out, for `table_sweep_update`. A block with fewer groups than the widest
-    gets groups whose slots read the `scratch` row with all-zero tables: they add nothing to the field."""
-    updates = [b for b in updates if blocks[b].rows.shape[0]]
-    groups = max((blocks[b].tables.shape[1] for b in updates), default=1)
-
-    def widen(block: TableBlock) -> tuple[Array, Array]:
-        extra = groups - block.tables.shape[1]
-        return (jnp.pad(block.neighbours, ((0, 0), (0, GROUP * extra)), constant_values=scratch),
-                jnp.pad(block.tables, ((0, 0), (0, extra), (0, 0))))
-
-    wide = [widen(blocks[b]) for b in updates]
-    sizes = [blocks[b].rows.shape[0] for b in updates]
-    return TableSweep(
-        jnp.concatenate([blocks[b].rows for b in updates]) if updates else jnp.zeros((0,), jnp.int32),
-        jnp.concatenate([w[0] for w in wide]) if updates else jnp.zeros((0, GROUP), jnp.int32),
-        jnp.concatenate([w[1] for w in wide]) if updates else jnp.zeros((0, 1, 32), jnp.float32),
-        jnp.concatenate([blocks[b].hashes for b in updates]) if updates else jnp.zeros((0,), jnp.uint32),
-        jnp.asarray(np.cumsum([0] + sizes), jnp.int32), jnp.asarray(updates, jnp.int32), tuple(int(n) for n in sizes))
-
-
-def table_sweep_update(
-    sweep: TableSweep, state: UInt8[Array, "N1 chains"], seeds: UInt32[Array, "updates chains"],
-    *, warps: int | None = None, words: int | None = None, defines: tuple[tuple[str, int], ...] = (),
-) -> UInt8[Array, "N1 chains"]:
-    """The flat state after every update of `sweep`, one after the other, in one kernel launch: the
-    same spins as `table_block_update` per update (same arithmetic, same words), without a launch
-    and a partial last wave of thread blocks per update. Chains of one slice (128 · `words`) start
-    the next update as soon as the previous one is done on that slice (`table_spin_sweep` in
-    `table_spin.cu`)."""
-    from heatbath.kernels.cuda_runtime import compile_ptx, compute_capability, cuda_call
-
-    warps, words = warps or WARPS, words or WORDS
-    chains, updates = state.shape[1], sweep.seed_rows.shape[0]
-    if chains % (4 * words):
-        raise ValueError(f"chains ({chains}) must be a multiple of {4 * words}")
-    if updates == 0:
-        return state
-    slices = -(-chains // (128 * words))
-    items = sum(-(-n // warps) for n in sweep.sizes) * slices
-    ptx = compile_ptx(_source(), "table_spin.cu",
-                      (("GROUPS", sweep.tables.shape[1]), ("WORDS", words), ("WARPS", warps), *defines), compute_capability())
-    out, _ = cuda_call(ptx, "table_spin_sweep",
-                       [sweep.rows, sweep.neighbours, sweep.tables, sweep.hashes, sweep.starts, sweep.seed_rows, seeds, state],
-                       [(state.shape, "uint8"), ((1 + updates * slices,), "uint32")], grid=(items, 1, 1), num_warps=warps,
-                       scalars=(chains, updates, slices), aliases={7: 0}, zeroed=(1,))
     return out
 
 
