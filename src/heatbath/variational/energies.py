@@ -65,7 +65,9 @@ class SpinGlassEnergy(eqx.Module):
 
     def spin_energy(self, s: Float[Array, "batch n"]) -> Float[Array, " batch"]:
         """The energy of real-valued spins (±1, or relaxed values in [-1, 1])."""
-        return -0.5 * jnp.einsum("bi,ij,bj->b", s, self.couplings, s) - s @ self.fields
+        exact = jax.lax.Precision.HIGHEST  # not TF32 on GPUs: energies enter log-weights
+        return (-0.5 * jnp.einsum("bi,ij,bj->b", s, self.couplings, s, precision=exact)
+                - jnp.matmul(s, self.fields, precision=exact))
 
     def __call__(self, x: Int[ArrayLike, "batch n"]) -> Float[Array, " batch"]:
         x = check_states(x, self.n_units, 2)
