@@ -2,11 +2,11 @@
 
 THRML's documentation calls `sample_states` eagerly for one chain; a notebook or a script that loops
 over such calls pays their per-call cost, not the sweeps. The same P(14) Ising model as
-`flips_pegasus.py` and a periodic 16 × 16 lattice with couplings 0.4 (β = 1, no field), each
+`flips_pegasus.py` and periodic L × L lattices (`--L`, default 16) with couplings 0.4 (β = 1, no field), each
 `--sweeps` warm-up sweeps and one sample of every node, in both libraries in one process. Milliseconds per call: the median of `--repeats` calls after one compiling call,
 each with a new key.
 
-    .venv-bench/bin/python bench/eager_call.py [--sweeps 10] [--repeats 20] [--no-thrml]
+    .venv-bench/bin/python bench/eager_call.py [--sweeps 10] [--repeats 20] [--no-thrml] [--L 16 64]
 """
 
 from __future__ import annotations
@@ -51,9 +51,12 @@ def main(argv=None) -> None:
     parser.add_argument("--sweeps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--no-thrml", action="store_true")
+    parser.add_argument("--L", type=int, nargs="+", default=[16],
+                        help="periodic lattice sizes (on GPUs L a multiple of 64 takes the lattice kernel's route)")
     args = parser.parse_args(argv)
     print(f"device {jax.devices()[0].device_kind}; {args.sweeps} sweeps, one chain, median of {args.repeats} calls (ms)")
-    for name, inputs in (("Ising 16x16 torus", lattice_inputs()), ("Ising on P(14)", pegasus_inputs())):
+    cases = [(f"Ising {L}x{L} torus", lattice_inputs(L)) for L in args.L] + [("Ising on P(14)", pegasus_inputs())]
+    for name, inputs in cases:
         ours = eager_ms("heatbath", inputs, args.sweeps, args.repeats)
         line = f"{name:>18}: heatbath {ours:8.2f}"
         if not args.no_thrml:

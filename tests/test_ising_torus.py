@@ -158,10 +158,12 @@ def test_routed_call_starts_from_the_given_states_and_batches_chain_by_chain(swa
 
 
 def test_eager_calls_compile_the_route_once(monkeypatch):
-    """`sample_states` traces its kernel even when called eagerly, so the route has a compiled core of
-    its own: a second eager call with another key runs it without tracing it again."""
+    """An eager call of a recognised torus runs one compiled call found by the program's structure and
+    the torus' weights: a second eager call with another key traces nothing, and both give the samples
+    of the same call under `jax.jit`. New weights make a new call."""
     from heatbath.kernels import torus_run
 
+    monkeypatch.setattr(dispatch, "_TORUS_CALLS", {})
     taken = _force_route(monkeypatch, "jnp")
     traced = []
     run_local = torus_run._run_local
@@ -169,11 +171,15 @@ def test_eager_calls_compile_the_route_once(monkeypatch):
     program, _, blocks, _ = _program(64, 0.44, 0.0)
     init = [x[0] for x in _random_init(blocks, 1)]
     schedule = SamplingSchedule(2, 2, 1)
-    counts = []
-    for seed in (0, 1):
-        sample_states(jax.random.key(seed), program, schedule, init, [], blocks)
-        counts.append(len(traced))
-    assert len(taken) == 2 and counts[1] == counts[0]
+    eager = [sample_states(jax.random.key(seed), program, schedule, init, [], blocks) for seed in (0, 1)]
+    assert len(taken) == 1 and len(traced) == 1
+    jitted = jax.jit(lambda k: sample_states(k, program, schedule, init, [], blocks))(jax.random.key(1))
+    for a, b in zip(eager[1], jitted):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(*eager))  # keys matter
+    hotter, _, hot_blocks, _ = _program(64, 0.3, 0.0)
+    sample_states(jax.random.key(0), hotter, schedule, init, [], hot_blocks)
+    assert len(dispatch._TORUS_CALLS) == 2
 
 
 def _assert_backends_agree(monkeypatch, backends, L: int, h: float, chains: int, schedule):
