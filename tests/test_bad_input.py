@@ -29,6 +29,7 @@ from heatbath.models import (
     SpinEBMFactor,
     SpinGibbsConditional,
 )
+from heatbath.kernels import sample_states_batched
 
 
 @pytest.fixture
@@ -168,6 +169,20 @@ def test_categorical_state_out_of_range_in_a_compiled_call_on_several_devices():
     run = jax.jit(jax.vmap(lambda k, a, b: sample_states(k, program, SamplingSchedule(1, 2, 1), [a, b], [], blocks)))
     with pytest.raises(Exception, match=r"categorical state is outside \[0, K\)"):
         jax.block_until_ready(run(jax.random.split(jax.random.key(0), 8), *init))
+
+
+def test_categorical_state_out_of_range_in_a_batched_call_on_the_host():
+    """`sample_states_batched` with states on the host (CPU arrays, numpy) raises StateError before
+    compiling, not a runtime error out of the compiled call."""
+    nodes = [CategoricalNode() for _ in range(2)]
+    model = CategoricalEBM(nodes, biases=jnp.zeros((2, 3)), edges=[(nodes[0], nodes[1])], weights=jnp.zeros((1, 3, 3)))
+    blocks = [Block([nodes[0]]), Block([nodes[1]])]
+    program = CategoricalSamplingProgram(model, blocks, [])
+    good = np.ones((8, 1), np.uint8)
+    for bad in (jnp.asarray(good).at[5].set(3), good.copy() + np.eye(8, 1, -5, dtype=np.uint8) * 2):
+        with pytest.raises(StateError, match=r"categorical state is outside \[0, K\)"):
+            sample_states_batched(jax.random.key(0), program, SamplingSchedule(1, 2, 1), [good, bad], [], blocks)
+    sample_states_batched(jax.random.key(0), program, SamplingSchedule(1, 2, 1), [good, good], [], blocks)
 
 
 def test_clamped_categorical_state_out_of_range():

@@ -36,7 +36,7 @@ from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.errors import HeatbathError, StateError
 from heatbath.kernels.counter_rng import STREAM_TAG as _STREAM_TAG
 from heatbath.kernels.counter_rng import key_words, threefry2x32
-from heatbath.kernels.pairwise_sweep import check_method, run_pairwise
+from heatbath.kernels.pairwise_sweep import check_concrete_categories, check_method, run_pairwise
 from heatbath.kernels.coupling_structure import call_forms
 from heatbath.kernels.identity_cache import IdentityCache
 from heatbath.kernels.potts_torus import run_potts_torus_chains, torus_model
@@ -230,6 +230,10 @@ def sample_states_batched(
     draw other random numbers than the pairwise kernels (the same distribution; a chain's samples
     still depend on its key words alone, whatever the number of chains or devices). J and h are
     arguments of the compiled run, so a temperature scan compiles once.
+
+    Categorical states ≥ K raise StateError before compiling when the states are on the host (numpy,
+    CPU devices); states on GPUs are checked inside the compiled call, which raises a JAX runtime
+    error with the same message.
     """
     check_method(method)  # before any path is chosen, so a bad method fails for every program
     reason = supports_batched(program)
@@ -242,6 +246,7 @@ def sample_states_batched(
     chains = int(jnp.shape(init_state_free[0])[0]) if jnp.ndim(init_state_free[0]) == 2 else -1
     if chains < 1:
         raise StateError("Initial states must have shape (chains, nodes) with at least one chain.")
+    _check_host_categories(program, list(init_state_free) + list(state_clamp))
     if pairwise_kind(program)[0] is not None:
         observed = [_observed_ids(program.gibbs_spec, block) for block in nodes_to_sample]
         devices = None if devices is None else tuple(devices)
@@ -264,6 +269,19 @@ def sample_states_batched(
     block_states = chain_block_states(program, list(init_state_free), list(state_clamp), chains)
     global_state = _batched_global(program, block_states)
     return _run(key, program, schedule, global_state, [Block(block) for block in nodes_to_sample])
+
+
+def _check_host_categories(program: BlockSamplingProgram, states: list) -> None:
+    """Raise StateError before compiling if a categorical state held on the host (numpy, or jax arrays
+    on CPU devices) is out of range. States on GPUs, or traced, are checked inside the compiled call
+    instead, where the error arrives as a JAX runtime error with the same message: reading them here
+    would copy every chain's state to the host on every call."""
+    if all(limit is None for limit in program.tables.category_limits):
+        return
+    on_host = [not isinstance(x, jax.core.Tracer) and (not isinstance(x, jax.Array)
+                                                      or all(d.platform == "cpu" for d in x.devices())) for x in states]
+    if all(on_host) and all(np.dtype(getattr(x, "dtype", np.int64)).kind in "ub" for x in states):
+        check_concrete_categories(program, states)  # (other dtypes get the dtype check's error first)
 
 
 _OBSERVED: IdentityCache[Array] = IdentityCache(64)
