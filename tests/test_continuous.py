@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +24,7 @@ from heatbath import (
     SamplingSchedule,
     SpinNode,
     sample_blocks,
+    sample_states,
     sample_with_observation,
 )
 from heatbath.models import (
@@ -475,3 +477,153 @@ def test_all_of_thrml_gaussian_part_with_builtin_types():
     real = np.linalg.inv(model.precision_matrix())[u, v]
     error = np.max(np.abs(real - covariances)) / np.abs(np.max(real))
     assert error < 0.01, error
+
+
+def test_eager_calls_of_the_generic_loop_compile_once(monkeypatch):
+    """An eager `sample_states` call of a program that no kernel runs (here a Gaussian) is one compiled
+    call kept per program structure: a second call with another key traces nothing, and each call
+    gives the samples of the same call under `jax.jit`, also for a program with other weights."""
+    from heatbath import block_sampling
+    from heatbath.graphs import lattice_2d
+    from heatbath.kernels import dispatch
+
+    monkeypatch.setattr(dispatch, "_GENERIC_CALLS", {})
+    traced = []
+    generic = block_sampling._sample_states_generic
+    monkeypatch.setattr(block_sampling, "_sample_states_generic", lambda *a: traced.append(1) or generic(*a))
+    lattice = lattice_2d(4, periodic=False, node_type=ContinuousNode)
+    rng = np.random.default_rng(5)
+    blocks = lattice.blocks()
+    schedule = SamplingSchedule(5, 3, 2)
+
+    def program_with_mean(mean):
+        model = GaussianEBM(lattice.nodes, diagonal=rng.uniform(1, 2, 16), edges=lattice.edges,
+                            edge_weights=np.full(len(lattice.edges), 0.2), mean=mean)
+        return model.sampling_program(free_blocks=blocks)
+
+    init = [jnp.zeros((len(b),), jnp.float32) for b in blocks]
+    program = program_with_mean(np.zeros(16))
+    eager = [sample_states(jax.random.key(seed), program, schedule, init, [], blocks[:1]) for seed in (0, 1)]
+    assert len(traced) == 1  # the second call reused the compiled one
+    assert not np.array_equal(np.asarray(eager[0][0]), np.asarray(eager[1][0]))  # keys matter
+    shifted = program_with_mean(np.full(16, 50.0))
+    moved = sample_states(jax.random.key(1), shifted, schedule, init, [], blocks[:1])
+    assert np.asarray(moved[0]).mean() > 40  # the samples follow the new program's weights
+    # (the program as an argument of the jit, as in the eager call: closed over, its weights would be
+    # constants that XLA folds, which can move the last bit of a draw)
+    run = eqx.filter_jit(lambda k, prog: sample_states(k, prog, schedule, init, [], blocks[:1]))
+    for prog, got in ((program, eager[1]), (shifted, moved)):
+        np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(run(jax.random.key(1), prog)[0]))
+
+
+def test_eager_vmaps_of_the_generic_loop_compile_once(monkeypatch):
+    """THRML's documentation vmaps `sample_states` without `jit` for continuous and mixed models: such
+    an eager vmap runs one compiled vmap of the generic loop, kept per program structure (a second
+    call traces nothing), with the samples of `jax.jit(jax.vmap(...))`. Under `jax.grad` the loop
+    runs as before (the compiled call would hide the weights' derivatives)."""
+    from heatbath import block_sampling
+    from heatbath.graphs import lattice_2d
+    from heatbath.kernels import dispatch
+
+    monkeypatch.setattr(dispatch, "_GENERIC_CALLS", {})
+    traced = []
+    generic = block_sampling._sample_states_generic
+    monkeypatch.setattr(block_sampling, "_sample_states_generic", lambda *a: traced.append(1) or generic(*a))
+    lattice = lattice_2d(4, periodic=False, node_type=ContinuousNode)
+    blocks = lattice.blocks()
+    model = GaussianEBM(lattice.nodes, diagonal=np.full(16, 1.5), edges=lattice.edges,
+                        edge_weights=np.full(len(lattice.edges), 0.2), mean=np.linspace(-1, 1, 16))
+    program = model.sampling_program(free_blocks=blocks)
+    schedule = SamplingSchedule(4, 3, 1)
+    init = [jnp.zeros((6, len(b)), jnp.float32) for b in blocks]
+    run = lambda k, s: sample_states(k, program, schedule, s, [], blocks)  # noqa: E731
+    keys = [jax.random.split(jax.random.key(seed), 6) for seed in (0, 1)]
+    eager = [jax.vmap(run)(k, init) for k in keys]
+    assert len(traced) == 1
+    reference = jax.jit(jax.vmap(run))(keys[1], init)
+    for a, b in zip(eager[1], reference):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(eager[0][0]), np.asarray(eager[1][0]))
+    assert not np.array_equal(np.asarray(eager[1][0][0]), np.asarray(eager[1][0][1]))  # chains differ
+
+    def mean_sample(scale):  # a gradient through the samples (the draw is a reparameterisation)
+        scaled = jax.tree.map(lambda x: x * scale if eqx.is_inexact_array(x) else x, init)
+        return jnp.mean(jax.vmap(run)(keys[0], scaled)[0])
+
+    assert np.isfinite(float(jax.grad(mean_sample)(1.0)))
+
+
+
+def test_eager_vmaps_with_an_observer_compile_once(monkeypatch):
+    """`sample_with_observation` under an eager vmap (THRML's Gaussian moments example) runs one
+    compiled vmap per program structure, schedule and observer structure: a second call, or an equal
+    observer, traces nothing, and the moments are those of the same call compiled with the program as
+    an argument. An observer of other moments compiles anew."""
+    from heatbath import MomentAccumulatorObserver, block_sampling
+    from heatbath.graphs import lattice_2d
+    from heatbath.kernels import dispatch
+
+    monkeypatch.setattr(dispatch, "_GENERIC_CALLS", {})
+    traced = []
+    generic = block_sampling._sample_with_observation_generic
+    monkeypatch.setattr(block_sampling, "_sample_with_observation_generic", lambda *a: traced.append(1) or generic(*a))
+    lattice = lattice_2d(3, periodic=False, node_type=ContinuousNode)
+    nodes, (u, v) = lattice.nodes, lattice.edge_index.T
+    model = GaussianEBM(nodes, diagonal=np.full(9, 1.5), edges=lattice.edges,
+                        edge_weights=np.full(len(lattice.edges), -0.3), mean=np.linspace(-1, 1, 9))
+    program = model.sampling_program(free_blocks=lattice.blocks())
+    edges = [(nodes[a], nodes[b]) for a, b in zip(u, v)]
+    observer = MomentAccumulatorObserver([[(a,) for a, _ in edges], edges])
+    schedule = SamplingSchedule(5, 20, 1)
+    init = [jnp.zeros((4, len(b)), jnp.float32) for b in program.gibbs_spec.free_blocks]
+    keys = jax.random.split(jax.random.key(3), 4)
+
+    def run(prog, obs):
+        return lambda k, s: sample_with_observation(k, prog, schedule, s, [], obs.init(), obs)
+
+    eager = [jax.vmap(run(program, observer))(keys, init) for _ in range(2)]
+    assert len(traced) == 1
+    reference = eqx.filter_jit(lambda prog, k, s: jax.vmap(run(prog, observer))(k, s))(program, keys, init)
+    for a, b in zip(jax.tree.leaves(eager[1]), jax.tree.leaves(reference)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(traced) == 2  # the reference's own trace
+    same = MomentAccumulatorObserver([[(a,) for a, _ in edges], edges])  # equal structure: the same call
+    jax.vmap(run(program, same))(keys, init)
+    assert len(traced) == 2
+    other = MomentAccumulatorObserver([edges])  # other moments: a new call
+    jax.vmap(run(program, other))(keys, init)
+    assert len(traced) == 3
+
+
+def test_a_user_observer_with_a_list_field_reuses_its_compiled_call(monkeypatch):
+    """A user-written observer (an equinox module with a static list field) gets
+    one compiled call for eager calls too; its samples are the observer's."""
+    from heatbath import block_sampling
+    from heatbath.graphs import lattice_2d
+    from heatbath.kernels import dispatch
+
+    class SumObserver(eqx.Module):
+        tags: list = eqx.field(static=True)
+
+        def init(self):
+            return jnp.zeros(())
+
+        def __call__(self, program, free, clamp, carry, iteration):
+            return carry + jnp.sum(free[0]), jnp.sum(free[0])
+
+    monkeypatch.setattr(dispatch, "_GENERIC_CALLS", {})
+    traced = []
+    generic = block_sampling._sample_with_observation_generic
+    monkeypatch.setattr(block_sampling, "_sample_with_observation_generic", lambda *a: traced.append(1) or generic(*a))
+    lattice = lattice_2d(3, periodic=False, node_type=ContinuousNode)
+    model = GaussianEBM(lattice.nodes, diagonal=np.full(9, 1.5), edges=lattice.edges,
+                        edge_weights=np.full(len(lattice.edges), -0.3), mean=np.zeros(9))
+    program = model.sampling_program(free_blocks=lattice.blocks())
+    observer = SumObserver(["a list"])
+    init = [jnp.zeros((len(b),), jnp.float32) for b in program.gibbs_spec.free_blocks]
+    schedule = SamplingSchedule(2, 4, 1)
+    runs = [sample_with_observation(jax.random.key(i), program, schedule, init, [], observer.init(), observer)
+            for i in (0, 1)]
+    assert len(traced) == 1 and runs[0][1].shape == (4,)
+    np.testing.assert_allclose(runs[0][0], runs[0][1].sum(), rtol=1e-6)  # the carry sums what it observed
+    assert not np.array_equal(np.asarray(runs[0][1]), np.asarray(runs[1][1]))

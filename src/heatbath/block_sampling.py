@@ -394,8 +394,26 @@ def sample_with_observation(
 ):
     """Run one chain by `schedule`, calling `f_observe` at each recorded sample.
 
-    Returns `(final observer carry, observations stacked along a leading n_samples axis)`.
+    Returns `(final observer carry, observations stacked along a leading n_samples axis)`. Called
+    eagerly (alone or under an eager `jax.vmap`), the loop runs as one compiled call kept per
+    program structure, schedule and observer (`heatbath.kernels.dispatch.eager_observation_call`).
     """
+    from heatbath.kernels.dispatch import eager_observation_call
+
+    if not isinstance(schedule, SamplingSchedule):  # before the schedule keys a compiled call
+        raise HeatbathError(f"schedule must be a SamplingSchedule, got {type(schedule).__name__}.")
+    free, clamp = list(init_chain_state), list(state_clamp)
+    compiled = eager_observation_call(program, schedule, _sample_with_observation_generic, key, free, clamp,
+                                      observation_carry_init, f_observe)
+    if compiled is not None:
+        return compiled()
+    return _sample_with_observation_generic(key, program, schedule, init_chain_state, state_clamp,
+                                            observation_carry_init, f_observe)
+
+
+def _sample_with_observation_generic(key, program, schedule, init_chain_state, state_clamp, observation_carry_init,
+                                     f_observe):
+    """`sample_with_observation`'s loop, op by op unless traced."""
     if not isinstance(schedule, SamplingSchedule):
         raise HeatbathError(f"schedule must be a SamplingSchedule, got {type(schedule).__name__}.")
     spec = program.gibbs_spec
@@ -438,14 +456,19 @@ def sample_states(
 
     Programs of built-in spin or categorical conditionals with biases and pairwise couplings run the
     pairwise kernels, also under `jax.vmap` (which then becomes one kernel call over all chains, see
-    `heatbath.kernels.dispatch`); every other program runs the generic loop.
+    `heatbath.kernels.dispatch`); every other program runs the generic loop, which an eager call
+    (alone or under an eager `jax.vmap`) runs as one compiled call kept per program structure.
     """
-    from heatbath.kernels.dispatch import fast_sample_states
+    from heatbath.kernels.dispatch import eager_generic_call, fast_sample_states
 
     fast = fast_sample_states(
         program, schedule, nodes_to_sample, lambda k, p, f, c: _sample_states_generic(k, p, schedule, f, c, nodes_to_sample)
     )
     if fast is None:  # the generic loop checks the states itself
+        free, clamp = list(init_state_free), list(state_clamp)
+        compiled = eager_generic_call(program, schedule, nodes_to_sample, _sample_states_generic, key, free, clamp)
+        if compiled is not None:
+            return compiled()
         return _sample_states_generic(key, program, schedule, init_state_free, state_clamp, nodes_to_sample)
     _verify_states(program, init_state_free, state_clamp)
     return fast(key, init_state_free, state_clamp)
@@ -455,7 +478,7 @@ def _sample_states_generic(key, program, schedule, init_state_free, state_clamp,
     from heatbath.observers import StateObserver
 
     observer = StateObserver(nodes_to_sample)
-    _, samples = sample_with_observation(
+    _, samples = _sample_with_observation_generic(
         key, program, schedule, init_state_free, state_clamp, observer.init(), observer
     )
     return samples

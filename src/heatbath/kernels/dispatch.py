@@ -37,7 +37,7 @@ from heatbath.kernels.potts_torus import run_potts_torus, torus_model
 from heatbath.kernels.multispin_run import lattice_devices
 from heatbath.kernels.torus_run import run_ising_torus, torus_backend, torus_index
 
-__all__ = ["fast_sample_states"]
+__all__ = ["fast_sample_states", "eager_generic_call", "eager_observation_call"]
 
 
 def fast_sample_states(
@@ -156,6 +156,106 @@ def _eager_torus_call(torus, tables, structure, schedule: SamplingSchedule, obse
         while len(_TORUS_CALLS) > _TORUS_CALLS_KEPT:
             _TORUS_CALLS.pop(next(iter(_TORUS_CALLS)))
     return call
+
+
+_GENERIC_CALLS: dict[tuple, tuple] = {}
+
+
+def eager_generic_call(program: BlockSamplingProgram, schedule: SamplingSchedule, nodes_to_sample: Sequence[Block],
+                       generic: Callable, key, free: list, clamp: list) -> Callable | None:
+    """For an eager `sample_states` call of a program no kernel runs (continuous, mixed, higher-order
+    or user-defined conditionals), alone or under an eager `jax.vmap` (THRML's documentation calls
+    both): the generic loop `generic(key, program, schedule, free, clamp, blocks)` as one compiled
+    call kept per program structure, schedule and sampled nodes, so a loop of such calls, or of calls
+    with new weights of the same structure, compiles once. Run op by op, one call for THRML's 5 × 5
+    Gaussian took 0.6 s on a CPU and an eager vmap of 10 chains 2.2 s, nearly all of it compiling
+    the sweep loop again. Returns a function of nothing that runs the call, or None inside `jit` or a
+    transformation other than one eager `vmap` (a gradient, say), or where the structure cannot be
+    hashed: the caller then runs `generic` itself."""
+    spec = program.gibbs_spec
+    observed = tuple(spec.node_ids(Block(b).nodes, "sampled node").astype(np.int64).tobytes() for b in nodes_to_sample)
+    blocks = list(nodes_to_sample)
+    return _eager_compiled(program, key, free, clamp, (), ("states", schedule, observed),
+                           lambda k, p, f, c, _: generic(k, p, schedule, f, c, blocks))
+
+
+def eager_observation_call(program: BlockSamplingProgram, schedule: SamplingSchedule, generic: Callable, key,
+                           free: list, clamp: list, carry_init, f_observe) -> Callable | None:
+    """`eager_generic_call` for `sample_with_observation`: `generic(key, program, schedule, free, clamp,
+    carry_init, f_observe)` compiled once per program structure, schedule and observer structure. An
+    observer holding a leaf that cannot be hashed is known by identity instead: the same object reuses
+    the compiled call, and the cache keeps it alive so that its id is not reused."""
+    observer, observer_arrays = split_program(f_observe)
+    try:
+        hash(observer)
+        which, keep = observer, ()
+    except TypeError:
+        which, keep = ("object", id(f_observe)), (f_observe,)
+    return _eager_compiled(program, key, free, clamp, (carry_init, observer_arrays), ("observe", schedule, which),
+                           lambda k, p, f, c, extras: generic(k, p, schedule, f, c, extras[0],
+                                                              join_program(observer, extras[1])), keep)
+
+
+def _eager_compiled(program: BlockSamplingProgram, key, free: list, clamp: list, extras, call_key: tuple,
+                    run: Callable, keep: tuple = ()) -> Callable | None:
+    """The shared part of the two above: `run(key, program, free, clamp, extras)` compiled once per
+    (program structure, `call_key`), alone or under one eager vmap; `keep` stays alive with it."""
+    if inside_jit():
+        return None
+    structure, arrays = split_program(program)
+    tracers = [x for x in jax.tree.leaves((key, free, clamp, extras, arrays)) if isinstance(x, jax.core.Tracer)]
+    if not all(_eagerly_batched(x) for x in tracers):
+        return None
+    cache_key = (structure, call_key, tuple(jax.devices()))
+    try:
+        calls = _GENERIC_CALLS.get(cache_key)
+    except TypeError:  # an unhashable non-array leaf
+        return None
+    if calls is None:
+        calls = _GENERIC_CALLS[cache_key] = (*_generic_calls(structure, run), keep)
+        while len(_GENERIC_CALLS) > _TORUS_CALLS_KEPT:
+            _GENERIC_CALLS.pop(next(iter(_GENERIC_CALLS)))
+    if tracers:
+        return lambda: calls[1](key, free, clamp, extras, arrays)
+    if any(limit is not None for limit in program.tables.category_limits) and all(
+            isinstance(x, (jax.Array, np.ndarray)) for x in free + clamp):
+        check_concrete_categories(program, free + clamp)  # a StateError now, not a runtime error
+    return lambda: calls[0](key, free, clamp, extras, arrays)
+
+
+def _eagerly_batched(x) -> bool:
+    """Whether tracer x is only `jax.vmap`'s, over a concrete value (an eager vmap, no jit or grad)."""
+    try:
+        from jax._src.interpreters.batching import BatchTracer
+    except ImportError:  # another JAX layout: take the generic loop
+        return False
+    return isinstance(x, BatchTracer) and not isinstance(x.val, jax.core.Tracer)
+
+
+def _generic_calls(structure, run: Callable) -> tuple[Callable, Callable]:
+    """(one chain's compiled call, a `custom_vmap` function whose batching rule runs a compiled
+    `vmap` of it), both `(key, free, clamp, extras, arrays) -> run's result`."""
+
+    def one(key, free, clamp, extras, arrays):
+        return run(key, join_program(structure, arrays), free, clamp, extras)
+
+    compiled = jax.jit(one)
+    vmapped: dict[tuple, Callable] = {}  # compiled vmaps, per pattern of batched arguments
+
+    @jax.custom_batching.custom_vmap
+    def batchable(key, free, clamp, extras, arrays):  # traced on every call: through `compiled`, whose trace is kept
+        return compiled(key, free, clamp, extras, arrays)
+
+    @batchable.def_vmap
+    def many(axis_size, in_batched, key, free, clamp, extras, arrays):
+        axes = jax.tree.map(lambda b: 0 if b else None, tuple(in_batched))
+        pattern = tuple(jax.tree.leaves(in_batched))
+        if pattern not in vmapped:
+            vmapped[pattern] = jax.jit(jax.vmap(compiled, in_axes=axes))  # batches its kept trace
+        out = vmapped[pattern](key, free, clamp, extras, arrays)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return compiled, batchable
 
 
 def _torus_samples(torus, structure, arrays, index, schedule, backend: str, words, free, clamp, chains: int):
