@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from flips_pegasus import build, pegasus_inputs  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 from heatbath.graphs import lattice_2d  # noqa: E402
 
@@ -36,14 +35,7 @@ def lattice_inputs(L: int = 16, beta: float = 0.4):
 def eager_ms(lib: str, inputs, sweeps: int, repeats: int) -> float:
     program, init, nodes, Block, SamplingSchedule, sample_states = build(lib, *inputs)
     schedule, every = SamplingSchedule(sweeps, 1, 1), [Block(nodes)]
-    call = lambda i: jax.block_until_ready(sample_states(jax.random.key(i), program, schedule, init, [], every))  # noqa: E731
-    call(0)
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        call(i + 1)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return median_ms(lambda i: sample_states(jax.random.key(i), program, schedule, init, [], every), repeats)
 
 
 def main(argv=None) -> None:

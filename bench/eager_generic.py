@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import statistics
-import time
+import os
+import sys
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from timing import median_ms  # noqa: E402
 
 L = 5
 
@@ -47,25 +50,15 @@ def gaussian_model(lib: str):
     class Linear(eqx.Module):  # w x_head x_tail (or w x_head with no tail)
         w: jax.Array
 
-    class DiagonalFactor(AbstractFactor):
-        a: jax.Array
+    class NodeFactor(AbstractFactor):  # one interaction on every node of a block, nothing read
+        interaction: eqx.Module
 
-        def __init__(self, a, block):
+        def __init__(self, interaction, block):
             super().__init__([block])
-            self.a = a
+            self.interaction = interaction
 
         def to_interaction_groups(self):
-            return [InteractionGroup(Quadratic(self.a), self.node_groups[0], [])]
-
-    class FieldFactor(AbstractFactor):
-        b: jax.Array
-
-        def __init__(self, b, block):
-            super().__init__([block])
-            self.b = b
-
-        def to_interaction_groups(self):
-            return [InteractionGroup(Linear(self.b), self.node_groups[0], [])]
+            return [InteractionGroup(self.interaction, self.node_groups[0], [])]
 
     class EdgeFactor(AbstractFactor):
         w: jax.Array
@@ -104,21 +97,11 @@ def gaussian_model(lib: str):
     pairs += [(grid[i][j], grid[i + 1][j]) for i in range(L - 1) for j in range(L)]
     pairs = [(u, v) if u in blocks[0].nodes else (v, u) for u, v in pairs]  # first end in block 0
     mean_field = np.random.default_rng(0).normal(0, 1, L * L).astype(np.float32)
-    factors = [DiagonalFactor(jnp.full((L * L,), 2.0), Block(nodes)), FieldFactor(jnp.asarray(mean_field), Block(nodes)),
+    factors = [NodeFactor(Quadratic(jnp.full((L * L,), 2.0)), Block(nodes)), NodeFactor(Linear(jnp.asarray(mean_field)), Block(nodes)),
                EdgeFactor(jnp.full((len(pairs),), -0.3), (Block([u for u, _ in pairs]), Block([v for _, v in pairs])))]
     spec = api.BlockGibbsSpec(blocks, [], {Node: jax.ShapeDtypeStruct((), jnp.float32)})
     program = from_lib["factor"].FactorSamplingProgram(spec, [GaussianConditional(), GaussianConditional()], factors, [])
     return program, nodes, blocks, pairs, api
-
-
-def median_ms(call, repeats: int) -> float:
-    call(0)
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        call(i + 1)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def timings(lib: str, sweeps: int, chains: int, repeats: int) -> tuple[float, float]:
@@ -127,7 +110,7 @@ def timings(lib: str, sweeps: int, chains: int, repeats: int) -> tuple[float, fl
     one = [jnp.zeros((len(b.nodes),), jnp.float32) for b in blocks]
 
     def single(i):
-        jax.block_until_ready(api.sample_states(jax.random.key(i), program, schedule, one, [], list(blocks)))
+        return api.sample_states(jax.random.key(i), program, schedule, one, [], list(blocks))
 
     observer = api.MomentAccumulatorObserver([[(u,) for u, _ in pairs], pairs])
     many = [jnp.zeros((chains, len(b.nodes)), jnp.float32) for b in blocks]
@@ -136,7 +119,7 @@ def timings(lib: str, sweeps: int, chains: int, repeats: int) -> tuple[float, fl
     def batched(i):
         keys = jax.random.split(jax.random.key(i), chains)
         run = jax.vmap(lambda k, s: api.sample_with_observation(k, program, moments, s, [], observer.init(), observer))
-        jax.block_until_ready(run(keys, many))
+        return run(keys, many)
 
     return median_ms(single, repeats), median_ms(batched, repeats)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import jax
@@ -18,6 +19,18 @@ def best_time(call, repeats: int):
         jax.block_until_ready(call(i + 1))
         best = min(best, time.perf_counter() - start)
     return best, out
+
+
+def median_ms(call, repeats: int) -> float:
+    """Milliseconds of the median of `repeats` timed `call(i + 1)` after one `call(0)`: per-call cost
+    of eager calls, whose host time varies more than a compiled loop's (so the median, not the best)."""
+    jax.block_until_ready(call(0))
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(call(i + 1))
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
 
 
 def thrml_style_time(built, states, chains: int, sweeps: int, repeats: int):
