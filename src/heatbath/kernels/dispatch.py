@@ -131,8 +131,8 @@ def _one_chain_call(structure, schedule: SamplingSchedule, observed: tuple, form
     return jax.jit(call)
 
 
+EAGER_CALLS_KEPT = 32  # compiled eager calls kept per kind (torus routes, generic loops), oldest dropped first
 _TORUS_CALLS: dict[tuple, Callable] = {}
-_TORUS_CALLS_KEPT = 32
 
 
 def _eager_torus_call(torus, tables, structure, schedule: SamplingSchedule, observed: list[np.ndarray], backend: str):
@@ -153,7 +153,7 @@ def _eager_torus_call(torus, tables, structure, schedule: SamplingSchedule, obse
                                                                  words, f, c, 1), key, free, clamp)
 
         call = _TORUS_CALLS[key] = jax.jit(one)
-        while len(_TORUS_CALLS) > _TORUS_CALLS_KEPT:
+        while len(_TORUS_CALLS) > EAGER_CALLS_KEPT:
             _TORUS_CALLS.pop(next(iter(_TORUS_CALLS)))
     return call
 
@@ -213,7 +213,7 @@ def _eager_compiled(program: BlockSamplingProgram, key, free: list, clamp: list,
         return None
     if calls is None:
         calls = _GENERIC_CALLS[cache_key] = (*_generic_calls(structure, run), keep)
-        while len(_GENERIC_CALLS) > _TORUS_CALLS_KEPT:
+        while len(_GENERIC_CALLS) > EAGER_CALLS_KEPT:
             _GENERIC_CALLS.pop(next(iter(_GENERIC_CALLS)))
     if tracers:
         return lambda: calls[1](key, free, clamp, extras, arrays)
