@@ -13,6 +13,11 @@ program that is the uniform Ising model on an L × L torus (`ising_torus`) runs 
 lattice kernel (`torus_run`), one that is the uniform Potts model on a torus (`potts_torus`) the Potts
 lattice kernel, and other categorical blocks with Potts couplings tell the categorical kernel so
 (`coupling_structure`).
+
+Eager calls (no `jit` around them, as THRML's documentation often makes them) run compiled calls
+kept per program structure instead of op by op: the kernels' one-chain call, a torus route's, and
+for programs that no kernel runs the generic loop of `sample_states` and `sample_with_observation`,
+alone or under an eager `jax.vmap` (`eager_generic_call`, `eager_observation_call`).
 """
 
 from __future__ import annotations
