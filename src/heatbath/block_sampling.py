@@ -400,8 +400,6 @@ def sample_with_observation(
     """
     from heatbath.kernels.dispatch import eager_observation_call
 
-    if not isinstance(schedule, SamplingSchedule):  # before the schedule keys a compiled call
-        raise HeatbathError(f"schedule must be a SamplingSchedule, got {type(schedule).__name__}.")
     free, clamp = list(init_chain_state), list(state_clamp)
     compiled = eager_observation_call(program, schedule, _sample_with_observation_generic, key, free, clamp,
                                       observation_carry_init, f_observe)

@@ -276,8 +276,6 @@ def _check_host_categories(program: BlockSamplingProgram, states: list) -> None:
     on CPU devices) is out of range. States on GPUs, or traced, are checked inside the compiled call
     instead, where the error arrives as a JAX runtime error with the same message: reading them here
     would copy every chain's state to the host on every call."""
-    if all(limit is None for limit in program.tables.category_limits):
-        return
     on_host = [not isinstance(x, jax.core.Tracer) and (not isinstance(x, jax.Array)
                                                       or all(d.platform == "cpu" for d in x.devices())) for x in states]
     if all(on_host) and all(np.dtype(getattr(x, "dtype", np.int64)).kind in "ub" for x in states):

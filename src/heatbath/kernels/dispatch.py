@@ -148,19 +148,26 @@ def _eager_torus_call(torus, tables, structure, schedule: SamplingSchedule, obse
     h = torus.h if isinstance(torus, IsingTorus) else tuple(np.asarray(torus.h, np.float64).tolist())
     key = (type(torus).__name__, tables, structure, float(torus.J), h, schedule,
            tuple(ids.astype(np.int64).tobytes() for ids in observed), backend, tuple(jax.devices()))
-    try:
-        call = _TORUS_CALLS.get(key)
-    except TypeError:  # an unhashable non-array leaf
-        return None
-    if call is None:
-        def one(key, free, clamp, arrays, index):
-            return _one_chain(lambda words, f, c: _torus_samples(torus, structure, arrays, index, schedule, backend,
-                                                                 words, f, c, 1), key, free, clamp)
 
-        call = _TORUS_CALLS[key] = jax.jit(one)
-        while len(_TORUS_CALLS) > EAGER_CALLS_KEPT:
-            _TORUS_CALLS.pop(next(iter(_TORUS_CALLS)))
-    return call
+    def one(key, free, clamp, arrays, index):
+        return _one_chain(lambda words, f, c: _torus_samples(torus, structure, arrays, index, schedule, backend,
+                                                             words, f, c, 1), key, free, clamp)
+
+    return _remembered(_TORUS_CALLS, key, lambda: jax.jit(one))
+
+
+def _remembered(cache: dict, key, make: Callable):
+    """`cache[key]`, made by `make()` the first time (the oldest entry dropped past EAGER_CALLS_KEPT),
+    or None where the key cannot be hashed (an unhashable non-array leaf of a program)."""
+    try:
+        value = cache.get(key)
+    except TypeError:
+        return None
+    if value is None:
+        value = cache[key] = make()
+        while len(cache) > EAGER_CALLS_KEPT:
+            cache.pop(next(iter(cache)))
+    return value
 
 
 _GENERIC_CALLS: dict[tuple, tuple] = {}
@@ -211,19 +218,13 @@ def _eager_compiled(program: BlockSamplingProgram, key, free: list, clamp: list,
     tracers = [x for x in jax.tree.leaves((key, free, clamp, extras, arrays)) if isinstance(x, jax.core.Tracer)]
     if not all(_eagerly_batched(x) for x in tracers):
         return None
-    cache_key = (structure, call_key, tuple(jax.devices()))
-    try:
-        calls = _GENERIC_CALLS.get(cache_key)
-    except TypeError:  # an unhashable non-array leaf
-        return None
+    calls = _remembered(_GENERIC_CALLS, (structure, call_key, tuple(jax.devices())),
+                        lambda: (*_generic_calls(structure, run), keep))
     if calls is None:
-        calls = _GENERIC_CALLS[cache_key] = (*_generic_calls(structure, run), keep)
-        while len(_GENERIC_CALLS) > EAGER_CALLS_KEPT:
-            _GENERIC_CALLS.pop(next(iter(_GENERIC_CALLS)))
+        return None
     if tracers:
         return lambda: calls[1](key, free, clamp, extras, arrays)
-    if any(limit is not None for limit in program.tables.category_limits) and all(
-            isinstance(x, (jax.Array, np.ndarray)) for x in free + clamp):
+    if all(isinstance(x, (jax.Array, np.ndarray)) for x in free + clamp):  # (pytree states hold no categories)
         check_concrete_categories(program, free + clamp)  # a StateError now, not a runtime error
     return lambda: calls[0](key, free, clamp, extras, arrays)
 

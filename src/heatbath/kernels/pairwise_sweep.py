@@ -268,9 +268,8 @@ def check_concrete_categories(program: BlockSamplingProgram, states: list) -> No
     a category >= its node's count: the check `_checked_categories` makes inside a compiled call,
     for callers that hold the states before compiling (a clear error instead of a runtime one)."""
     for b, state in enumerate(states):
-        state = np.asarray(state)
-        limit = _category_limits(program, b, state.shape[-1])
-        if limit is not None and np.any(state.astype(np.int64) >= limit):
+        limit = _category_limits(program, b, np.shape(state)[-1])
+        if limit is not None and np.any(np.asarray(state).astype(np.int64) >= limit):  # only these are read
             raise StateError(CATEGORY_RANGE_MESSAGE)
 
 
