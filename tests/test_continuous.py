@@ -509,6 +509,7 @@ def test_eager_calls_of_the_generic_loop_compile_once(monkeypatch):
     shifted = program_with_mean(np.full(16, 50.0))
     moved = sample_states(jax.random.key(1), shifted, schedule, init, [], blocks[:1])
     assert np.asarray(moved[0]).mean() > 40  # the samples follow the new program's weights
+    assert len(traced) == 1  # a model rebuilt from the same nodes has the same structure
     # (the program as an argument of the jit, as in the eager call: closed over, its weights would be
     # constants that XLA folds, which can move the last bit of a draw)
     run = eqx.filter_jit(lambda k, prog: sample_states(k, prog, schedule, init, [], blocks[:1]))

@@ -302,6 +302,28 @@ class BlockSpec:
     def sd_struct(self, sd_index: int):
         return self._sd_structs[self.global_sd_order[sd_index]]
 
+    # -- equality: by content, so that a rebuilt program finds the code compiled for its twin ------
+    def _content(self) -> tuple:
+        """What the spec is made of: its blocks (each a tuple of node identities) and node templates."""
+        return (tuple(self.blocks), self.node_shape_dtypes)
+
+    @cached_property
+    def _content_hash(self) -> int:
+        return hash((type(self), self._content()))
+
+    def __eq__(self, other: object) -> bool:
+        """Specs of the same blocks of the same nodes are equal. A spec is static metadata of every
+        program that holds it (a `jit` cache key): comparing by identity made a program rebuilt from
+        the same nodes (a training loop that builds its model each step) compile everything again."""
+        if self is other:
+            return True
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._content_hash == other._content_hash and self._content() == other._content()
+
+    def __hash__(self) -> int:
+        return self._content_hash
+
     def _block_label(self, b: int) -> str:
         return f"block {b}"
 

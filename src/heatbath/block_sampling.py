@@ -77,6 +77,9 @@ class BlockGibbsSpec(BlockSpec):
         self.sampling_order = order
         super().__init__(free_blocks + self.clamped_blocks, node_shape_dtypes)
 
+    def _content(self) -> tuple:
+        return (*super()._content(), tuple(map(len, self.superblocks)), len(self.clamped_blocks))
+
     def _block_label(self, b: int) -> str:
         n = len(self.free_blocks)
         return f"free block {b}" if b < n else f"clamped block {b - n}"

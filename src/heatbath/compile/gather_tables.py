@@ -12,9 +12,11 @@ one superblock) interact, and collects the category count each integer-valued no
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import repeat
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -39,11 +41,56 @@ class BlockGather:
 
 
 class GatherTables:
-    """All static tables of a program. Hashed by identity so that programs sharing them share compiled code."""
+    """All static tables of a program, compared by content.
+
+    The tables are static metadata of the program (part of a `jit` cache key). Equal tables (those of
+    a program rebuilt from the same nodes and interaction structure, whatever its weights) let the
+    rebuilt program reuse the code compiled for the first: a training loop that builds its model on
+    every step compiles once. The content hash is worked out once per tables object.
+    """
 
     def __init__(self, per_block: list[list[BlockGather]], category_limits: list[np.ndarray | None]):
         self.per_block = per_block
         self.category_limits = category_limits
+
+    def _statics(self) -> tuple:
+        return (
+            tuple(tuple((g.group, g.tail_sd, len(g.tail_positions)) for g in gathers) for gathers in self.per_block),
+            tuple(limits is None for limits in self.category_limits),
+        )
+
+    def _arrays(self) -> Iterator[np.ndarray]:
+        for gathers in self.per_block:
+            for g in gathers:
+                yield g.index
+                yield g.active
+                yield from g.tail_positions
+        yield from (limits for limits in self.category_limits if limits is not None)
+
+    @cached_property
+    def _content_hash(self) -> int:
+        digest = hashlib.blake2b(repr(self._statics()).encode(), digest_size=16)
+        for a in self._arrays():
+            digest.update(f"{a.dtype.str}{a.shape}".encode())
+            digest.update(np.ascontiguousarray(a).data)
+        return hash(digest.digest())
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, GatherTables):
+            return NotImplemented
+        return (
+            self._content_hash == other._content_hash
+            and self._statics() == other._statics()
+            and all(
+                a.dtype == b.dtype and np.array_equal(a, b)
+                for a, b in zip(self._arrays(), other._arrays(), strict=True)
+            )
+        )
+
+    def __hash__(self) -> int:
+        return self._content_hash
 
 
 def _ids_or_missing(spec: "BlockGibbsSpec", nodes) -> np.ndarray:
