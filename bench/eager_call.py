@@ -6,7 +6,10 @@ over such calls pays their per-call cost, not the sweeps. The same P(14) Ising m
 `--sweeps` warm-up sweeps and one sample of every node, in both libraries in one process. Milliseconds per call: the median of `--repeats` calls after one compiling call,
 each with a new key.
 
-    .venv-bench/bin/python bench/eager_call.py [--sweeps 10] [--repeats 20] [--no-thrml] [--L 16 64]
+    .venv-bench/bin/python bench/eager_call.py [--sweeps 10] [--repeats 20] [--no-thrml] [--L 16 64] [--rebuild]
+
+With `--rebuild` every timed call first builds the model and program again from the same nodes with
+new couplings, as a training loop that builds its model where it samples does.
 """
 
 from __future__ import annotations
@@ -38,6 +41,20 @@ def eager_ms(lib: str, inputs, sweeps: int, repeats: int) -> float:
     return median_ms(lambda i: sample_states(jax.random.key(i), program, schedule, init, [], every), repeats)
 
 
+def rebuilt_ms(lib: str, inputs, sweeps: int, repeats: int) -> float:
+    """As `eager_ms`, but each call first builds the model and program again from the same nodes with
+    new couplings, as a loop that builds its model where it samples does (the Benford experiment)."""
+    edge_index, n_nodes, colours, biases, weights = inputs
+    nodes = build(lib, *inputs)[2]
+
+    def call(i: int):
+        program, init, _, Block, SamplingSchedule, sample_states = build(
+            lib, edge_index, n_nodes, colours, biases, weights * (1 + 0.01 * i), nodes=nodes)
+        return sample_states(jax.random.key(i), program, SamplingSchedule(sweeps, 1, 1), init, [], [Block(nodes)])
+
+    return median_ms(call, repeats)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweeps", type=int, default=10)
@@ -45,14 +62,19 @@ def main(argv=None) -> None:
     parser.add_argument("--no-thrml", action="store_true")
     parser.add_argument("--L", type=int, nargs="+", default=[16],
                         help="periodic lattice sizes (on GPUs L a multiple of 64 takes the lattice kernel's route)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="build the model and program again before every call (same nodes, new couplings)")
     args = parser.parse_args(argv)
-    print(f"device {jax.devices()[0].device_kind}; {args.sweeps} sweeps, one chain, median of {args.repeats} calls (ms)")
+    timed = rebuilt_ms if args.rebuild else eager_ms
+    what = "model, program and call" if args.rebuild else "call"
+    print(f"device {jax.devices()[0].device_kind}; {args.sweeps} sweeps, one chain, median of {args.repeats} "
+          f"calls (ms per {what})")
     cases = [(f"Ising {L}x{L} torus", lattice_inputs(L)) for L in args.L] + [("Ising on P(14)", pegasus_inputs())]
     for name, inputs in cases:
-        ours = eager_ms("heatbath", inputs, args.sweeps, args.repeats)
+        ours = timed("heatbath", inputs, args.sweeps, args.repeats)
         line = f"{name:>18}: heatbath {ours:8.2f}"
         if not args.no_thrml:
-            theirs = eager_ms("thrml", inputs, args.sweeps, max(3, args.repeats // 5))
+            theirs = timed("thrml", inputs, args.sweeps, max(3, args.repeats // 5))
             line += f"   THRML {theirs:9.2f}   ratio {theirs / ours:6.1f}x"
         print(line, flush=True)
 

@@ -43,9 +43,10 @@ def _library(name: str):
     return ising, Block, SamplingSchedule, sample_states, SpinNode
 
 
-def build(lib: str, edge_index: np.ndarray, n_nodes: int, colours: np.ndarray, biases, weights):
+def build(lib: str, edge_index: np.ndarray, n_nodes: int, colours: np.ndarray, biases, weights, nodes=None):
+    """The Ising program of the inputs in library `lib`, on new nodes or on `nodes` (a previous build's)."""
     ising, Block, SamplingSchedule, sample_states, SpinNode = _library(lib)
-    nodes = [SpinNode() for _ in range(n_nodes)]
+    nodes = [SpinNode() for _ in range(n_nodes)] if nodes is None else nodes
     edges = [(nodes[u], nodes[v]) for u, v in edge_index]
     model = ising.IsingEBM(nodes, edges, jnp.asarray(biases), jnp.asarray(weights), jnp.asarray(1.0))
     blocks = [Block([nodes[i] for i in np.flatnonzero(colours == c)]) for c in range(colours.max() + 1)]
