@@ -179,7 +179,8 @@ def test_categorical_state_out_of_range_in_a_batched_call_on_the_host():
     blocks = [Block([nodes[0]]), Block([nodes[1]])]
     program = CategoricalSamplingProgram(model, blocks, [])
     good = np.ones((8, 1), np.uint8)
-    for bad in (jnp.asarray(good).at[5].set(3), good.copy() + np.eye(8, 1, -5, dtype=np.uint8) * 2):
+    on_cpu = jax.device_put(jnp.asarray(good).at[5].set(3), jax.devices("cpu")[0])  # also where a GPU is the default
+    for bad in (on_cpu, good.copy() + np.eye(8, 1, -5, dtype=np.uint8) * 2):
         with pytest.raises(StateError, match=r"categorical state is outside \[0, K\)"):
             sample_states_batched(jax.random.key(0), program, SamplingSchedule(1, 2, 1), [good, bad], [], blocks)
     sample_states_batched(jax.random.key(0), program, SamplingSchedule(1, 2, 1), [good, good], [], blocks)
