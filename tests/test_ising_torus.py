@@ -158,9 +158,9 @@ def test_routed_call_starts_from_the_given_states_and_batches_chain_by_chain(swa
 
 
 def test_eager_calls_compile_the_route_once(monkeypatch):
-    """An eager call of a recognised torus runs one compiled call found by the program's structure and
-    the torus' weights: a second eager call with another key traces nothing, and both give the samples
-    of the same call under `jax.jit`. New weights make a new call."""
+    """An eager call of a recognised torus runs one compiled call found by the program's structure: a
+    second eager call with another key, or with new weights (J and h are arguments), traces nothing,
+    and each gives the samples of the same call under `jax.jit`."""
     from heatbath.kernels import torus_run
 
     monkeypatch.setattr(dispatch, "_TORUS_CALLS", {})
@@ -177,8 +177,16 @@ def test_eager_calls_compile_the_route_once(monkeypatch):
     for a, b in zip(eager[1], jitted):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(*eager))  # keys matter
-    hotter, _, hot_blocks, _ = _program(64, 0.3, 0.0)
-    sample_states(jax.random.key(0), hotter, schedule, init, [], hot_blocks)
+    anti = jax.tree.map(lambda w: -w if isinstance(w, jax.Array) and w.dtype == jnp.float32 else w, program)
+    traces = len(taken) + len(traced)
+    flipped = sample_states(jax.random.key(1), anti, schedule, init, [], blocks)  # J = -0.44: still a torus
+    assert len(taken) + len(traced) == traces and len(dispatch._TORUS_CALLS) == 1
+    jitted = jax.jit(lambda k: sample_states(k, anti, schedule, init, [], blocks))(jax.random.key(1))
+    for a, b in zip(flipped, jitted):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(flipped, eager[1]))  # J matters
+    other, _, other_blocks, _ = _program(64, 0.3, 0.0)  # other nodes: another structure
+    sample_states(jax.random.key(0), other, schedule, init, [], other_blocks)
     assert len(dispatch._TORUS_CALLS) == 2
 
 

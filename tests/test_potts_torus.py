@@ -169,6 +169,24 @@ def test_batched_call_takes_the_route_and_follows_the_thrml_style_chains(monkeyp
     assert len(traced) == 1  # new weights, same compiled run
 
 
+def test_eager_calls_compile_the_route_once_for_any_weights(monkeypatch):
+    """An eager call (one chain, no jit) of a Potts torus runs one compiled call per structure: other
+    weights (J and the field) trace nothing new, and each call gives the samples of `jax.jit`."""
+    monkeypatch.setattr(dispatch, "_TORUS_CALLS", {})
+    taken = _force_route(monkeypatch, "jnp")
+    program, blocks, _ = _program(6, 3, 0.8, [0.1, 0.0, -0.2])
+    init = [x[0] for x in _init(blocks, 1, 3)]
+    schedule = SamplingSchedule(2, 3, 2)
+    other = jax.tree.map(lambda w: -1.5 * w if isinstance(w, jax.Array) and w.dtype == jnp.float32 else w, program)
+    runs = [sample_states(jax.random.key(3), p, schedule, init, [], blocks) for p in (program, other)]
+    assert taken == [(3, 6)] and len(dispatch._TORUS_CALLS) == 1
+    for p, run in zip((program, other), runs):
+        jitted = jax.jit(lambda k: sample_states(k, p, schedule, init, [], blocks))(jax.random.key(3))
+        for a, b in zip(run, jitted):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(runs[0][0]), np.asarray(runs[1][0]))  # the weights matter
+
+
 @pytest.mark.skipif(not pallas_available(), reason="the native kernel runs on a CUDA GPU")
 def test_native_route_is_the_default_on_gpus_and_takes_the_jax_numpy_steps(monkeypatch):
     program, blocks, _ = _program(32, 5, 1.0)

@@ -260,9 +260,8 @@ def sample_states_batched(
             # The states are checked here, so the compiled call takes arrays only (a program through
             # `eqx.filter_jit` cost 1 ms a call to flatten); J and h travel with the arguments.
             block_states = chain_block_states(program, list(init_state_free), list(state_clamp), chains)
-            J, h = _device_weights(float(torus.J), np.shape(torus.h), tuple(np.ravel(torus.h).tolist()))
-            return _run_torus(key, block_states, index, J, h, L=torus.L, q=getattr(torus, "q", None), schedule=schedule,
-                              backend=backend, devices=split)
+            return _run_torus(key, block_states, index, *torus_weights(torus), L=torus.L, q=getattr(torus, "q", None),
+                              schedule=schedule, backend=backend, devices=split)
         forms = call_forms(program, tables, jax.devices() if devices is None else devices, keep_j=False)
         return _run_pairwise(key, program, schedule, list(init_state_free), list(state_clamp), observed, devices, method,
                              forms)
@@ -320,6 +319,12 @@ def _torus_route(program, tables, observed, chains: int, devices) -> tuple | Non
         return None
     index = _TORUS_INDEX.get((torus.sites, *observed), lambda: torus_index(torus, [np.asarray(x) for x in observed]))
     return torus, index, backend, lattice_devices(chains, devices)
+
+
+def torus_weights(torus) -> tuple[Array, Array]:
+    """A recognised torus' J and h (an Ising or Potts torus) as float32 device arrays, for the lattice
+    runs that take them as arguments."""
+    return _device_weights(float(torus.J), np.shape(torus.h), tuple(np.ravel(torus.h).tolist()))
 
 
 @functools.lru_cache(maxsize=64)

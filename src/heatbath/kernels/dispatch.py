@@ -22,6 +22,7 @@ alone or under an eager `jax.vmap` (`eager_generic_call`, `eager_observation_cal
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable, Sequence
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from heatbath.block_management import Block
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
-from heatbath.kernels.batched import chain_block_states
+from heatbath.kernels.batched import chain_block_states, torus_weights
 from heatbath.kernels.counter_rng import key_words
 from heatbath.kernels.pairwise_sweep import check_concrete_categories, run_pairwise
 from heatbath.kernels.coupling_structure import call_forms, inside_jit
@@ -93,7 +94,7 @@ def fast_sample_states(
         return kernel(words, free, clamp, inputs, axis_size), [True] * len(observed)
 
     # An eager call (concrete key, states and weights, no trace around it) runs one compiled call
-    # found by the program's structure (and a torus' weights) instead of `one_chain` op by op
+    # found by the program's structure instead of `one_chain` op by op
     # (15-24 ms a call on a CPU; 6-9 ms for a 64² or 128² torus on an H200).
     eager = not inside_jit()
 
@@ -103,12 +104,14 @@ def fast_sample_states(
         call = None
         if eager and concrete:
             call = (_eager_call(structure, schedule, observed, forms) if torus is None
-                    else _eager_torus_call(torus, tables, structure, schedule, observed, backend))
+                    else _eager_torus_call(torus, structure, schedule, observed, backend))
         if call is None:
             return one_chain(key, free, clamp, (arrays, index))
         if tables.kind == "categorical":
             check_concrete_categories(program, free + clamp)
-        return call(key, free, clamp, arrays) if torus is None else call(key, free, clamp, arrays, index)
+        if torus is None:
+            return call(key, free, clamp, arrays)
+        return call(key, free, clamp, arrays, index, *torus_weights(torus))
 
     return run
 
@@ -140,17 +143,18 @@ EAGER_CALLS_KEPT = 32  # compiled eager calls kept per kind (torus routes, gener
 _TORUS_CALLS: dict[tuple, Callable] = {}
 
 
-def _eager_torus_call(torus, tables, structure, schedule: SamplingSchedule, observed: list[np.ndarray], backend: str):
-    """The compiled one-chain call `(key, free, clamp, arrays, index) -> samples` of a torus route, or
-    None where the program's structure cannot be hashed. The torus' weights are constants of the call,
-    so the key holds them; its sites follow from the neighbour tables (one object per program
-    structure), which the key holds instead of the L² site ids."""
-    h = torus.h if isinstance(torus, IsingTorus) else tuple(np.asarray(torus.h, np.float64).tolist())
-    key = (type(torus).__name__, tables, structure, float(torus.J), h, schedule,
+def _eager_torus_call(torus, structure, schedule: SamplingSchedule, observed: list[np.ndarray], backend: str):
+    """The compiled one-chain call `(key, free, clamp, arrays, index, J, h) -> samples` of a torus
+    route for programs of `structure`, or None where the structure cannot be hashed. J and h are
+    arguments (`batched.torus_weights`), so an eager temperature scan, or a model rebuilt with new
+    weights, compiles once; the torus' sites follow from the structure, and its index arrays are
+    arguments too."""
+    key = (type(torus).__name__, torus.L, getattr(torus, "q", None), structure, schedule,
            tuple(ids.astype(np.int64).tobytes() for ids in observed), backend, tuple(jax.devices()))
 
-    def one(key, free, clamp, arrays, index):
-        return _one_chain(lambda words, f, c: _torus_samples(torus, structure, arrays, index, schedule, backend,
+    def one(key, free, clamp, arrays, index, J, h):
+        traced = dataclasses.replace(torus, J=J, h=h)
+        return _one_chain(lambda words, f, c: _torus_samples(traced, structure, arrays, index, schedule, backend,
                                                              words, f, c, 1), key, free, clamp)
 
     return _remembered(_TORUS_CALLS, key, lambda: jax.jit(one))
