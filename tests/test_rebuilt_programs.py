@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from heatbath import Block, BlockGibbsSpec, CategoricalNode, SamplingSchedule, SpinNode, sample_states
+from heatbath.kernels.pairwise_tables import pairwise_tables
 from heatbath.kernels.program_structure import split_program
 from heatbath.models import IsingEBM, IsingSamplingProgram
 from heatbath.models.discrete_ebm import CategoricalEBM
@@ -41,6 +42,7 @@ def test_rebuilt_programs_have_equal_structure_and_other_nodes_do_not():
     assert first.gibbs_spec == rebuilt.gibbs_spec and hash(first.gibbs_spec) == hash(rebuilt.gibbs_spec)
     assert first.tables == rebuilt.tables and hash(first.tables) == hash(rebuilt.tables)
     assert split_program(first)[0] == split_program(rebuilt)[0]
+    assert pairwise_tables(rebuilt) is pairwise_tables(first)  # and what is remembered per tables object
     twin = _benford_program(CategoricalNode(num_states=9), np.zeros(9))  # a look-alike node is another variable
     assert first.gibbs_spec != twin.gibbs_spec and split_program(first)[0] != split_program(twin)[0]
 

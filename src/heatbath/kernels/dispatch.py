@@ -37,7 +37,7 @@ from heatbath.kernels.counter_rng import key_words
 from heatbath.kernels.pairwise_sweep import check_concrete_categories, run_pairwise
 from heatbath.kernels.coupling_structure import call_forms, inside_jit
 from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
-from heatbath.kernels.program_structure import join_program, split_program
+from heatbath.kernels.program_structure import join_program, remembered, split_program
 from heatbath.kernels.ising_torus import IsingTorus
 from heatbath.kernels.potts_torus import run_potts_torus, torus_model
 from heatbath.kernels.multispin_run import lattice_devices
@@ -161,17 +161,8 @@ def _eager_torus_call(torus, structure, schedule: SamplingSchedule, observed: li
 
 
 def _remembered(cache: dict, key, make: Callable):
-    """`cache[key]`, made by `make()` the first time (the oldest entry dropped past EAGER_CALLS_KEPT),
-    or None where the key cannot be hashed (an unhashable non-array leaf of a program)."""
-    try:
-        value = cache.get(key)
-    except TypeError:
-        return None
-    if value is None:
-        value = cache[key] = make()
-        while len(cache) > EAGER_CALLS_KEPT:
-            cache.pop(next(iter(cache)))
-    return value
+    """`program_structure.remembered` with EAGER_CALLS_KEPT entries."""
+    return remembered(cache, key, make, EAGER_CALLS_KEPT)
 
 
 _GENERIC_CALLS: dict[tuple, tuple] = {}

@@ -24,6 +24,7 @@ from jaxtyping import Array
 
 from heatbath.block_sampling import BlockSamplingProgram
 from heatbath.kernels.identity_cache import IdentityCache
+from heatbath.kernels.program_structure import remembered, split_program
 from heatbath.models.discrete_ebm import CategoricalGibbsConditional, DiscreteEBMInteraction, SpinGibbsConditional
 
 __all__ = ["NeighbourTables", "pairwise_tables", "pairwise_kind", "block_couplings", "flat_neighbours", "real_slots"]
@@ -105,9 +106,21 @@ _TABLES: IdentityCache[NeighbourTables] = IdentityCache(32)
 
 
 def pairwise_tables(program: BlockSamplingProgram) -> NeighbourTables:
-    """The static tables of `program` (which `pairwise_kind` must accept), remembered per structure
-    (per `program.tables` object)."""
-    return _TABLES.get((program.tables,), lambda: _build(program))
+    """The static tables of `program` (which `pairwise_kind` must accept), remembered per structure:
+    per `program.tables` object, and for a new one per program structure and weight shapes, so that a
+    program rebuilt from the same nodes gets its twin's tables, and with them everything remembered
+    per tables object (a torus' layout, the kernels' layouts)."""
+    return _TABLES.get((program.tables,), lambda: _tables_of_structure(program))
+
+
+_TABLES_BY_STRUCTURE: dict[tuple, NeighbourTables] = {}
+
+
+def _tables_of_structure(program: BlockSamplingProgram) -> NeighbourTables:
+    structure, arrays = split_program(program)
+    key = (structure, tuple((np.shape(a), np.dtype(a.dtype)) for a in arrays))
+    found = remembered(_TABLES_BY_STRUCTURE, key, lambda: _build(program), _TABLES.size)
+    return _build(program) if found is None else found
 
 
 def _owners(spec) -> dict[int, tuple[np.ndarray, np.ndarray]]:

@@ -8,12 +8,12 @@ about a microsecond, where `eqx.filter_jit` flattens and hashes the whole progra
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import equinox as eqx
 import jax
 
-__all__ = ["ProgramStructure", "split_program", "join_program"]
+__all__ = ["ProgramStructure", "split_program", "join_program", "remembered"]
 
 ARRAY = object()  # marks a program leaf that a compiled call takes as an argument
 
@@ -33,3 +33,17 @@ def join_program(structure: ProgramStructure, arrays):
     treedef, statics = structure
     supply = iter(arrays)
     return jax.tree.unflatten(treedef, [next(supply) if x is ARRAY else x for x in statics])
+
+
+def remembered(cache: dict, key, make: Callable, size: int):
+    """`cache[key]`, made by `make()` the first time (the oldest entry dropped past `size` entries),
+    or None where the key cannot be hashed (a program with an unhashable non-array leaf)."""
+    try:
+        value = cache.get(key)
+    except TypeError:
+        return None
+    if value is None:
+        value = cache[key] = make()
+        while len(cache) > size:
+            cache.pop(next(iter(cache)))
+    return value
