@@ -10,13 +10,16 @@ run too), and compared bit for bit with the plain loop.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from heatbath import SamplingSchedule
+from heatbath import Block, CategoricalNode, SamplingSchedule, sample_states
 from heatbath.kernels import init_lattice, init_potts_lattice, multispin_run, potts_lattice, run_lattice, run_potts_lattice
-from heatbath.kernels import pallas_backend, torus_run
+from heatbath.kernels import pairwise_sweep, pallas_backend, torus_run
 from heatbath.kernels.ising_torus import ising_torus
 from heatbath.kernels.pairwise_tables import pairwise_tables
+from heatbath.models.discrete_ebm import CategoricalEBM
+from heatbath.sampling_programs import CategoricalSamplingProgram
 
 from test_ising_torus import _program, _random_init
 
@@ -31,20 +34,33 @@ def test_sweeps_per_step_unrolls_only_pallas_loops():
         assert pallas_backend.sweeps_per_step(backend, 100) == 1
 
 
-def _unrolled_and_plain(monkeypatch, run):
-    """`run()` with every sweep loop unrolled as on a GPU, then with plain loops (caches cleared, since
-    the unroll is read at trace time)."""
+def test_samples_per_step_makes_about_as_many_sweeps_a_step_on_gpus_only():
+    step = pallas_backend.SWEEPS_PER_STEP
+    assert pallas_backend.samples_per_step("pallas", 10**5, 1) == step
+    assert pallas_backend.samples_per_step("pallas", 10**5, 2) == step // 2
+    assert pallas_backend.samples_per_step("pallas", 10**5, 100) == 1
+    assert pallas_backend.samples_per_step("pallas", 3, 1) == 3
+    assert pallas_backend.samples_per_step("pallas", 0, 1) == 1
+    for backend in ("jnp", "interpret"):
+        assert pallas_backend.samples_per_step(backend, 10**5, 1) == 1
+
+
+def _unrolled_and_plain(monkeypatch, run, sample_loops: bool = False):
+    """`run()` with every sweep loop (and with `sample_loops` every sample loop) unrolled as on a GPU,
+    then with plain loops (caches cleared, since the unroll is read at trace time)."""
     outputs, unrolled_loops = [], []
 
-    def step(backend, n):
+    def step(backend, n, *_):
         unrolled_loops.append(n)
         return max(1, min(UNROLL, n))
 
     for unrolled in (True, False):
         with monkeypatch.context() as patch:
             if unrolled:
-                for module in (multispin_run, torus_run, potts_lattice):
+                for module in (multispin_run, torus_run, potts_lattice, pairwise_sweep):
                     patch.setattr(module, "sweeps_per_step", step)
+                for module in (torus_run, pairwise_sweep) if sample_loops else ():
+                    patch.setattr(module, "samples_per_step", step)
             jax.clear_caches()
             outputs.append(jax.tree.map(np.asarray, run()))
     jax.clear_caches()
@@ -80,3 +96,25 @@ def test_unrolled_torus_route_gives_the_same_samples(monkeypatch):
     run = jax.jit(lambda words, states: torus_run.run_ising_torus(torus, schedule, words, states, index, "jnp"))
     unrolled, plain = _unrolled_and_plain(monkeypatch, lambda: run(words, states))
     np.testing.assert_array_equal(unrolled[0], plain[0])
+
+
+def test_unrolled_sample_loops_give_the_same_samples(monkeypatch):
+    """Many samples one or two sweeps apart (the sample loop unrolled, 7 samples after the first so
+    that 3 leaves a remainder): the torus route and the pairwise categorical sweep."""
+    program, _, blocks, _ = _program(64, 0.44, 0.05)
+    torus = ising_torus(program, pairwise_tables(program))
+    states = _random_init(blocks, 2)
+    words = jax.random.bits(jax.random.key(2), (2, 2), np.uint32)
+    index = torus_run.torus_index(torus, [np.asarray(program.gibbs_spec.node_ids(blocks[0].nodes))])
+    schedule = SamplingSchedule(1, 8, 2)
+    run = jax.jit(lambda words, states: torus_run.run_ising_torus(torus, schedule, words, states, index, "jnp"))
+    unrolled, plain = _unrolled_and_plain(monkeypatch, lambda: run(words, states), sample_loops=True)
+    np.testing.assert_array_equal(unrolled[0], plain[0])
+
+    node = CategoricalNode(num_states=9)
+    program = CategoricalSamplingProgram(CategoricalEBM([node], biases=jnp.linspace(-1, 1, 9)), [Block([node])], [])
+    draws = lambda: sample_states(jax.random.key(3), program, SamplingSchedule(0, 8, 1),  # noqa: E731
+                                  [jnp.zeros((1,), jnp.uint8)], [], [Block([node])])
+    unrolled, plain = _unrolled_and_plain(monkeypatch, draws, sample_loops=True)
+    np.testing.assert_array_equal(unrolled[0], plain[0])
+    assert len(np.unique(plain[0])) > 1

@@ -12,7 +12,7 @@ import jax
 
 from heatbath.errors import HeatbathError
 
-__all__ = ["pallas_available", "pallas_runs_on", "resolve_backend", "sweeps_per_step", "BACKENDS", "SWEEPS_PER_STEP"]
+__all__ = ["pallas_available", "pallas_runs_on", "resolve_backend", "sweeps_per_step", "samples_per_step", "BACKENDS", "SWEEPS_PER_STEP"]
 
 BACKENDS = ("auto", "pallas", "jnp", "interpret")
 SWEEPS_PER_STEP = 8  # sweeps per step of a GPU sweep loop (`sweeps_per_step`); read at trace time
@@ -57,3 +57,11 @@ def sweeps_per_step(backend: str, n_sweeps: int) -> int:
     H200 (BENCHMARKS.md). Elsewhere a step costs next to nothing, and unrolling only lengthens
     compilation."""
     return max(1, min(SWEEPS_PER_STEP, n_sweeps)) if backend == "pallas" else 1
+
+
+def samples_per_step(backend: str, n_samples: int, steps_per_sample: int) -> int:
+    """Samples per step of a loop over `n_samples` samples `steps_per_sample` sweeps apart (`scan`'s
+    unroll): on GPUs enough for about SWEEPS_PER_STEP sweeps a step, as `sweeps_per_step` gives a
+    sweep loop. Many samples of a small model (one chain of one categorical node, 10⁵ samples a call,
+    as in the Benford experiment) are a loop of one-sweep steps, each costing as much as a sweep."""
+    return max(1, min(n_samples, SWEEPS_PER_STEP // steps_per_sample)) if backend == "pallas" else 1

@@ -126,7 +126,7 @@ def _run_local(chain_words, states, table, *, q: int, schedule: SamplingSchedule
     def sweeps(colours, first, count):
         return seeded_sweeps(colours, chain_words, first, count, sweep_group, backend)
 
-    return run_schedule(colours, schedule, sweeps, join_colours)
+    return run_schedule(colours, schedule, sweeps, join_colours, backend)
 
 
 @partial(jax.jit, static_argnames=("L", "q", "schedule", "backend", "devices"))
