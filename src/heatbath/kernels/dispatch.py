@@ -119,11 +119,16 @@ def fast_sample_states(
 def _eager_call(structure, schedule: SamplingSchedule, observed: list[np.ndarray], forms) -> Callable | None:
     """The compiled one-chain call `(key, free, clamp, arrays) -> samples` for programs of `structure`
     (`program_structure`) on the default devices, or None where the structure cannot be hashed."""
-    try:  # the observed ids as bytes: a cheaper key than their values (4,264 of them for P(14))
-        return _one_chain_call(structure, schedule, tuple(ids.astype(np.int64).tobytes() for ids in observed), forms,
-                               tuple(jax.devices()))
+    try:
+        return _one_chain_call(structure, schedule, _ids_key(observed), forms, tuple(jax.devices()))
     except TypeError:  # an unhashable non-array leaf
         return None
+
+
+def _ids_key(observed: Sequence[np.ndarray]) -> tuple[bytes, ...]:
+    """The sampled blocks' node ids as part of a cache key: as bytes, a cheaper key than their values
+    (4,264 of them for P(14))."""
+    return tuple(ids.astype(np.int64).tobytes() for ids in observed)
 
 
 @functools.lru_cache(maxsize=32)
@@ -150,7 +155,7 @@ def _eager_torus_call(torus, structure, schedule: SamplingSchedule, observed: li
     weights, compiles once; the torus' sites follow from the structure, and its index arrays are
     arguments too."""
     key = (type(torus).__name__, torus.L, getattr(torus, "q", None), structure, schedule,
-           tuple(ids.astype(np.int64).tobytes() for ids in observed), backend, tuple(jax.devices()))
+           _ids_key(observed), backend, tuple(jax.devices()))
 
     def one(key, free, clamp, arrays, index, J, h):
         traced = dataclasses.replace(torus, J=J, h=h)
@@ -180,7 +185,7 @@ def eager_generic_call(program: BlockSamplingProgram, schedule: SamplingSchedule
     transformation other than one eager `vmap` (a gradient, say), or where the structure cannot be
     hashed: the caller then runs `generic` itself."""
     spec = program.gibbs_spec
-    observed = tuple(spec.node_ids(Block(b).nodes, "sampled node").astype(np.int64).tobytes() for b in nodes_to_sample)
+    observed = _ids_key([spec.node_ids(Block(b).nodes, "sampled node") for b in nodes_to_sample])
     blocks = list(nodes_to_sample)
     return _eager_compiled(program, key, free, clamp, (), ("states", schedule, observed),
                            lambda k, p, f, c, _: generic(k, p, schedule, f, c, blocks))
