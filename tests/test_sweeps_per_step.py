@@ -111,10 +111,13 @@ def test_unrolled_sample_loops_give_the_same_samples(monkeypatch):
     unrolled, plain = _unrolled_and_plain(monkeypatch, lambda: run(words, states), sample_loops=True)
     np.testing.assert_array_equal(unrolled[0], plain[0])
 
-    node = CategoricalNode(num_states=9)
-    program = CategoricalSamplingProgram(CategoricalEBM([node], biases=jnp.linspace(-1, 1, 9)), [Block([node])], [])
+    # two coupled nodes: a lone node's sweeps are independent and run side by side, without a loop
+    a, b = CategoricalNode(num_states=9), CategoricalNode(num_states=9)
+    weights = jnp.linspace(-1, 1, 81).reshape(1, 9, 9)
+    ebm = CategoricalEBM([a, b], biases=jnp.linspace(-1, 1, 18).reshape(2, 9), edges=[(a, b)], weights=weights)
+    program = CategoricalSamplingProgram(ebm, [Block([a]), Block([b])], [])
     draws = lambda: sample_states(jax.random.key(3), program, SamplingSchedule(0, 8, 1),  # noqa: E731
-                                  [jnp.zeros((1,), jnp.uint8)], [], [Block([node])])
+                                  [jnp.zeros((1,), jnp.uint8)] * 2, [], [Block([a])])
     unrolled, plain = _unrolled_and_plain(monkeypatch, draws, sample_loops=True)
     np.testing.assert_array_equal(unrolled[0], plain[0])
     assert len(np.unique(plain[0])) > 1
