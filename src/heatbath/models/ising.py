@@ -22,6 +22,7 @@ from heatbath.block_sampling import (
 from heatbath.errors import HeatbathError, StateError
 from heatbath.models.discrete_ebm import SpinEBMFactor, SpinGibbsConditional, spin_values
 from heatbath.models.ebm import AbstractPairwiseEBM, EBMFactor, pair_blocks, scaled
+from heatbath.models.spin_moments import kernel_moments
 from heatbath.observers import MomentAccumulatorObserver
 from heatbath.pgm import AbstractNode
 from heatbath.validation import check_finite
@@ -164,6 +165,9 @@ def estimate_moments(
     present = [i for i, moments in enumerate(spec) if moments]
     if not present:
         return jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32)
+    fast = kernel_moments(key, first_moment_nodes, second_moment_edges, program, schedule, init_state, clamped_data)
+    if fast is not None:
+        return fast
     observer = MomentAccumulatorObserver([spec[i] for i in present], _spin_transform)
     sums, _ = sample_with_observation(key, program, schedule, init_state, clamped_data, observer.init(), observer)
     out = [jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32)]

@@ -1,0 +1,95 @@
+"""One KL-gradient estimate of THRML's training example, heatbath vs THRML, in one process.
+
+THRML's documentation trains an Ising model on Pegasus P(14) (4,264 spins, 30,404 edges): 500 random
+data nodes, a batch of 50 data rows, `SamplingSchedule(5, 100, 5)` for both phases, 50 chains for
+the free (negative) phase and one chain per data row for the clamped (positive) phase, and calls
+`estimate_kl_grad` for the bias gradient of every node and the weight gradient of every edge. Both
+libraries get the same model (biases N(0, 1), couplings N(0, 0.3²), seed 0), the same colouring
+(heatbath's `color_graph`, restricted to the latent nodes for the clamped phase) and the same call
+under `jax.jit`. Milliseconds per call: the best of `--repeats` calls after a compiling one.
+
+    .venv-bench/bin/python bench/kl_grad.py [--repeats 3] [--batch 50] [--no-thrml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from flips_pegasus import pegasus_inputs  # noqa: E402
+from timing import best_time  # noqa: E402
+
+N_DATA = 500
+
+
+def _library(name: str):
+    if name == "thrml":
+        import thrml.models.ising as ising
+        from thrml.block_management import Block
+        from thrml.block_sampling import SamplingSchedule
+        from thrml.pgm import SpinNode
+    else:
+        import heatbath.models.ising as ising
+        from heatbath.block_management import Block
+        from heatbath.block_sampling import SamplingSchedule
+        from heatbath.pgm import SpinNode
+    return ising, Block, SamplingSchedule, SpinNode
+
+
+def gradient_call(lib: str, batch: int, schedule_args=(5, 100, 5)):
+    """`(call(i) -> (weight_grads, bias_grads, ...), description)` for library `lib`."""
+    ising, Block, SamplingSchedule, SpinNode = _library(lib)
+    edge_index, n_nodes, colours, biases, weights = pegasus_inputs()
+    nodes = [SpinNode() for _ in range(n_nodes)]
+    edges = [(nodes[u], nodes[v]) for u, v in edge_index.tolist()]
+    model = ising.IsingEBM(nodes, edges, jnp.asarray(biases), jnp.asarray(weights), jnp.asarray(1.0))
+    rng = np.random.default_rng(4242)
+    data_ids = rng.choice(n_nodes, N_DATA, replace=False)
+    is_data = np.zeros(n_nodes, bool)
+    is_data[data_ids] = True
+    free_blocks = [Block([nodes[i] for i in np.flatnonzero(colours == c)]) for c in range(colours.max() + 1)]
+    clamped_blocks = [Block([nodes[i] for i in np.flatnonzero((colours == c) & ~is_data)])
+                      for c in range(colours.max() + 1)]
+    schedule = SamplingSchedule(*schedule_args)
+    spec = ising.IsingTrainingSpec(model, [Block([nodes[i] for i in data_ids])], [], clamped_blocks, free_blocks,
+                                   schedule, schedule)
+    key = jax.random.key(7)
+    k_data, k_free, k_clamped = jax.random.split(key, 3)
+    data = jax.random.bernoulli(k_data, 0.5, (batch, N_DATA))
+    init_free = ising.hinton_init(k_free, model, free_blocks, (batch,))
+    init_clamped = ising.hinton_init(k_clamped, model, clamped_blocks, (1, batch))
+    run = jax.jit(lambda k: ising.estimate_kl_grad(k, spec, nodes, edges, [data], [], init_clamped, init_free))
+    keys = [jax.random.key(100 + i) for i in range(64)]
+    chains = batch + batch  # free chains, plus one clamped chain per data row
+    sweeps = schedule_args[0] + schedule_args[1] * schedule_args[2]
+    return (lambda i: run(keys[i])), f"{chains} chains x about {sweeps} sweeps"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--no-thrml", action="store_true")
+    args = parser.parse_args(argv)
+    ours_call, what = gradient_call("heatbath", args.batch)
+    print(f"device {jax.devices()[0].device_kind}; P(14), batch {args.batch}: {what}; best of {args.repeats} (ms)")
+    ours, ours_out = best_time(ours_call, args.repeats)
+    line = f"heatbath {1e3 * ours:10.1f}"
+    if not args.no_thrml:
+        theirs_call, _ = gradient_call("thrml", args.batch)
+        theirs, theirs_out = best_time(theirs_call, args.repeats)
+        line += f"   THRML {1e3 * theirs:10.1f}   ratio {theirs / ours:6.1f}x"
+        # a sanity line, not a test: both estimate the same gradient (different random numbers)
+        diff = np.abs(np.asarray(ours_out[1]) - np.asarray(theirs_out[1]))
+        line += f"   mean |bias grad difference| {diff.mean():.3f}"
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
