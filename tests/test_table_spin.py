@@ -88,10 +88,35 @@ def test_table_update_takes_the_gather_sweeps_steps():
 def test_native_kernel_gives_the_same_samples_as_jax_numpy():
     spins, ebm, program = _spin_glass(2000, 6)
     schedule = SamplingSchedule(3, 2, 2)
-    for chains in (48, 1000):  # not a multiple of a warp's 512 chains: the last tile is partly idle
+    for chains in (48, 1000, 4000):  # 1, 2 and 4 words a thread; the last tile of each partly idle
         reference = _run(program, schedule, chains, [spins], "table-jnp")
         kernel = _run(program, schedule, chains, [spins], "table")
         assert np.mean(reference[0] == kernel[0]) > 0.9999
+
+
+def test_few_chains_give_threads_fewer_words():
+    assert [table_spin.words_for(c) for c in (16, 512, 528, 2048, 2064, 65536)] == [1, 1, 2, 2, 4, 4]
+
+
+@pytest.mark.skipif(not NATIVE, reason="the native kernel runs on a CUDA GPU with NVRTC")
+def test_threads_of_one_two_or_four_words_give_the_same_samples():
+    spins, ebm, program = _spin_glass(2000, 7)
+    tables = pairwise_tables(program)
+    params = [block_couplings(program, tables, b) for b in range(len(tables.sources))]
+    blocks = table_spin.table_blocks(tables, table_spin.table_layouts(tables), params)
+    chains = 1008  # a multiple of 16 that no thread count divides into whole warps
+    state = table_spin.table_state([jnp.where(jax.random.bernoulli(jax.random.key(8), 0.5, (tables.block_sizes[b], chains)),
+                                              1, -1).astype(jnp.int8) for b in range(len(blocks))])
+    seeds = table_spin.fold_seeds(jax.random.bits(jax.random.key(9), (len(blocks), chains), jnp.uint32))
+    results = []
+    for words in (1, 2, 4):
+        out = state
+        for b, block in enumerate(blocks):
+            out = table_spin.table_block_update(block, out, seeds, b, words=words)
+        results.append(np.asarray(out))
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+    assert np.mean(results[0] != np.asarray(state)) > 0.1  # the updates did flip spins
 
 
 def _table_final_states(program, init, blocks, clamp_values, seed):

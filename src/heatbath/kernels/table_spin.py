@@ -47,7 +47,8 @@ __all__ = ["GROUP", "MAX_GROUPS", "UP", "WARPS", "WORDS", "TableLayout", "TableB
 GROUP = 5  # neighbours per table: 32 entries, one per shared-memory bank
 MAX_GROUPS = 8  # up to 40 neighbours; wider nodes keep the other kernels (registers per thread)
 WARPS = 8  # nodes per thread block (4, 8 and 16 within 5% on an H200: bench/table_spin_probe.py)
-WORDS = 4  # 32-bit words (4 chains each) per thread: 16-byte loads
+WORDS = 4  # 32-bit words (4 chains each) per thread: 16-byte loads (from FEW_CHAINS chains on; see `words_for`)
+FEW_CHAINS = (512, 2048)  # up to these chain counts a thread takes 1, then 2 words
 ORDERED_NODES_LIMIT = 1 << 17  # larger blocks keep their node order (see _neighbour_sharing_order)
 CHAIN_MULTIPLE = 4 * WORDS  # chains of a call are padded to this
 UP = 4  # the state byte of an up spin: a pattern of five such bytes is its table entry's byte offset
@@ -171,6 +172,16 @@ def fold_seeds(seeds: UInt32[Array, "*n"]) -> UInt32[Array, "*n"]:
     return fold16(seeds)
 
 
+def words_for(chains: int) -> int:
+    """Words per thread for a call of `chains` chains: with few chains most of a warp's lanes would
+    have no chains to take, and each thread's chains run one after the other, so threads take fewer
+    (one H200, the kernel alone on P(14), flips/ns for 1 / 4 words: 23.7 / 16.4 at 64 chains, 84.7 /
+    67.5 at 256, 207 / 214 at 1,024, 322 / 389 at 4,096; 2 words: 392 at 4,096). A chain's arithmetic
+    is the same whatever the mapping, so its samples are too."""
+    small, medium = FEW_CHAINS
+    return 1 if chains <= small else 2 if chains <= medium else WORDS
+
+
 @functools.cache
 def _source() -> str:
     return importlib.resources.files("heatbath.kernels").joinpath("table_spin.cu").read_text()
@@ -184,12 +195,12 @@ def table_block_update(
 
     The chains' seeds are `seeds[row]`, folded (`fold_seeds`); the kernel reads that row of the whole
     array, so no slice is copied per update. `warps` nodes per thread block and `words` 4-chain words
-    per thread (default WARPS, WORDS); chains must be a multiple of 4 · `words`. `defines`: more `-D`
+    per thread (default WARPS, `words_for(chains)`); chains must be a multiple of 4 · `words`. `defines`: more `-D`
     switches (the diagnostics of bench/table_spin_probe.py)."""
     from heatbath.kernels.cuda_runtime import compile_ptx, compute_capability, cuda_call
 
-    warps, words = warps or WARPS, words or WORDS
     chains, n = state.shape[1], block.rows.shape[0]
+    warps, words = warps or WARPS, words or words_for(chains)
     if chains % (4 * words):
         raise ValueError(f"chains ({chains}) must be a multiple of {4 * words}")
     if n == 0:
