@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import heatbath.kernels.pieces as pieces
 import heatbath.models.spin_moments as kernel_module
 from heatbath import Block, BlockGibbsSpec, FactorSamplingProgram, SamplingSchedule, SpinNode
 from heatbath.exact import exact_distribution, spin_moments
@@ -33,7 +34,7 @@ def _check(first, second, exact_first, exact_second):
 @pytest.fixture
 def small_pieces(monkeypatch):
     """Seven samples a piece for eight free spins: the first piece, six more in the loop, one left over."""
-    monkeypatch.setattr(kernel_module, "PIECE_ELEMENTS", 8 * 7)
+    monkeypatch.setattr(pieces, "PIECE_ELEMENTS", 8 * 7)
 
 
 def test_moments_over_several_pieces_match_exact(small_pieces):

@@ -165,6 +165,26 @@ def test_fully_visible_spin_factors_with_conditioning_node_match_exact():
     assert pos.final_state == []
 
 
+def test_ising_gradient_summed_over_pieces_of_samples_matches_exact(monkeypatch):
+    """The kernels' samples a few at a time (`kernels.pieces`): several samples a chain, in pieces
+    of two (the first piece, the loop, one left over), still give the exact gradient."""
+    import heatbath.kernels.pieces as pieces
+
+    monkeypatch.setattr(pieces, "PIECE_ELEMENTS", 2 * 6)  # two samples of the six free spins a piece
+    rng = np.random.default_rng(6)
+    model, nodes = _ising(rng)
+    vis, hid = nodes[:3], nodes[3:]
+    schedule = SamplingSchedule(6, 7, 2)
+    spec = ht.TrainingSpec(model, [Block(vis)], [], color_blocks(model, nodes=hid), color_blocks(model), schedule, schedule)
+    blocks = spec.negative_free_blocks
+    counted, final = pieces.fold_kernel_samples(jax.random.key(0), spec.program_negative(model), schedule,
+                                                [jnp.zeros(len(b), bool) for b in blocks], [],
+                                                lambda count, samples: count + samples[0].shape[0], 0)
+    assert int(counted) == 7 and [x.shape for x in final] == [(len(b),) for b in blocks]
+    data = jnp.asarray(rng.random((4, 3)) < 0.5)
+    _check_against_exact(spec, [data], [], n_pos=200, n_neg=3000, seed=6)
+
+
 def test_categorical_gradient_with_latent_nodes_matches_exact():
     rng = np.random.default_rng(3)
     model, nodes = _categorical(rng)

@@ -22,6 +22,7 @@ from jaxtyping import Array, Float, Key, PyTree
 from heatbath.block_management import Block, lookup_node_sd
 from heatbath.block_sampling import sample_with_observation
 from heatbath.errors import StateError
+from heatbath.kernels.pieces import fold_kernel_samples
 from heatbath.models.ebm import AbstractEBM
 from heatbath.observers import AbstractObserver
 from heatbath.train.spec import TrainingSpec
@@ -71,12 +72,33 @@ class EnergyGradObserver(AbstractObserver):
 
 
 def _run_phase(key, ebm, program, schedule, init_state, clamped):
-    """One chain: (mean ∂E/∂θ, mean energy, final free state)."""
+    """One chain: (mean ∂E/∂θ, mean energy, final free state).
+
+    Programs the pairwise kernels run (Ising and Potts models, Boltzmann machines, pairwise
+    categorical EBMs) sample on the kernels a piece at a time (`kernels.pieces`), and ∂E/∂θ is summed
+    over each piece's samples; the others run `EnergyGradObserver` on the generic loop. Both take
+    the same samples of the chain: after the warm-up, then every `steps_per_sample` sweeps."""
     observer = EnergyGradObserver(ebm)
-    carry, _ = sample_with_observation(
-        key, program, schedule, list(init_state), list(clamped), observer.init_from(init_state), observer
-    )
-    grad_sum, energy_sum, final = carry
+    spec = program.gibbs_spec
+    blocks = list(spec.free_blocks) + list(spec.clamped_blocks)
+
+    def fold(sums, samples: list):
+        def one(carry, free):
+            grad_sum, energy_sum = carry
+            energy, grad = energy_grad(ebm, list(free) + list(clamped), blocks)
+            return (jax.tree.map(jnp.add, grad_sum, grad), energy_sum + energy.astype(jnp.float32)), None
+
+        return jax.lax.scan(one, sums, samples)[0]
+
+    zeros = observer.init_from(init_state)[:2]
+    folded = fold_kernel_samples(key, program, schedule, list(init_state), list(clamped), fold, zeros)
+    if folded is None:
+        carry, _ = sample_with_observation(
+            key, program, schedule, list(init_state), list(clamped), observer.init_from(init_state), observer
+        )
+        grad_sum, energy_sum, final = carry
+    else:
+        (grad_sum, energy_sum), final = folded
     n = schedule.n_samples
     return jax.tree.map(lambda g: g / n, grad_sum), energy_sum / n, final
 

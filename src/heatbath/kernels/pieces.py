@@ -1,0 +1,63 @@
+"""A run of the pairwise kernels folded into running sums a piece of samples at a time.
+
+Observers (`sample_with_observation`) see every sample as it is made, but run the generic sweep loop.
+Where the sums an observer would keep (moments, energy gradients) only need the samples, the
+pairwise kernels can make them instead: `sample_states` records a piece of samples of the free blocks
+(one kernel call over every vmapped chain), `fold` adds them to the sums, and the next piece starts
+from the piece's last state. The pieces make up one chain with the schedule's sweeps between samples,
+as the observer's run does, and at most PIECE_ELEMENTS sampled values per chain are held at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+import jax
+from jaxtyping import Array, Key
+
+from heatbath.block_management import Block
+from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule, sample_states
+
+__all__ = ["PIECE_ELEMENTS", "fold_kernel_samples"]
+
+PIECE_ELEMENTS = 1 << 16  # sampled free values held per chain at a time (64 KiB of spins)
+
+Sums = TypeVar("Sums")
+
+
+def fold_kernel_samples(
+    key: Key[Array, ""],
+    program: BlockSamplingProgram,
+    schedule: SamplingSchedule,
+    init_state: list[Array],
+    clamped: list[Array],
+    fold: Callable[[Sums, list[Array]], Sums],
+    sums: Sums,
+) -> tuple[Sums, list[Array]] | None:
+    """`(sums, last free state)` after `fold(sums, samples)` of every piece of the schedule's samples,
+    where `samples[b]` is `[P, n_b]`, free block b at the piece's P samples; or None where no pairwise
+    kernel runs `program` (the caller then runs its observer)."""
+    from heatbath.kernels.pairwise_tables import pairwise_kind
+
+    if pairwise_kind(program)[0] is None or schedule.n_samples < 1:
+        return None
+    free_blocks = [Block(b) for b in program.gibbs_spec.free_blocks]
+    n_free = max(1, sum(len(b) for b in free_blocks))
+    per_piece = max(1, min(schedule.n_samples, PIECE_ELEMENTS // n_free))
+    steps = schedule.steps_per_sample
+
+    def piece(key, sums, state, n_warmup: int, count: int):
+        samples = sample_states(key, program, SamplingSchedule(n_warmup, count, steps), state, clamped, free_blocks)
+        return fold(sums, samples), [x[-1] for x in samples]
+
+    key_first, key_rest = jax.random.split(key)
+    sums, state = piece(key_first, sums, list(init_state), schedule.n_warmup, per_piece)
+    full, rest = divmod(schedule.n_samples - per_piece, per_piece)
+    if full:
+        def body(carry, k):
+            return piece(k, *carry, steps, per_piece), None
+
+        (sums, state), _ = jax.lax.scan(body, (sums, state), jax.random.split(key_rest, full))
+    if rest:
+        sums, state = piece(jax.random.fold_in(key_rest, full), sums, state, steps, rest)
+    return sums, state
