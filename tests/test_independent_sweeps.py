@@ -153,3 +153,18 @@ def test_one_categorical_node_samples_its_softmax(monkeypatch):
     freq = np.bincount(fast[1:], minlength=9) / (n - 1)
     sigma = np.sqrt(p * (1 - p) / (n - 1))  # the draws are independent: binomial error bars
     assert np.all(np.abs(freq - p) < 5 * sigma), (freq, p)
+
+
+def test_side_by_side_samples_do_not_depend_on_the_device_count():
+    """Chains split over 1, 2 or 4 CPU devices (3 chains: padded to a multiple of the count) each run
+    their own sweeps side by side, with the same samples."""
+    program, free_blocks, clamped = _bipartite("categorical", 10, 4, 8)
+    rng = np.random.default_rng(9)
+    init, clamp = _states("categorical", rng, 3, free_blocks), _states("categorical", rng, 3, [clamped])
+    schedule = SamplingSchedule(2, 200, 2)
+    assert len(jax.devices("cpu")) >= 4, "conftest forces 4 host devices"
+    runs = [[np.asarray(x) for x in sample_states_batched(jax.random.key(10), program, schedule, init, clamp, free_blocks,
+                                                          devices=jax.devices("cpu")[:d])] for d in (1, 2, 4)]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
