@@ -15,7 +15,7 @@ import numpy as np
 
 from heatbath import Block, CategoricalNode, SamplingSchedule, sample_states
 from heatbath.kernels import init_lattice, init_potts_lattice, multispin_run, potts_lattice, run_lattice, run_potts_lattice
-from heatbath.kernels import pairwise_sweep, pallas_backend, torus_run
+from heatbath.kernels import pairwise_sweep, pallas_backend, schedule_loop, torus_run
 from heatbath.kernels.ising_torus import ising_torus
 from heatbath.kernels.pairwise_tables import pairwise_tables
 from heatbath.models.discrete_ebm import CategoricalEBM
@@ -59,8 +59,8 @@ def _unrolled_and_plain(monkeypatch, run, sample_loops: bool = False):
             if unrolled:
                 for module in (multispin_run, torus_run, potts_lattice, pairwise_sweep):
                     patch.setattr(module, "sweeps_per_step", step)
-                for module in (torus_run, pairwise_sweep) if sample_loops else ():
-                    patch.setattr(module, "samples_per_step", step)
+                if sample_loops:  # every kernel path's sample loop is `schedule_loop.run_schedule`
+                    patch.setattr(schedule_loop, "samples_per_step", step)
             jax.clear_caches()
             outputs.append(jax.tree.map(np.asarray, run()))
     jax.clear_caches()

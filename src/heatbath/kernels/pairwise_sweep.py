@@ -34,7 +34,8 @@ from heatbath.kernels.coupling_structure import CouplingForm
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
 from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
-from heatbath.kernels.pallas_backend import pallas_runs_on, samples_per_step, sweeps_per_step
+from heatbath.kernels.pallas_backend import pallas_runs_on, sweeps_per_step
+from heatbath.kernels.schedule_loop import run_schedule
 from heatbath.kernels import pallas_categorical
 from heatbath.kernels.pallas_categorical import categorical_block_update, categorical_kernel_fits
 from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_block_update
@@ -207,18 +208,8 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
 
         return jax.lax.fori_loop(0, count, body, carry, unroll=sweeps_per_step(backend, count)) if count else carry
 
-    carry = (state, seeds_of(jnp.uint32(0)))
-    carry = sweeps(carry, jnp.uint32(0), schedule.n_warmup)
-    first = observe(carry[0])
-
-    def body(carry, i):
-        carry = sweeps(carry, jnp.uint32(schedule.n_warmup) + i * jnp.uint32(schedule.steps_per_sample), schedule.steps_per_sample)
-        return carry, observe(carry[0])
-
-    n_rest = schedule.n_samples - 1
-    _, rest = jax.lax.scan(body, carry, jnp.arange(n_rest, dtype=jnp.uint32),
-                           unroll=samples_per_step(backend, n_rest, schedule.steps_per_sample))
-    return [jnp.concatenate([f[:, None], jnp.moveaxis(r, 0, 1)], axis=1) for f, r in zip(first, rest)]
+    samples = run_schedule((state, seeds_of(jnp.uint32(0))), schedule, sweeps, lambda carry: observe(carry[0]), backend)
+    return [jnp.moveaxis(s, 0, 1) for s in samples]  # [chains, samples, nodes]
 
 
 INDEPENDENT_BATCH_ELEMENTS = 1 << 22  # state elements (rows x chains) of one batch of side-by-side sweeps

@@ -35,8 +35,9 @@ from heatbath.kernels.ising_torus import IsingTorus, checkerboard_sites, four_ne
 from heatbath.kernels.pairwise_tables import NeighbourTables
 from heatbath.kernels.pallas_backend import sweeps_per_step
 from heatbath.kernels.potts_lattice import MAX_STATES, alias_table, conditional_probabilities, potts_update
+from heatbath.kernels.schedule_loop import run_schedule
 from heatbath.kernels.torus_run import (
-    TorusIndex, check_backend, observed_samples, over_chains, run_schedule, seeded_sweeps, site_lattice,
+    TorusIndex, check_backend, observed_samples, over_chains, seeded_sweeps, site_lattice,
 )
 from heatbath.validation import is_concrete
 

@@ -30,7 +30,8 @@ from heatbath.kernels.checkerboard import float32_parameters, heat_bath_threshol
 from heatbath.kernels.counter_rng import stream_seeds
 from heatbath.kernels.ising_torus import IsingTorus
 from heatbath.kernels.multispin_run import MAX_GROUP, group_size
-from heatbath.kernels.pallas_backend import pallas_runs_on, samples_per_step, sweeps_per_step
+from heatbath.kernels.pallas_backend import pallas_runs_on, sweeps_per_step
+from heatbath.kernels.schedule_loop import run_schedule
 from heatbath.kernels.multispin import PLANES, chain_hashes, pack_spins, packed_update, sweep_parameters, unpack_spins
 
 __all__ = ["run_ising_torus", "run_torus_chains", "torus_index", "torus_backend", "TorusIndex", "BACKENDS"]
@@ -69,22 +70,6 @@ def seeded_sweeps(state, chain_words, first, count: int, sweep_group, backend: s
         return sweep_group(state, start, group, group_seeds(chain_words, start, group))
 
     return jax.lax.fori_loop(0, count // group, one_group, state)
-
-
-def run_schedule(state, schedule: SamplingSchedule, sweeps, read, backend: str) -> Array:
-    """`read(state)` at every sample of `schedule`, stacked: `sweeps(state, first, count)` runs sweeps
-    first .. first + count - 1 (count static); the first sample follows the warm-up."""
-    state = sweeps(state, jnp.uint32(0), schedule.n_warmup)
-
-    def sample(state, i):
-        start = jnp.uint32(schedule.n_warmup) + i * jnp.uint32(schedule.steps_per_sample)
-        state = sweeps(state, start, schedule.steps_per_sample)
-        return state, read(state)
-
-    n_rest = schedule.n_samples - 1
-    _, rest = jax.lax.scan(sample, state, jnp.arange(n_rest, dtype=jnp.uint32),
-                           unroll=samples_per_step(backend, n_rest, schedule.steps_per_sample))
-    return jnp.concatenate([read(state)[None], rest])
 
 
 def site_lattice(block_states: list[Array], index: "TorusIndex", L: int) -> Array:
