@@ -90,12 +90,10 @@ def _run_phase(key, ebm, program, schedule, init_state, clamped):
 
         return jax.lax.scan(one, sums, samples)[0]
 
-    zeros = observer.init_from(init_state)[:2]
-    folded = fold_kernel_samples(key, program, schedule, list(init_state), list(clamped), fold, zeros)
+    carry_init = observer.init_from(init_state)  # (zero gradient sums, zero energy sum, the state)
+    folded = fold_kernel_samples(key, program, schedule, list(init_state), list(clamped), fold, carry_init[:2])
     if folded is None:
-        carry, _ = sample_with_observation(
-            key, program, schedule, list(init_state), list(clamped), observer.init_from(init_state), observer
-        )
+        carry, _ = sample_with_observation(key, program, schedule, list(init_state), list(clamped), carry_init, observer)
         grad_sum, energy_sum, final = carry
     else:
         (grad_sum, energy_sum), final = folded
