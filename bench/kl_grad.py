@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,30 +46,52 @@ def _library(name: str):
     return ising, Block, SamplingSchedule, SpinNode
 
 
-def gradient_call(lib: str, batch: int, schedule_args=(5, 100, 5)):
-    """`(call(i) -> (weight_grads, bias_grads, ...), description)` for library `lib`."""
+class Example(NamedTuple):
+    """THRML's training example built in one library: the model, its nodes and edges, the data
+    nodes' block, the free colouring (negative phase), the latent colouring (positive phase) and
+    the schedule of both phases."""
+
+    ising: object  # the library's models.ising module
+    nodes: list
+    edges: list
+    model: object
+    data_block: object
+    free_blocks: list
+    latent_blocks: list
+    schedule: object
+
+
+def build_example(lib: str, schedule_args=(5, 100, 5)) -> Example:
+    """The same model, data nodes and colourings in library `lib` (new nodes on every call)."""
     ising, Block, SamplingSchedule, SpinNode = _library(lib)
     edge_index, n_nodes, colours, biases, weights = pegasus_inputs()
     nodes = [SpinNode() for _ in range(n_nodes)]
     edges = [(nodes[u], nodes[v]) for u, v in edge_index.tolist()]
     model = ising.IsingEBM(nodes, edges, jnp.asarray(biases), jnp.asarray(weights), jnp.asarray(1.0))
-    rng = np.random.default_rng(4242)
-    data_ids = rng.choice(n_nodes, N_DATA, replace=False)
+    data_ids = np.random.default_rng(4242).choice(n_nodes, N_DATA, replace=False)
     is_data = np.zeros(n_nodes, bool)
     is_data[data_ids] = True
-    free_blocks = [Block([nodes[i] for i in np.flatnonzero(colours == c)]) for c in range(colours.max() + 1)]
-    clamped_blocks = [Block([nodes[i] for i in np.flatnonzero((colours == c) & ~is_data)])
-                      for c in range(colours.max() + 1)]
-    schedule = SamplingSchedule(*schedule_args)
-    spec = ising.IsingTrainingSpec(model, [Block([nodes[i] for i in data_ids])], [], clamped_blocks, free_blocks,
-                                   schedule, schedule)
-    key = jax.random.key(7)
-    k_data, k_free, k_clamped = jax.random.split(key, 3)
+    colour_range = range(colours.max() + 1)
+    free_blocks = [Block([nodes[i] for i in np.flatnonzero(colours == c)]) for c in colour_range]
+    latent_blocks = [Block([nodes[i] for i in np.flatnonzero((colours == c) & ~is_data)]) for c in colour_range]
+    return Example(ising, nodes, edges, model, Block([nodes[i] for i in data_ids]), free_blocks, latent_blocks,
+                   SamplingSchedule(*schedule_args))
+
+
+TIMED_KEYS = 64  # keys made before the clock starts, one per timed call
+
+
+def gradient_call(lib: str, batch: int, schedule_args=(5, 100, 5)):
+    """`(call(i) -> (weight_grads, bias_grads, ...), description)` for library `lib`."""
+    ex = build_example(lib, schedule_args)
+    spec = ex.ising.IsingTrainingSpec(ex.model, [ex.data_block], [], ex.latent_blocks, ex.free_blocks, ex.schedule,
+                                      ex.schedule)
+    k_data, k_free, k_clamped = jax.random.split(jax.random.key(7), 3)
     data = jax.random.bernoulli(k_data, 0.5, (batch, N_DATA))
-    init_free = ising.hinton_init(k_free, model, free_blocks, (batch,))
-    init_clamped = ising.hinton_init(k_clamped, model, clamped_blocks, (1, batch))
-    run = jax.jit(lambda k: ising.estimate_kl_grad(k, spec, nodes, edges, [data], [], init_clamped, init_free))
-    keys = [jax.random.key(100 + i) for i in range(64)]
+    init_free = ex.ising.hinton_init(k_free, ex.model, ex.free_blocks, (batch,))
+    init_clamped = ex.ising.hinton_init(k_clamped, ex.model, ex.latent_blocks, (1, batch))
+    run = jax.jit(lambda k: ex.ising.estimate_kl_grad(k, spec, ex.nodes, ex.edges, [data], [], init_clamped, init_free))
+    keys = [jax.random.key(100 + i) for i in range(TIMED_KEYS)]
     chains = batch + batch  # free chains, plus one clamped chain per data row
     sweeps = schedule_args[0] + schedule_args[1] * schedule_args[2]
     return (lambda i: run(keys[i])), f"{chains} chains x about {sweeps} sweeps"
@@ -81,25 +104,14 @@ def train_api_call(batch: int, schedule_args=(5, 100, 5)):
 
     import heatbath.train as ht
 
-    ising, Block, SamplingSchedule, SpinNode = _library("heatbath")
-    edge_index, n_nodes, colours, biases, weights = pegasus_inputs()
-    nodes = [SpinNode() for _ in range(n_nodes)]
-    edges = [(nodes[u], nodes[v]) for u, v in edge_index.tolist()]
-    model = ising.IsingEBM(nodes, edges, jnp.asarray(biases), jnp.asarray(weights), jnp.asarray(1.0))
-    data_ids = np.random.default_rng(4242).choice(n_nodes, N_DATA, replace=False)
-    is_data = np.zeros(n_nodes, bool)
-    is_data[data_ids] = True
-    colour_range = range(colours.max() + 1)
-    free_blocks = [Block([nodes[i] for i in np.flatnonzero(colours == c)]) for c in colour_range]
-    latent_blocks = [Block([nodes[i] for i in np.flatnonzero((colours == c) & ~is_data)]) for c in colour_range]
-    schedule = SamplingSchedule(*schedule_args)
-    spec = ht.TrainingSpec(model, [Block([nodes[i] for i in data_ids])], [], latent_blocks, free_blocks, schedule, schedule)
+    ex = build_example("heatbath", schedule_args)
+    spec = ht.TrainingSpec(ex.model, [ex.data_block], [], ex.latent_blocks, ex.free_blocks, ex.schedule, ex.schedule)
     data = [jax.random.bernoulli(jax.random.key(7), 0.5, (batch, N_DATA))]
     init_pos = spec.random_positive_state(jax.random.key(8), 1, batch)
     init_neg = spec.random_negative_state(jax.random.key(9), batch)
     run = eqx.filter_jit(lambda k, m: ht.estimate_kl_grad(k, spec, data, [], init_pos, init_neg))
-    keys = [jax.random.key(100 + i) for i in range(64)]
-    return lambda i: run(keys[i], model)
+    keys = [jax.random.key(100 + i) for i in range(TIMED_KEYS)]
+    return lambda i: run(keys[i], ex.model)
 
 
 def main(argv=None) -> None:
