@@ -159,9 +159,9 @@ def _abstract(*args, out_types, **_):
     return [jax.core.ShapedArray(shape, np.dtype(dtype)) for shape, dtype in out_types]
 
 
-def _lowering(ctx, *args, ptx, name, grid, num_warps, out_types, aliases, scalars, cluster, shared_bytes):
+def _lowering(ctx, *args, ptx, name, grid, num_warps, out_types, aliases, scalars):
     lib = _kernel_call_lib()
-    kernel = lib.TritonKernel(name, num_warps, cluster, shared_bytes, ptx, "", compute_capability())
+    kernel = lib.TritonKernel(name, num_warps, 1, 0, ptx, "", compute_capability())
     params = [lib.create_array_parameter(0, 16) for _ in range(len(args) + len(out_types))]
     params += [lib.create_scalar_parameter(int(value), "i32") for value in scalars]
     call = lib.TritonKernelCall(kernel, *grid, params)
@@ -209,22 +209,16 @@ def cuda_call(
     num_warps: int,
     scalars: tuple[int, ...] = (),
     aliases: dict[int, int] | None = None,
-    cluster: int = 1,
-    shared_bytes: int = 0,
 ) -> list:
     """Launch kernel `name` of `ptx` on `grid` blocks of `32 * num_warps` threads; returns the results.
 
     The kernel's parameters are `args`' device pointers, then one pointer per result of `out_types`
     (shape, dtype name), then `scalars` as int32. `aliases` maps an operand index to the result that
-    reuses its buffer (what the kernel does not write keeps the operand's values). `cluster` > 1 groups
-    that many consecutive blocks along x into a thread-block cluster (compute capability 9.0 on; the
-    launch then has `grid[0] * cluster` blocks along x); `shared_bytes` is the dynamic shared memory of
-    a block (`extern __shared__`), above 48 KiB opted into up to the device's limit."""
+    reuses its buffer (what the kernel does not write keeps the operand's values)."""
     if not (0 < grid[0] < 2**31 and 0 < grid[1] < 2**16 and 0 < grid[2] < 2**16):
         raise HeatbathError(f"a CUDA grid holds 1 to 2**31 - 1 blocks along x and 1 to 65,535 along y and z; got {grid}.")
     return _primitive().bind(
         *args, ptx=ptx, name=name, grid=tuple(int(g) for g in grid), num_warps=int(num_warps),
         out_types=tuple((tuple(map(int, s)), str(np.dtype(d))) for s, d in out_types),
         aliases=tuple(sorted((aliases or {}).items())), scalars=tuple(int(s) for s in scalars),
-        cluster=int(cluster), shared_bytes=int(shared_bytes),
     )

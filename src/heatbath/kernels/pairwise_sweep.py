@@ -45,7 +45,6 @@ from heatbath.kernels.tensor_tables import TILED_ROWS_LIMIT, tensor_tiles
 from heatbath.kernels.table_spin import CHAIN_MULTIPLE as TABLE_CHAIN_MULTIPLE
 from heatbath.kernels.table_spin import fold_seeds, table_block_update, table_block_update_jnp, table_blocks, table_layouts, table_state
 from heatbath.kernels.cuda_runtime import nvrtc_available
-from heatbath.kernels.table_resident import resident_config, resident_inputs, resident_layout, resident_loop, resident_runs_here
 
 __all__ = ["run_pairwise", "tensor_path_applies", "check_method", "check_concrete_categories", "METHODS"]
 
@@ -180,8 +179,7 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
         sweep = lambda state, seeds: _tensor_sweep(blocks, order, state, seeds, interpret)  # noqa: E731
         observe = lambda state: _observe([state], observed, tables.kind)  # noqa: E731
     elif method.startswith("table"):
-        layouts = table_layouts(tables)
-        blocks = table_blocks(tables, layouts, params)
+        blocks = table_blocks(tables, table_layouts(tables), params)
         state = table_state(states)
         sweep = lambda state, seeds: _table_sweep(blocks, order, state, seeds, method == "table")  # noqa: E731
         observe = lambda state: _observe([state], observed, tables.kind)  # noqa: E731
@@ -196,15 +194,6 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
 
     if schedule.steps_per_sample >= 1 and reads_no_free_block(tables):
         return _independent_samples(schedule, chain_words.shape[0], state, sweep, observe, seeds_of)
-
-    resident = _resident(method, program, tables, chain_words.shape[0])
-    if resident is not None:  # few chains: whole sweeps in one launch, the state on chip
-        layout, config = resident
-        inputs = resident_inputs(layout, blocks)
-        twin = method == "table-resident-jnp"
-        samples = run_schedule(state, schedule, lambda state, start, count: resident_loop(
-            layout, inputs, config, state, seeds_of, start, count, twin), observe, "pallas")
-        return [jnp.moveaxis(s, 0, 1) for s in samples]
 
     # The seeds travel in the loop carry so that they are materialised: computed inside the sweep,
     # XLA fuses the per-chain cipher into the per-(node, chain) loop and recomputes it for every
@@ -349,26 +338,7 @@ def _chain_tile(chains: int, n_devices: int, tile: int) -> int:
     return min(tile, 1 << max(per_device - 1, 0).bit_length())
 
 
-METHODS = ("auto", "gather", "pallas", "tensor", "tensor-jnp", "tensor-interpret", "table", "table-jnp",
-           "table-resident-jnp")
-RESIDENT_MAX_CHAINS = 0  # chains of a device up to which "table" runs whole sweeps per launch (`table_resident`): off, slower (BENCHMARKS.md)
-
-
-def _resident(method: str, program, tables: NeighbourTables, chains: int):
-    """`(layout, config)` of the resident sweeps (`table_resident`) where `method` runs them, else None:
-    "table" on GPUs of compute capability 9.0 on, up to RESIDENT_MAX_CHAINS chains a device, where
-    the program's nodes fit one cluster's shared memory; "table-resident-jnp" (its jax.numpy twin,
-    for tests) wherever a layout exists. The samples are the per-update kernel's either way."""
-    if method not in ("table", "table-resident-jnp"):
-        return None
-    if method == "table" and (chains > RESIDENT_MAX_CHAINS or not resident_runs_here()):
-        return None
-    order = tuple(tuple(members) for members in program.gibbs_spec.sampling_order)
-    layout = resident_layout(table_layouts(tables), tables.block_sizes, order)
-    if layout is None:
-        return None
-    config = resident_config(layout, chains)
-    return (layout, config) if config is not None or method != "table" else None
+METHODS = ("auto", "gather", "pallas", "tensor", "tensor-jnp", "tensor-interpret", "table", "table-jnp")
 NATIVE_GPU_METHODS = ("pallas", "tensor", "table")  # compiled GPU kernels (their loops unroll)
 TENSOR_MIN_CHAINS = 4096  # chains of a call; on an H200 the gather sweep is as fast or faster at 1,000
 
