@@ -185,32 +185,53 @@ def test_ising_gradient_summed_over_pieces_of_samples_matches_exact(monkeypatch)
     _check_against_exact(spec, [data], [], n_pos=200, n_neg=3000, seed=6)
 
 
-def test_ising_gradient_sums_from_moments_equal_autodiff_per_sample():
-    """`ising_grads`: Σ_t ∂E/∂θ and Σ_t E from the samples' moments equal the sums of autodiff of the
-    energy at each sample, with free and clamped blocks in any node order; other models keep autodiff."""
+def _autodiff_sums(model, samples, clamped, blocks):
     from heatbath.train.gradients import energy_grad
-    from heatbath.train.ising_grads import ising_grad_sums
+
+    grads, energy = None, 0.0
+    for t in range(samples[0].shape[0]):
+        e, g = energy_grad(model, [s[t] for s in samples] + list(clamped), blocks)
+        grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
+        energy += float(e)
+    return grads, energy
+
+
+@pytest.mark.parametrize("kind", ["ising", "categorical"])
+def test_gradient_sums_from_moments_equal_autodiff_per_sample(kind):
+    """`pairwise_grads`: Σ_t ∂E/∂θ and Σ_t E from the samples' moments equal the sums of autodiff of the
+    energy at each sample, with free and clamped blocks in any node order; other models keep autodiff."""
+    from heatbath.train.pairwise_grads import pairwise_grad_sums
 
     rng = np.random.default_rng(11)
-    model, nodes = _ising(rng, 9)
-    blocks = [Block([nodes[4], nodes[0], nodes[7]]), Block([nodes[2], nodes[8], nodes[5], nodes[1]]),
-              Block([nodes[6], nodes[3]])]  # two free blocks, then one clamped
-    samples = [jnp.asarray(rng.random((5, len(b))) < 0.5) for b in blocks[:2]]
-    clamped = [jnp.asarray([True, False])]
-    grads, energy = ising_grad_sums(model, blocks)(samples, clamped)
-    want_grads, want_energy = None, 0.0
-    for t in range(5):
-        e, g = energy_grad(model, [samples[0][t], samples[1][t], clamped[0]], blocks)
-        want_grads = g if want_grads is None else jax.tree.map(jnp.add, want_grads, g)
-        want_energy += float(e)
+    if kind == "ising":
+        model, nodes = _ising(rng, 9)
+        order = [4, 0, 7, 2, 8, 5, 1, 6, 3]
+
+        def draw(shape):
+            return jnp.asarray(rng.random(shape) < 0.5)
+    else:
+        model, nodes = _categorical(rng, k=3)
+        model = CategoricalEBM(nodes, model.biases, [(nodes[0], nodes[1]), (nodes[1], nodes[2]), (nodes[2], nodes[3]),
+                                                    (nodes[0], nodes[3])], model.weights[:4], 0.8)
+        order = [2, 0, 3, 1]
+
+        def draw(shape):
+            return jnp.asarray(rng.integers(0, 3, shape), jnp.uint8)
+    cut = [len(order) // 3, 2 * len(order) // 3]
+    blocks = [Block([nodes[i] for i in part]) for part in np.split(np.asarray(order), cut)]  # two free, one clamped
+    samples = [draw((5, len(b))) for b in blocks[:2]]
+    clamped = [draw((len(blocks[2]),))]
+    grads, energy = pairwise_grad_sums(model, blocks)(samples, clamped)
+    want_grads, want_energy = _autodiff_sums(model, samples, clamped, blocks)
     for name in ("biases", "weights", "beta"):
         np.testing.assert_allclose(getattr(grads, name), getattr(want_grads, name), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(float(energy), want_energy, rtol=1e-5, atol=1e-5)
     assert jax.tree.structure(grads) == jax.tree.structure(want_grads)
+    assert np.abs(np.asarray(grads.weights)).max() > 0
 
-    assert ising_grad_sums(model, blocks[:2]) is None  # a node missing from the blocks
+    assert pairwise_grad_sums(model, blocks[:2]) is None  # a node missing from the blocks
     factors, spins = _spin_factors(rng)
-    assert ising_grad_sums(factors, [Block(spins)]) is None  # not an IsingEBM: autodiff
+    assert pairwise_grad_sums(factors, [Block(spins)]) is None  # not an Ising or Potts model: autodiff
 
 
 def test_categorical_gradient_with_latent_nodes_matches_exact():

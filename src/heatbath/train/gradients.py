@@ -25,7 +25,7 @@ from heatbath.errors import StateError
 from heatbath.kernels.pieces import fold_kernel_samples
 from heatbath.models.ebm import AbstractEBM
 from heatbath.observers import AbstractObserver
-from heatbath.train.ising_grads import ising_grad_sums
+from heatbath.train.pairwise_grads import pairwise_grad_sums
 from heatbath.train.spec import TrainingSpec
 
 __all__ = ["PhaseStats", "EnergyGradObserver", "energy_grad", "estimate_kl_grad"]
@@ -77,13 +77,14 @@ def _run_phase(key, ebm, program, schedule, init_state, clamped):
 
     Programs the pairwise kernels run (Ising and Potts models, Boltzmann machines, pairwise
     categorical EBMs) sample on the kernels a piece at a time (`kernels.pieces`), and ∂E/∂θ is summed
-    over each piece's samples (from the samples' moments for an `IsingEBM`, `ising_grads`; by autodiff
-    of the energy per sample otherwise); the others run `EnergyGradObserver` on the generic loop. Both take
-    the same samples of the chain: after the warm-up, then every `steps_per_sample` sweeps."""
+    over each piece's samples: from the samples' moments for an `IsingEBM` or `CategoricalEBM`
+    (`pairwise_grads`), by autodiff of the energy per sample otherwise. Other programs run
+    `EnergyGradObserver` on the generic loop. Both take the same samples of the chain: after the
+    warm-up, then every `steps_per_sample` sweeps."""
     observer = EnergyGradObserver(ebm)
     spec = program.gibbs_spec
     blocks = list(spec.free_blocks) + list(spec.clamped_blocks)
-    from_moments = ising_grad_sums(ebm, blocks)  # Ising models: no autodiff per sample
+    from_moments = pairwise_grad_sums(ebm, blocks)  # Ising and Potts models: no autodiff per sample
 
     def fold(sums, samples: list):
         if from_moments is not None:
