@@ -347,6 +347,27 @@ def test_bad_training_inputs_raise_clear_errors():
         ht.fit(spec, [good], key=key, optimizer=optax.sgd(0.1), n_steps=1, batch_size=5, progress=False)
 
 
+def test_categories_out_of_range_are_refused_with_the_fix():
+    """Categorical data, conditioning values or chain states outside 0..K-1 raise a StateError naming
+    the value and the range, in `estimate_kl_grad` and in `fit` (whose exact-KL table crashed inside
+    numpy before)."""
+    model, nodes = _categorical(np.random.default_rng(3))
+    spec = ht.TrainingSpec(model, [Block(nodes[:2])], [], color_blocks(model, nodes=nodes[2:]), color_blocks(model),
+                           SCHEDULE, SCHEDULE)
+    key = jax.random.key(0)
+    init_pos, init_neg = spec.random_positive_state(key, 2, 4), spec.random_negative_state(key, 3)
+    with pytest.raises(StateError, match=r"data\[0\] holds the category 7.*take 0..2"):
+        ht.estimate_kl_grad(key, spec, [jnp.full((4, 2), 7, jnp.uint8)], [], init_pos, init_neg)
+    with pytest.raises(StateError, match=r"holds the category -1"):
+        ht.estimate_kl_grad(key, spec, [np.full((4, 2), -1, np.int64)], [], init_pos, init_neg)
+    bad_neg = [x.at[0, 0].set(3) for x in init_neg]
+    with pytest.raises(StateError, match=r"init_state_negative\[0\] holds the category 3"):
+        ht.estimate_kl_grad(key, spec, [jnp.zeros((4, 2), jnp.uint8)], [], init_pos, bad_neg)
+    with pytest.raises(StateError, match=r"data\[0\] holds the category 7"):
+        ht.fit(spec, [np.full((8, 2), 7, np.uint8)], key=key, optimizer=optax.sgd(0.1), n_steps=1, batch_size=4,
+               progress=False)
+
+
 def test_sampler_override_by_node_type():
     rng = np.random.default_rng(8)
     model, nodes = _ising(rng)

@@ -27,6 +27,7 @@ from heatbath.models.ebm import AbstractEBM
 from heatbath.observers import AbstractObserver
 from heatbath.train.pairwise_grads import pairwise_grad_sums
 from heatbath.train.spec import TrainingSpec
+from heatbath.validation import is_concrete
 
 __all__ = ["PhaseStats", "EnergyGradObserver", "energy_grad", "estimate_kl_grad"]
 
@@ -128,6 +129,8 @@ def _chain_mean_and_stderr(per_chain, has_batch_axis: bool):
 
 
 def _check_array_dtype(x, block: Block, ebm, what: str):
+    """`x` in the storage dtype of `block`'s nodes; raises StateError for another kind of dtype and, where
+    `x` is concrete, for a category outside the nodes' range (the sampler would fail deep inside XLA)."""
     sd = lookup_node_sd(block.node_type, ebm.node_shape_dtypes)
     want = np.dtype(jax.tree.leaves(sd)[0].dtype)
     have = np.dtype(jnp.result_type(x))
@@ -137,7 +140,20 @@ def _check_array_dtype(x, block: Block, ebm, what: str):
         raise StateError(
             f"{what} has dtype {have}, but {block.node_type.__name__} nodes are stored as {want}{hint}; convert it."
         )
+    if want.kind in "iu" and is_concrete(x) and np.size(x):
+        _check_category_range(np.asarray(x), block, ebm, what)
     return jnp.asarray(x).astype(want)
+
+
+def _check_category_range(x: np.ndarray, block: Block, ebm, what: str) -> None:
+    from heatbath.train.spec import _state_count
+
+    count = _state_count(ebm, block, strict=False)
+    low, high = int(x.min()), int(x.max())
+    if count is not None and (low < 0 or high >= count):
+        bad = low if low < 0 else high
+        raise StateError(f"{what} holds the category {bad}, but {block.node_type.__name__} nodes of this model take "
+                         f"0..{count - 1}; fix the data or give the nodes {bad + 1} or more categories.")
 
 
 def check_block_counts(spec: TrainingSpec, data, conditioning_values, who: str = "") -> tuple[list, list]:
