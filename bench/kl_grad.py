@@ -8,11 +8,13 @@ libraries get the same model (biases N(0, 1), couplings N(0, 0.3²), seed 0), th
 (heatbath's `color_graph`, restricted to the latent nodes for the clamped phase) and the same call
 under `jax.jit`. Milliseconds per call: the best of `--repeats` calls after a compiling one.
 
-    .venv-bench/bin/python bench/kl_grad.py [--repeats 3] [--batch 50] [--no-thrml] [--train-api]
+    .venv-bench/bin/python bench/kl_grad.py [--repeats 3] [--batch 50] [--no-thrml] [--train-api] [--factorized]
+        [--potts]
 
 `--train-api` also times heatbath's own `heatbath.train.estimate_kl_grad` on the same model and data
 sizes (it serves any factorised EBM: ∂E/∂θ by autodiff at every sample, or from the samples' moments
-for an `IsingEBM`, as here).
+for an `IsingEBM`, as here). `--factorized` times it with the same model as a `FactorizedEBM` of two
+`SpinEBMFactor`s, `--potts` on a q = 5 Potts model (heatbath alone: THRML trains Ising models only).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def gradient_call(lib: str, batch: int, schedule_args=(5, 100, 5)):
     return (lambda i: run(keys[i])), f"{chains} chains x about {sweeps} sweeps"
 
 
-def train_api_call(batch: int, schedule_args=(5, 100, 5)):
+def train_api_call(batch: int, schedule_args=(5, 100, 5), factorized: bool = False):
     """The same gradient through heatbath's own training API (`heatbath.train.estimate_kl_grad`,
     which serves any factorised EBM; for an `IsingEBM` it sums ∂E/∂θ from the samples' moments)."""
     import equinox as eqx
@@ -106,13 +108,18 @@ def train_api_call(batch: int, schedule_args=(5, 100, 5)):
     import heatbath.train as ht
 
     ex = build_example("heatbath", schedule_args)
-    spec = ht.TrainingSpec(ex.model, [ex.data_block], [], ex.latent_blocks, ex.free_blocks, ex.schedule, ex.schedule)
+    model = ex.model
+    if factorized:  # the same energy as a FactorizedEBM of two SpinEBMFactors (fields, couplings)
+        from heatbath.models import FactorizedEBM
+
+        model = FactorizedEBM(list(model.factors))
+    spec = ht.TrainingSpec(model, [ex.data_block], [], ex.latent_blocks, ex.free_blocks, ex.schedule, ex.schedule)
     data = [jax.random.bernoulli(jax.random.key(7), 0.5, (batch, N_DATA))]
     init_pos = spec.random_positive_state(jax.random.key(8), 1, batch)
     init_neg = spec.random_negative_state(jax.random.key(9), batch)
     run = eqx.filter_jit(lambda k, m: ht.estimate_kl_grad(k, spec, data, [], init_pos, init_neg))
     keys = [jax.random.key(100 + i) for i in range(TIMED_KEYS)]
-    return lambda i: run(keys[i], ex.model)
+    return lambda i: run(keys[i], model)
 
 
 def potts_train_call(batch: int, side: int = 32, k: int = 5, schedule_args=(5, 100, 5)):
@@ -153,6 +160,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--no-thrml", action="store_true")
     parser.add_argument("--train-api", action="store_true", help="also time heatbath.train.estimate_kl_grad")
+    parser.add_argument("--factorized", action="store_true",
+                        help="also time heatbath.train.estimate_kl_grad with the model as a FactorizedEBM")
     parser.add_argument("--potts", action="store_true",
                         help="also time heatbath.train.estimate_kl_grad on a q = 5 Potts model, 32 x 32 torus")
     args = parser.parse_args(argv)
@@ -171,6 +180,9 @@ def main(argv=None) -> None:
     if args.train_api:
         seconds, _ = best_time(train_api_call(args.batch), args.repeats)
         print(f"heatbath.train.estimate_kl_grad {1e3 * seconds:10.1f}", flush=True)
+    if args.factorized:
+        seconds, _ = best_time(train_api_call(args.batch, factorized=True), args.repeats)
+        print(f"heatbath.train.estimate_kl_grad, the model as a FactorizedEBM {1e3 * seconds:10.1f}", flush=True)
     if args.potts:
         seconds, _ = best_time(potts_train_call(args.batch), args.repeats)
         print(f"heatbath.train.estimate_kl_grad, q = 5 Potts, 32 x 32 torus, 512 data nodes {1e3 * seconds:10.1f}", flush=True)

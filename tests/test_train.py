@@ -196,42 +196,67 @@ def _autodiff_sums(model, samples, clamped, blocks):
     return grads, energy
 
 
-@pytest.mark.parametrize("kind", ["ising", "categorical"])
+@pytest.mark.parametrize("kind", ["ising", "categorical", "spin factors", "mixed factors"])
 def test_gradient_sums_from_moments_equal_autodiff_per_sample(kind):
-    """`pairwise_grads`: Σ_t ∂E/∂θ and Σ_t E from the samples' moments equal the sums of autodiff of the
+    """`moment_grads`: Σ_t ∂E/∂θ and Σ_t E from the samples' moments equal the sums of autodiff of the
     energy at each sample, with free and clamped blocks in any node order; other models keep autodiff."""
-    from heatbath.train.pairwise_grads import pairwise_grad_sums
+    from heatbath.train.moment_grads import moment_grad_sums
 
     rng = np.random.default_rng(11)
+
+    def spins(shape):
+        return jnp.asarray(rng.random(shape) < 0.5)
+
+    def categories(shape):
+        return jnp.asarray(rng.integers(0, 3, shape), jnp.uint8)
+
     if kind == "ising":
         model, nodes = _ising(rng, 9)
-        order = [4, 0, 7, 2, 8, 5, 1, 6, 3]
-
-        def draw(shape):
-            return jnp.asarray(rng.random(shape) < 0.5)
-    else:
+        parts = [[nodes[i] for i in part] for part in ([4, 0, 7], [2, 8, 5], [1, 6, 3])]
+    elif kind == "categorical":
         model, nodes = _categorical(rng, k=3)
         model = CategoricalEBM(nodes, model.biases, [(nodes[0], nodes[1]), (nodes[1], nodes[2]), (nodes[2], nodes[3]),
                                                     (nodes[0], nodes[3])], model.weights[:4], 0.8)
-        order = [2, 0, 3, 1]
+        parts = [[nodes[2]], [nodes[0]], [nodes[3], nodes[1]]]
+    elif kind == "spin factors":
+        model, nodes = _spin_factors(rng)  # fields, pairs and three-spin terms
+        parts = [[nodes[5], nodes[1]], [nodes[3], nodes[0], nodes[4]], [nodes[2]]]
+    else:
+        model, s, c = _mixed(rng)  # spin-category terms, K x K category pairs, a spin pair
+        parts = [[s[2], s[0]], [c[1], c[0]], [s[3], s[1]], [c[2]]]  # spins, categories, clamped: spins, categories
+    blocks = [Block(p) for p in parts]
+    n_free = 2  # the first two blocks are free, the rest clamped
 
-        def draw(shape):
-            return jnp.asarray(rng.integers(0, 3, shape), jnp.uint8)
-    cut = [len(order) // 3, 2 * len(order) // 3]
-    blocks = [Block([nodes[i] for i in part]) for part in np.split(np.asarray(order), cut)]  # two free, one clamped
-    samples = [draw((5, len(b))) for b in blocks[:2]]
-    clamped = [draw((len(blocks[2]),))]
-    grads, energy = pairwise_grad_sums(model, blocks)(samples, clamped)
+    def draw(block, shape):
+        return spins(shape) if isinstance(block.nodes[0], SpinNode) else categories(shape)
+
+    samples = [draw(b, (5, len(b))) for b in blocks[:n_free]]
+    clamped = [draw(b, (len(b),)) for b in blocks[n_free:]]
+    grads, energy = moment_grad_sums(model, blocks)(samples, clamped)
     want_grads, want_energy = _autodiff_sums(model, samples, clamped, blocks)
-    for name in ("biases", "weights", "beta"):
-        np.testing.assert_allclose(getattr(grads, name), getattr(want_grads, name), rtol=1e-5, atol=1e-5)
+    got, want = jax.tree.leaves(grads), jax.tree.leaves(want_grads)
+    assert jax.tree.structure(grads) == jax.tree.structure(want_grads) and len(got) >= 3
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(float(energy), want_energy, rtol=1e-5, atol=1e-5)
-    assert jax.tree.structure(grads) == jax.tree.structure(want_grads)
-    assert np.abs(np.asarray(grads.weights)).max() > 0
+    assert max(np.abs(np.asarray(g)).max() for g in got) > 0
 
-    assert pairwise_grad_sums(model, blocks[:2]) is None  # a node missing from the blocks
-    factors, spins = _spin_factors(rng)
-    assert pairwise_grad_sums(factors, [Block(spins)]) is None  # not an Ising or Potts model: autodiff
+    assert moment_grad_sums(model, blocks[:-1]) is None  # a node missing from the blocks
+
+
+def test_models_whose_energy_may_differ_keep_autodiff():
+    from heatbath.models.discrete_ebm import SpinEBMFactor as Factor
+    from heatbath.train.moment_grads import moment_grad_sums
+
+    class Squared(Factor):
+        def energy(self, global_state, block_spec):
+            return super().energy(global_state, block_spec) ** 2
+
+    model, nodes = _spin_factors(np.random.default_rng(12))
+    blocks = [Block(nodes)]
+    assert moment_grad_sums(model, blocks) is not None
+    odd = FactorizedEBM([Squared(model.factors[0].node_groups, model.factors[0].weights)])
+    assert moment_grad_sums(odd, blocks) is None
 
 
 def test_categorical_gradient_with_latent_nodes_matches_exact():

@@ -25,7 +25,7 @@ from heatbath.errors import StateError
 from heatbath.kernels.pieces import fold_kernel_samples
 from heatbath.models.ebm import AbstractEBM
 from heatbath.observers import AbstractObserver
-from heatbath.train.pairwise_grads import pairwise_grad_sums
+from heatbath.train.moment_grads import moment_grad_sums
 from heatbath.train.spec import TrainingSpec
 from heatbath.validation import is_concrete
 
@@ -56,7 +56,8 @@ def energy_grad(ebm: AbstractEBM, state: list, blocks: Sequence[Block]) -> tuple
 
 
 class EnergyGradObserver(AbstractObserver):
-    """Accumulates Σ_t ∂E/∂θ(x_t) and Σ_t E(x_t), and keeps the latest free state (for persistent chains)."""
+    """Accumulates Σ_t ∂E/∂θ(x_t) and Σ_t E(x_t), and keeps the latest free state (for persistent chains).
+    ∂E/∂θ comes from the sample's moments for discrete models (`moment_grads`), else from autodiff."""
 
     ebm: AbstractEBM
 
@@ -68,7 +69,11 @@ class EnergyGradObserver(AbstractObserver):
         grad_sum, energy_sum, _ = carry
         spec = program.gibbs_spec
         blocks = list(spec.free_blocks) + list(spec.clamped_blocks)
-        energy, grad = energy_grad(self.ebm, list(state_free) + list(state_clamped), blocks)
+        from_moments = moment_grad_sums(self.ebm, blocks)
+        if from_moments is not None:  # discrete models: the sample's moments, no autodiff
+            grad, energy = from_moments([s[None] for s in state_free], list(state_clamped))
+        else:
+            energy, grad = energy_grad(self.ebm, list(state_free) + list(state_clamped), blocks)
         grad_sum = jax.tree.map(jnp.add, grad_sum, grad)
         return (grad_sum, energy_sum + energy.astype(jnp.float32), list(state_free)), None
 
@@ -78,14 +83,14 @@ def _run_phase(key, ebm, program, schedule, init_state, clamped):
 
     Programs the pairwise kernels run (Ising and Potts models, Boltzmann machines, pairwise
     categorical EBMs) sample on the kernels a piece at a time (`kernels.pieces`), and ∂E/∂θ is summed
-    over each piece's samples: from the samples' moments for an `IsingEBM` or `CategoricalEBM`
-    (`pairwise_grads`), by autodiff of the energy per sample otherwise. Other programs run
+    over each piece's samples: from the samples' moments for Ising, Potts and discrete factorised
+    models (`moment_grads`), by autodiff of the energy per sample otherwise. Other programs run
     `EnergyGradObserver` on the generic loop. Both take the same samples of the chain: after the
     warm-up, then every `steps_per_sample` sweeps."""
     observer = EnergyGradObserver(ebm)
     spec = program.gibbs_spec
     blocks = list(spec.free_blocks) + list(spec.clamped_blocks)
-    from_moments = pairwise_grad_sums(ebm, blocks)  # Ising and Potts models: no autodiff per sample
+    from_moments = moment_grad_sums(ebm, blocks)  # discrete models: no autodiff per sample
 
     def fold(sums, samples: list):
         if from_moments is not None:
