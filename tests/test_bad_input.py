@@ -64,10 +64,29 @@ def test_init_state_of_wrong_dtype(chain):
         _run(program, [jnp.zeros(2), jnp.zeros(2, bool)])
 
 
-def test_init_state_not_a_list(chain):
+def test_init_state_as_one_array_is_read_as_its_rows_as_thrml_does(chain):
+    """THRML iterates the free-state argument, so a single array's rows are the blocks' states (the
+    Benford experiment passes `jnp.zeros((1, 1), jnp.uint8)` for one block of one node); an array with
+    another number of rows than blocks is refused, naming both counts and the fix."""
     _, _, blocks, program = chain
-    with pytest.raises(StateError, match=r"Wrap it in a list"):
-        _run(program, jnp.zeros((2, 2), bool))
+    rows = jnp.asarray([[True, False], [False, True]])
+    as_array = _run(program, rows)
+    as_list = _run(program, [rows[0], rows[1]])
+    for a, b in zip(as_array, as_list):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(StateError, match=r"single array of shape \(3, 2\).*2 blocks.*list with one array"):
+        _run(program, jnp.zeros((3, 2), bool))
+    with pytest.raises(StateError, match=r"single array of shape \(\)"):
+        _run(program, jnp.zeros((), bool))
+
+    node = CategoricalNode()
+    model = CategoricalEBM([node], jnp.log(jnp.arange(1.0, 10.0))[None, :])
+    one = CategoricalSamplingProgram(model, [Block([node])], [])
+    seed_style = sample_states(jax.random.key(1), one, SamplingSchedule(2, 50, 1), jnp.zeros((1, 1), jnp.uint8), [],
+                               [Block([node])])
+    listed = sample_states(jax.random.key(1), one, SamplingSchedule(2, 50, 1), [jnp.zeros(1, jnp.uint8)], [],
+                           [Block([node])])
+    np.testing.assert_array_equal(seed_style[0], listed[0])
 
 
 def test_wrong_number_of_samplers(chain):

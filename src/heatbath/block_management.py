@@ -411,6 +411,21 @@ def make_empty_block_state(
     return out
 
 
+def block_states_list(states, n_blocks: int, *, what: str = "state") -> list:
+    """`states` as a list with one entry per block. A single array is read as THRML reads it: its rows
+    (leading axis) are the blocks' states, so `jnp.zeros((1, n), dtype)` is the state of one block of
+    n nodes. Raises StateError when such an array has another number of rows than there are blocks."""
+    if not isinstance(states, (jax.Array, np.ndarray)):
+        return list(states)
+    shape = tuple(np.shape(states))
+    if not shape or shape[0] != n_blocks:
+        raise StateError(
+            f"The {what} is a single array of shape {shape}; its rows are read as the states of the blocks, but "
+            f"there are {n_blocks} blocks. Pass a list with one array (or PyTree) per block: [state_0, state_1, ...]."
+        )
+    return [states[i] for i in range(n_blocks)]
+
+
 def verify_block_state(
     blocks: Sequence[Block],
     states: Sequence[_State],
@@ -425,11 +440,7 @@ def verify_block_state(
     the first axis after any batch axes, i.e. the node axis directly precedes the node's own shape.
     Raises `StateError` (a `RuntimeError`) naming the block and the fix.
     """
-    if isinstance(states, (jax.Array, np.ndarray)):
-        raise StateError(
-            f"The {what} must be a list with one array (or PyTree) per block, but got a single array of shape "
-            f"{tuple(states.shape)}. Wrap it in a list: [state]."
-        )
+    states = block_states_list(states, len(blocks), what=what)
     if len(states) != len(blocks):
         raise StateError(f"The {what} has {len(states)} entries but there are {len(blocks)} blocks; give one per block.")
     for i, (block, state) in enumerate(zip(blocks, states)):

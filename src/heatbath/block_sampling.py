@@ -23,6 +23,7 @@ from heatbath.block_management import (
     BlockSpec,
     _State,
     block_state_to_global,
+    block_states_list,
     verify_block_state,
 )
 from heatbath.compile import GatherTables, compile_gather_tables
@@ -335,6 +336,13 @@ def _initial_global(program: BlockSamplingProgram, state_free, state_clamp):
     return _check_category_ranges(program, global_state)
 
 
+def _as_lists(program: BlockSamplingProgram, state_free, state_clamp) -> tuple[list, list]:
+    """Free and clamped states as lists, a single array read as its rows (`block_states_list`), as THRML does."""
+    spec = program.gibbs_spec
+    return (block_states_list(state_free, len(spec.free_blocks), what="free-block state"),
+            block_states_list(state_clamp, len(spec.clamped_blocks), what="clamped-block state"))
+
+
 def _verify_states(program: BlockSamplingProgram, state_free, state_clamp) -> None:
     """One chain's free and clamped states match the program's blocks, shapes and dtypes."""
     verify_block_state(
@@ -356,6 +364,7 @@ def sample_single_block(
     global_state: list[PyTree] | None = None,
 ):
     """Draw a new state for free block `block` given everything else; returns `(block state, sampler state)`."""
+    state_free, clamp_state = _as_lists(program, state_free, clamp_state)
     if global_state is None:
         global_state = _initial_global(program, state_free, clamp_state)
     return _sample_block_from_global(key, program, block, global_state, sampler_state)
@@ -369,6 +378,7 @@ def sample_blocks(
     sampler_state: list,
 ):
     """One sweep over every free block (superblocks in order); returns `(free state, sampler states)`."""
+    state_free, clamp_state = _as_lists(program, state_free, clamp_state)
     global_state = _initial_global(program, state_free, clamp_state)
     global_state, sampler_state = _sweep(key, program, global_state, sampler_state)
     return _free_state(global_state, program.gibbs_spec), sampler_state
@@ -403,6 +413,7 @@ def sample_with_observation(
     """
     from heatbath.kernels.dispatch import eager_observation_call
 
+    init_chain_state, state_clamp = _as_lists(program, init_chain_state, state_clamp)
     free, clamp = list(init_chain_state), list(state_clamp)
     compiled = eager_observation_call(program, schedule, _sample_with_observation_generic, key, free, clamp,
                                       observation_carry_init, f_observe)
@@ -462,6 +473,7 @@ def sample_states(
     """
     from heatbath.kernels.dispatch import eager_generic_call, fast_sample_states
 
+    init_state_free, state_clamp = _as_lists(program, init_state_free, state_clamp)
     fast = fast_sample_states(
         program, schedule, nodes_to_sample, lambda k, p, f, c: _sample_states_generic(k, p, schedule, f, c, nodes_to_sample)
     )
