@@ -32,17 +32,11 @@ from heatbath.models.categorical import CategoricalEBM
 from heatbath.models.discrete_ebm import DiscreteEBMFactor
 from heatbath.models.ebm import AbstractEBM, FactorizedEBM
 from heatbath.models.ising import IsingEBM
+from heatbath.models.spin_moments import spin_moment_sums, stack_samples
 
 __all__ = ["moment_grad_sums"]
 
 GradSums = Callable[[list[Array], list[Array]], tuple[PyTree, Float[Array, ""]]]
-
-
-def _spin_moments(up: Array, nodes: np.ndarray, heads: np.ndarray, tails: np.ndarray) -> tuple[Array, Array]:
-    """(Σ_t s_i [n], Σ_t s_i s_j [e]) from booleans (True: +1): s_i s_j = +1 where two states agree."""
-    first = jnp.where(up[:, nodes], 1.0, -1.0).sum(0)
-    second = jnp.where(up[:, heads] == up[:, tails], 1.0, -1.0).sum(0)
-    return first, second
 
 
 def _category_moments(x: Array, nodes: np.ndarray, heads: np.ndarray, tails: np.ndarray, k: int) -> tuple[Array, Array]:
@@ -74,13 +68,6 @@ def _columns(blocks: Sequence[Block]) -> dict:
     return {node: i for i, node in enumerate(n for block in blocks for n in block.nodes)}
 
 
-def _stack(samples: list[Array], clamped: list[Array], dtype) -> Array:
-    """`[P, nodes]` in the blocks' order: the free samples, then the clamped values repeated."""
-    count = samples[0].shape[0]
-    return jnp.concatenate([s.astype(dtype) for s in samples]
-                           + [jnp.broadcast_to(jnp.asarray(c).astype(dtype), (count, c.shape[-1])) for c in clamped], axis=1)
-
-
 def _pairwise_sums(ebm: IsingEBM | CategoricalEBM, blocks: Sequence[Block]) -> GradSums | None:
     nodes = list(ebm._node_block.nodes)
     where = _columns(blocks)
@@ -93,7 +80,7 @@ def _pairwise_sums(ebm: IsingEBM | CategoricalEBM, blocks: Sequence[Block]) -> G
     else:
         heads = tails = np.zeros((0,), np.int64)
     if type(ebm) is IsingEBM:
-        moments, dtype = _spin_moments, jnp.bool_
+        moments, dtype = spin_moment_sums, jnp.bool_
     else:
         def moments(x, *where):
             return _category_moments(x, *where, ebm.n_categories)
@@ -101,7 +88,7 @@ def _pairwise_sums(ebm: IsingEBM | CategoricalEBM, blocks: Sequence[Block]) -> G
     zeros = jax.tree.map(jnp.zeros_like, eqx.filter(ebm, eqx.is_inexact_array))
 
     def sums(samples: list[Array], clamped: list[Array]) -> tuple[PyTree, Float[Array, ""]]:
-        first, second = moments(_stack(samples, clamped, dtype), column_of, heads, tails)
+        first, second = moments(stack_samples(samples, clamped, dtype), column_of, heads, tails)
         linear = jnp.vdot(ebm.biases, first) + jnp.vdot(ebm.weights, second)  # Σ_t (b·s + J·ss)
         beta = ebm.beta
         grads = eqx.tree_at(lambda m: (m.biases, m.weights, m.beta), zeros, (-beta * first, -beta * second, -linear))
@@ -146,7 +133,7 @@ def _factor_sums(ebm: FactorizedEBM, blocks: Sequence[Block]) -> GradSums | None
         return -counts.reshape(-1, *categories)
 
     def sums(samples: list[Array], clamped: list[Array]) -> tuple[PyTree, Float[Array, ""]]:
-        x = _stack(samples, clamped, jnp.result_type(*samples, *clamped))  # bool, or the categories' dtype
+        x = stack_samples(samples, clamped, jnp.result_type(*samples, *clamped))  # bool, or the categories' dtype
         grads = [factor_grad(x, *plan) for plan in plans]
         energy = sum(jnp.vdot(f.weights, g) for f, g in zip(ebm.factors, grads))  # Σ_t E: linear in W
         out = eqx.tree_at(lambda m: [f.weights for f in m._factors], zeros, grads)
