@@ -55,9 +55,30 @@ def energy_grad(ebm: AbstractEBM, state: list, blocks: Sequence[Block]) -> tuple
     return eqx.filter_value_and_grad(lambda m: m.energy(list(state), list(blocks)))(ebm)
 
 
+def grad_summer(ebm: AbstractEBM, blocks: Sequence[Block]):
+    """`add((grad_sum, energy_sum), samples, clamped)`: the sums plus Σ_t ∂E/∂θ(x_t) and Σ_t E(x_t) over
+    `samples` (per free block, a leading axis of samples) with the `clamped` values. From the samples'
+    moments for discrete models (`moment_grads`), else by autodiff of the energy at each sample."""
+    from_moments = moment_grad_sums(ebm, blocks)
+
+    def add(sums, samples: list, clamped: list):
+        if from_moments is not None:
+            grad, energy = from_moments(list(samples), list(clamped))
+            return jax.tree.map(jnp.add, sums[0], grad), sums[1] + energy
+
+        def one(carry, free):
+            grad_sum, energy_sum = carry
+            energy, grad = energy_grad(ebm, list(free) + list(clamped), blocks)
+            return (jax.tree.map(jnp.add, grad_sum, grad), energy_sum + energy.astype(jnp.float32)), None
+
+        return jax.lax.scan(one, sums, list(samples))[0]
+
+    return add
+
+
 class EnergyGradObserver(AbstractObserver):
-    """Accumulates Σ_t ∂E/∂θ(x_t) and Σ_t E(x_t), and keeps the latest free state (for persistent chains).
-    ∂E/∂θ comes from the sample's moments for discrete models (`moment_grads`), else from autodiff."""
+    """Accumulates Σ_t ∂E/∂θ(x_t) and Σ_t E(x_t) (`grad_summer`), and keeps the latest free state (for
+    persistent chains)."""
 
     ebm: AbstractEBM
 
@@ -66,16 +87,11 @@ class EnergyGradObserver(AbstractObserver):
         return zeros, jnp.zeros((), jnp.float32), list(init_free_state)
 
     def __call__(self, program, state_free, state_clamped, carry, iteration):
-        grad_sum, energy_sum, _ = carry
         spec = program.gibbs_spec
         blocks = list(spec.free_blocks) + list(spec.clamped_blocks)
-        from_moments = moment_grad_sums(self.ebm, blocks)
-        if from_moments is not None:  # discrete models: the sample's moments, no autodiff
-            grad, energy = from_moments([s[None] for s in state_free], list(state_clamped))
-        else:
-            energy, grad = energy_grad(self.ebm, list(state_free) + list(state_clamped), blocks)
-        grad_sum = jax.tree.map(jnp.add, grad_sum, grad)
-        return (grad_sum, energy_sum + energy.astype(jnp.float32), list(state_free)), None
+        one_sample = jax.tree.map(lambda x: jnp.asarray(x)[None], list(state_free))
+        sums = grad_summer(self.ebm, blocks)(carry[:2], one_sample, list(state_clamped))
+        return (*sums, list(state_free)), None
 
 
 def _run_phase(key, ebm, program, schedule, init_state, clamped):
@@ -83,26 +99,15 @@ def _run_phase(key, ebm, program, schedule, init_state, clamped):
 
     Programs the pairwise kernels run (Ising and Potts models, Boltzmann machines, pairwise
     categorical EBMs) sample on the kernels a piece at a time (`kernels.pieces`), and ∂E/∂θ is summed
-    over each piece's samples: from the samples' moments for Ising, Potts and discrete factorised
-    models (`moment_grads`), by autodiff of the energy per sample otherwise. Other programs run
-    `EnergyGradObserver` on the generic loop. Both take the same samples of the chain: after the
+    over each piece's samples (`grad_summer`); other programs run `EnergyGradObserver` on the generic
+    loop, which adds each sample the same way. Both take the same samples of the chain: after the
     warm-up, then every `steps_per_sample` sweeps."""
     observer = EnergyGradObserver(ebm)
     spec = program.gibbs_spec
-    blocks = list(spec.free_blocks) + list(spec.clamped_blocks)
-    from_moments = moment_grad_sums(ebm, blocks)  # discrete models: no autodiff per sample
+    add = grad_summer(ebm, list(spec.free_blocks) + list(spec.clamped_blocks))
 
     def fold(sums, samples: list):
-        if from_moments is not None:
-            grad, energy = from_moments(samples, list(clamped))
-            return jax.tree.map(jnp.add, sums[0], grad), sums[1] + energy
-
-        def one(carry, free):
-            grad_sum, energy_sum = carry
-            energy, grad = energy_grad(ebm, list(free) + list(clamped), blocks)
-            return (jax.tree.map(jnp.add, grad_sum, grad), energy_sum + energy.astype(jnp.float32)), None
-
-        return jax.lax.scan(one, sums, samples)[0]
+        return add(sums, samples, clamped)
 
     carry_init = observer.init_from(init_state)  # (zero gradient sums, zero energy sum, the state)
     folded = fold_kernel_samples(key, program, schedule, list(init_state), list(clamped), fold, carry_init[:2])
