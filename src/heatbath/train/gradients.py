@@ -26,7 +26,7 @@ from heatbath.kernels.pieces import fold_kernel_samples
 from heatbath.models.ebm import AbstractEBM
 from heatbath.observers import AbstractObserver
 from heatbath.train.moment_grads import moment_grad_sums
-from heatbath.train.spec import TrainingSpec
+from heatbath.train.spec import TrainingSpec, _state_count
 from heatbath.validation import is_concrete
 
 __all__ = ["PhaseStats", "EnergyGradObserver", "energy_grad", "estimate_kl_grad"]
@@ -156,8 +156,6 @@ def _check_array_dtype(x, block: Block, ebm, what: str):
 
 
 def _check_category_range(x: np.ndarray, block: Block, ebm, what: str) -> None:
-    from heatbath.train.spec import _state_count
-
     count = _state_count(ebm, block, strict=False)
     low, high = int(x.min()), int(x.max())
     if count is not None and (low < 0 or high >= count):
