@@ -73,3 +73,19 @@ def test_programs_the_kernels_do_not_run_keep_the_observer():
     assert kernel_module.kernel_moments(jax.random.key(0), [a], [(a, b)], program, SCHEDULE, init, []) is None
     first, second = estimate_moments(jax.random.key(0), [a], [(a, b)], program, SamplingSchedule(2, 5, 1), init, [])
     assert first.shape == (1,) and second.shape == (1,)
+
+
+@pytest.mark.parametrize("count", [1, 32, 33, 70])
+def test_moment_sums_from_packed_bits_equal_direct_sums(count):
+    """`spin_moment_sums` counts disagreements 32 samples a word (popcount of xor): the same sums as
+    adding ±1 over the samples one by one, whatever the padding of the last word."""
+    rng = np.random.default_rng(count)
+    up = rng.random((count, 9)) < 0.4
+    nodes = np.asarray([3, 0, 8, 3])
+    heads, tails = np.asarray([0, 1, 2, 7, 4]), np.asarray([5, 1, 8, 6, 0])  # a node with itself: +P
+    first, second = kernel_module.spin_moment_sums(jnp.asarray(up), nodes, heads, tails)
+    s = np.where(up, 1.0, -1.0)
+    np.testing.assert_array_equal(np.asarray(first), s[:, nodes].sum(0))
+    np.testing.assert_array_equal(np.asarray(second), (s[:, heads] * s[:, tails]).sum(0))
+    triple = kernel_module.differing_samples(kernel_module.pack_samples(jnp.asarray(up)), heads, tails, nodes[:1].repeat(5))
+    np.testing.assert_array_equal(np.asarray(triple), (up[:, heads] ^ up[:, tails] ^ up[:, [3] * 5]).sum(0))

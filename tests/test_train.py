@@ -196,8 +196,9 @@ def _autodiff_sums(model, samples, clamped, blocks):
     return grads, energy
 
 
+@pytest.mark.parametrize("count", [5, 37])  # one word of packed samples, and two with padding bits
 @pytest.mark.parametrize("kind", ["ising", "categorical", "spin factors", "mixed factors"])
-def test_gradient_sums_from_moments_equal_autodiff_per_sample(kind):
+def test_gradient_sums_from_moments_equal_autodiff_per_sample(kind, count):
     """`moment_grads`: Σ_t ∂E/∂θ and Σ_t E from the samples' moments equal the sums of autodiff of the
     energy at each sample, with free and clamped blocks in any node order; other models keep autodiff."""
     from heatbath.train.moment_grads import moment_grad_sums
@@ -230,7 +231,7 @@ def test_gradient_sums_from_moments_equal_autodiff_per_sample(kind):
     def draw(block, shape):
         return spins(shape) if isinstance(block.nodes[0], SpinNode) else categories(shape)
 
-    samples = [draw(b, (5, len(b))) for b in blocks[:n_free]]
+    samples = [draw(b, (count, len(b))) for b in blocks[:n_free]]
     clamped = [draw(b, (len(b),)) for b in blocks[n_free:]]
     grads, energy = moment_grad_sums(model, blocks)(samples, clamped)
     want_grads, want_energy = _autodiff_sums(model, samples, clamped, blocks)

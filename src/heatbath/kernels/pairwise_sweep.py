@@ -156,10 +156,12 @@ def _table_sweep(blocks, sampling_order, flat, seeds, native: bool):
 
 
 def _observe(states, observed, kind: str):
+    """Each observed block's rows `[len(block), chains]` (spins as bool): node-major, as the state
+    is, so that a sample loop copies rows and the samples are transposed once after it."""
     flat = jnp.concatenate(states, axis=0) if len(states) > 1 else states[0]
     if kind == "spin":
-        return [(flat[ids] > 0).T for ids in observed]  # [chains, len(block)] bool
-    return [flat[ids].T for ids in observed]
+        return [flat[ids] > 0 for ids in observed]
+    return [flat[ids] for ids in observed]
 
 
 def _run_local(program, schedule, tables, chain_words, states, observed, method="gather", forms=()):
@@ -193,7 +195,8 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
         lambda s: _sweep_seeds(chain_words, s, n_free))
 
     if schedule.steps_per_sample >= 1 and reads_no_free_block(tables):
-        return _independent_samples(schedule, chain_words.shape[0], state, sweep, observe, seeds_of)
+        chain_major = lambda state: [o.T for o in observe(state)]  # noqa: E731
+        return _independent_samples(schedule, chain_words.shape[0], state, sweep, chain_major, seeds_of)
 
     # The seeds travel in the loop carry so that they are materialised: computed inside the sweep,
     # XLA fuses the per-chain cipher into the per-(node, chain) loop and recomputes it for every
@@ -209,7 +212,7 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
         return jax.lax.fori_loop(0, count, body, carry, unroll=sweeps_per_step(backend, count)) if count else carry
 
     samples = run_schedule((state, seeds_of(jnp.uint32(0))), schedule, sweeps, lambda carry: observe(carry[0]), backend)
-    return [jnp.moveaxis(s, 0, 1) for s in samples]  # [chains, samples, nodes]
+    return [jnp.transpose(s, (2, 0, 1)) for s in samples]  # [samples, nodes, chains] -> [chains, samples, nodes]
 
 
 INDEPENDENT_BATCH_ELEMENTS = 1 << 22  # state elements (rows x chains) of one batch of side-by-side sweeps

@@ -5,7 +5,11 @@ Where the sums an observer would keep (moments, energy gradients) only need the 
 pairwise kernels can make them instead: `sample_states` records a piece of samples of the free blocks
 (one kernel call over every vmapped chain), `fold` adds them to the sums, and the next piece starts
 from the piece's last state. The pieces make up one chain with the schedule's sweeps between samples,
-as the observer's run does, and at most PIECE_ELEMENTS sampled values per chain are held at a time.
+as the observer's run does. Each chain holds at most max(PIECE_ELEMENTS, PIECE_TOTAL / chains) sampled
+values at a time, where `chains` is how many chains the caller vmaps the fold over (it says so when it
+knows: the training gradients do; else 1): every piece restarts the sampler, a few hundred small
+kernels on a GPU, so the few chains of a training step run their whole schedule in one piece
+(THRML's P(14) training example on an H200: 7.4 ms a phase in 7 pieces, 5.8 ms in one).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule, samp
 
 __all__ = ["PIECE_ELEMENTS", "fold_kernel_samples"]
 
-PIECE_ELEMENTS = 1 << 16  # sampled free values held per chain at a time (64 KiB of spins)
+PIECE_ELEMENTS = 1 << 16  # sampled free values a chain may always hold at a time (64 KiB of spins)
+PIECE_TOTAL = 1 << 25  # sampled free values all the vmapped chains may hold at a time, when their count is known
 
 Sums = TypeVar("Sums")
 
@@ -33,17 +38,20 @@ def fold_kernel_samples(
     clamped: list[Array],
     fold: Callable[[Sums, list[Array]], Sums],
     sums: Sums,
+    vmapped_chains: int = 1,
 ) -> tuple[Sums, list[Array]] | None:
     """`(sums, last free state)` after `fold(sums, samples)` of every piece of the schedule's samples,
     where `samples[b]` is `[P, n_b]`, free block b at the piece's P samples; or None where no pairwise
-    kernel runs `program` (the caller then runs its observer)."""
+    kernel runs `program` (the caller then runs its observer). `vmapped_chains`: how many chains the
+    caller runs this for under `jax.vmap`, which sizes the pieces (module docstring)."""
     from heatbath.kernels.pairwise_tables import pairwise_kind
 
     if pairwise_kind(program)[0] is None or schedule.n_samples < 1:
         return None
     free_blocks = [Block(b) for b in program.gibbs_spec.free_blocks]
     n_free = max(1, sum(len(b) for b in free_blocks))
-    per_piece = max(1, min(schedule.n_samples, PIECE_ELEMENTS // n_free))
+    per_chain = max(PIECE_ELEMENTS, PIECE_TOTAL // max(1, vmapped_chains))
+    per_piece = max(1, min(schedule.n_samples, per_chain // n_free))
     steps = schedule.steps_per_sample
 
     def piece(key, sums, state, n_warmup: int, count: int):

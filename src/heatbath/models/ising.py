@@ -161,11 +161,18 @@ def estimate_moments(
     clamped_data: list[Array],
 ):
     """Sample averages ⟨s_i⟩ and ⟨s_i s_j⟩ (spins as ±1) from one chain; returns `(first [n], second [e])`."""
+    return _moments(key, first_moment_nodes, second_moment_edges, program, schedule, init_state, clamped_data)
+
+
+def _moments(key, first_moment_nodes, second_moment_edges, program, schedule, init_state, clamped_data,
+             vmapped_chains: int = 1):
+    """`estimate_moments`, told how many chains the caller vmaps it over (sizes the kernels' pieces)."""
     spec = [[(n,) for n in first_moment_nodes], [tuple(e) for e in second_moment_edges]]
     present = [i for i, moments in enumerate(spec) if moments]
     if not present:
         return jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32)
-    fast = kernel_moments(key, first_moment_nodes, second_moment_edges, program, schedule, init_state, clamped_data)
+    fast = kernel_moments(key, first_moment_nodes, second_moment_edges, program, schedule, init_state, clamped_data,
+                          vmapped_chains)
     if fast is not None:
         return fast
     observer = MomentAccumulatorObserver([spec[i] for i in present], _spin_transform)
@@ -222,23 +229,22 @@ def estimate_kl_grad(
     data, cond = list(data), list(conditioning_values)
     key_pos, key_neg = jax.random.split(key)
 
-    def positive(k, init, data_row):
-        return estimate_moments(
-            k, bias_nodes, weight_edges, training_spec.program_positive, training_spec.schedule_positive, init, data_row + cond
-        )
-
-    def negative(k, init):
-        return estimate_moments(
-            k, bias_nodes, weight_edges, training_spec.program_negative, training_spec.schedule_negative, init, cond
-        )
-
     n_pos_chains = jax.tree.leaves(init_state_positive)[0].shape[0] if jax.tree.leaves(init_state_positive) else 1
     batch = data[0].shape[0] if data else 1
+    n_neg_chains = jax.tree.leaves(init_state_negative)[0].shape[0]
+
+    def positive(k, init, data_row):
+        return _moments(k, bias_nodes, weight_edges, training_spec.program_positive, training_spec.schedule_positive,
+                        init, data_row + cond, n_pos_chains * batch)
+
+    def negative(k, init):
+        return _moments(k, bias_nodes, weight_edges, training_spec.program_negative, training_spec.schedule_negative,
+                        init, cond, n_neg_chains)
+
     keys_pos = jax.random.split(key_pos, (n_pos_chains, batch))
     over_batch = jax.vmap(positive, in_axes=(0, 0, 0))
     over_chains = jax.vmap(over_batch, in_axes=(0, 0, None))
     pos_first, pos_second = over_chains(keys_pos, list(init_state_positive), data)
-    n_neg_chains = jax.tree.leaves(init_state_negative)[0].shape[0]
     neg_first, neg_second = jax.vmap(negative)(jax.random.split(key_neg, n_neg_chains), list(init_state_negative))
     pos = (jnp.mean(pos_first, axis=(0, 1)), jnp.mean(pos_second, axis=(0, 1)))
     neg = (jnp.mean(neg_first, axis=0), jnp.mean(neg_second, axis=0))

@@ -94,14 +94,15 @@ class EnergyGradObserver(AbstractObserver):
         return (*sums, list(state_free)), None
 
 
-def _run_phase(key, ebm, program, schedule, init_state, clamped):
+def _run_phase(key, ebm, program, schedule, init_state, clamped, vmapped_chains: int):
     """One chain: (mean ∂E/∂θ, mean energy, final free state).
 
     Programs the pairwise kernels run (Ising and Potts models, Boltzmann machines, pairwise
     categorical EBMs) sample on the kernels a piece at a time (`kernels.pieces`), and ∂E/∂θ is summed
     over each piece's samples (`grad_summer`); other programs run `EnergyGradObserver` on the generic
     loop, which adds each sample the same way. Both take the same samples of the chain: after the
-    warm-up, then every `steps_per_sample` sweeps."""
+    warm-up, then every `steps_per_sample` sweeps. `vmapped_chains`: how many chains the caller vmaps
+    this over (sizes the pieces)."""
     observer = EnergyGradObserver(ebm)
     spec = program.gibbs_spec
     add = grad_summer(ebm, list(spec.free_blocks) + list(spec.clamped_blocks))
@@ -110,7 +111,8 @@ def _run_phase(key, ebm, program, schedule, init_state, clamped):
         return add(sums, samples, clamped)
 
     carry_init = observer.init_from(init_state)  # (zero gradient sums, zero energy sum, the state)
-    folded = fold_kernel_samples(key, program, schedule, list(init_state), list(clamped), fold, carry_init[:2])
+    folded = fold_kernel_samples(key, program, schedule, list(init_state), list(clamped), fold, carry_init[:2],
+                                 vmapped_chains)
     if folded is None:
         carry, _ = sample_with_observation(key, program, schedule, list(init_state), list(clamped), carry_init, observer)
         grad_sum, energy_sum, final = carry
@@ -282,7 +284,7 @@ def estimate_kl_grad(
         n_chains, batch = init_pos[0].shape[:2]
 
         def positive(k, init, row):
-            return _run_phase(k, ebm, program_pos, spec.schedule_positive, init, list(row) + cond)
+            return _run_phase(k, ebm, program_pos, spec.schedule_positive, init, list(row) + cond, n_chains * batch)
 
         over_batch = jax.vmap(positive, in_axes=(0, 0, 0))
         over_chains = jax.vmap(over_batch, in_axes=(0, 0, None))
@@ -294,7 +296,7 @@ def estimate_kl_grad(
     n_neg = init_neg[0].shape[0]
 
     def negative(k, init):
-        return _run_phase(k, ebm, program_neg, spec.schedule_negative, init, cond)
+        return _run_phase(k, ebm, program_neg, spec.schedule_negative, init, cond, n_neg)
 
     grads, energies, final = jax.vmap(negative)(jax.random.split(key_neg, n_neg), init_neg)
     mean, stderr = _chain_mean_and_stderr(grads, has_batch_axis=False)

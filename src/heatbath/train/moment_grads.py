@@ -19,6 +19,7 @@ structure, as `gradients.energy_grad` gives it.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import equinox as eqx
@@ -32,7 +33,7 @@ from heatbath.models.categorical import CategoricalEBM
 from heatbath.models.discrete_ebm import DiscreteEBMFactor
 from heatbath.models.ebm import AbstractEBM, FactorizedEBM
 from heatbath.models.ising import IsingEBM
-from heatbath.models.spin_moments import spin_moment_sums, stack_samples
+from heatbath.models.spin_moments import differing_samples, pack_samples, spin_moment_sums, stack_samples
 
 __all__ = ["moment_grad_sums"]
 
@@ -111,9 +112,14 @@ def _factor_sums(ebm: FactorizedEBM, blocks: Sequence[Block]) -> GradSums | None
         plans.append((spin_columns, category_columns, tuple(np.shape(factor.weights)[1:])))
     zeros = jax.tree.map(jnp.zeros_like, eqx.filter(ebm, eqx.is_inexact_array))
 
-    def factor_grad(x: Array, spin_columns, category_columns, categories: tuple[int, ...]) -> Array:
+    def factor_grad(x: Array, packed, spin_columns, category_columns, categories: tuple[int, ...]) -> Array:
         """−Σ_t s_1⋯s_M one-hot(c_1, …) `[rows, *categories]` from the `[P, nodes]` samples. The product
-        of M spins is +1 where the number of up spins has M's parity, so it reads booleans only."""
+        of M spins is +1 where the number of up spins has M's parity, so it reads booleans only; with no
+        categories, from the popcounts of the spins' packed bits (`packed`, `spin_moments`)."""
+        if not category_columns:
+            count = x.shape[0]
+            odd = differing_samples(packed(), *spin_columns).astype(jnp.float32)  # samples with an odd number up
+            return -(2.0 * odd - count if len(spin_columns) % 2 else count - 2.0 * odd)  # the product is +1 there for odd M
         term = None
         if spin_columns:
             odd = None
@@ -121,8 +127,6 @@ def _factor_sums(ebm: FactorizedEBM, blocks: Sequence[Block]) -> GradSums | None
                 up = x[:, cols] != 0
                 odd = up if odd is None else odd ^ up
             term = jnp.where(odd == bool(len(spin_columns) % 2), 1.0, -1.0)
-        if not category_columns:
-            return -term.sum(0)
         index = None
         for cols, k in zip(category_columns, categories):
             value = x[:, cols].astype(jnp.int32)
@@ -134,7 +138,8 @@ def _factor_sums(ebm: FactorizedEBM, blocks: Sequence[Block]) -> GradSums | None
 
     def sums(samples: list[Array], clamped: list[Array]) -> tuple[PyTree, Float[Array, ""]]:
         x = stack_samples(samples, clamped, jnp.result_type(*samples, *clamped))  # bool, or the categories' dtype
-        grads = [factor_grad(x, *plan) for plan in plans]
+        packed = functools.cache(lambda: pack_samples(x != 0))  # made once, where a factor has spins only
+        grads = [factor_grad(x, packed, *plan) for plan in plans]
         energy = sum(jnp.vdot(f.weights, g) for f, g in zip(ebm.factors, grads))  # Σ_t E: linear in W
         out = eqx.tree_at(lambda m: [f.weights for f in m._factors], zeros, grads)
         return out, jnp.asarray(energy, jnp.float32)
