@@ -41,13 +41,16 @@ GradSums = Callable[[list[Array], list[Array]], tuple[PyTree, Float[Array, ""]]]
 
 
 def _category_moments(x: Array, nodes: np.ndarray, heads: np.ndarray, tails: np.ndarray, k: int) -> tuple[Array, Array]:
-    """(counts of x_i = a [n, K], counts of (x_i, x_j) = (a, b) [e, K, K]): a reduction over the samples
-    of a comparison, which XLA fuses without making the one-hot arrays."""
-    x = x.astype(jnp.int32)
-    first = (x[:, nodes, None] == jnp.arange(k)).sum(0, dtype=jnp.float32)
-    pair = x[:, heads] * k + x[:, tails]
-    second = (pair[:, :, None] == jnp.arange(k * k)).sum(0, dtype=jnp.float32).reshape(-1, k, k)
-    return first, second
+    """(counts of x_i = a [n, K], counts of (x_i, x_j) = (a, b) [e, K, K]) over the `[P, N]` samples.
+    Pair counts come 32 samples at a time: each category's indicator packed into bits (`pack_samples`),
+    then popcount(head's bits for a & tail's bits for b), K² · P / 32 words a pair instead of P · K²
+    comparisons."""
+    count, n_all = x.shape
+    one_hot = x[:, :, None] == jnp.arange(k, dtype=x.dtype)  # [P, N, K]
+    first = one_hot.sum(0, dtype=jnp.int32)[nodes].astype(jnp.float32)
+    planes = pack_samples(one_hot.reshape(count, n_all * k)).reshape(-1, n_all, k)  # [W, N, K]
+    both = planes[:, heads, :, None] & planes[:, tails, None, :]  # [W, e, K, K]
+    return first, jax.lax.population_count(both).sum(0, dtype=jnp.int32).astype(jnp.float32)
 
 
 def moment_grad_sums(ebm: AbstractEBM, blocks: Sequence[Block]) -> GradSums | None:
