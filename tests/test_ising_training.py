@@ -7,6 +7,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from heatbath import Block, SamplingSchedule, SpinNode
 from heatbath.exact import exact_distribution, spin_moments
@@ -25,7 +26,17 @@ def _model(seed=0, n=8):
     return IsingEBM(nodes, edges, biases, weights, jnp.asarray(0.9)), nodes, edges
 
 
-def test_estimate_kl_grad_matches_exact_gradient():
+@pytest.mark.parametrize("paired", [False, True])
+def test_estimate_kl_grad_matches_exact_gradient(paired, monkeypatch):
+    """Each phase on its own, and (`paired`) both phases in the same updates (`kernels.paired_runs`,
+    on a CPU through the table kernel's jax.numpy twin)."""
+    calls = []
+    if paired:
+        import heatbath.kernels.paired_runs as paired_runs
+
+        monkeypatch.setattr(paired_runs, "PAIRED_METHOD", "table-jnp")
+        original = paired_runs.fold_paired_runs
+        monkeypatch.setattr(paired_runs, "fold_paired_runs", lambda *a, **k: calls.append(original(*a, **k)) or calls[-1])
     model, nodes, edges = _model()
     visible, hidden = nodes[:4], nodes[4:]
     rng = np.random.default_rng(1)
@@ -63,6 +74,7 @@ def test_estimate_kl_grad_matches_exact_gradient():
     # Visible nodes are clamped to the data in the positive phase: their moments there are exact.
     np.testing.assert_allclose(np.asarray(pos[0])[:4], 2 * np.asarray(data).mean(0) - 1, atol=1e-6)
     assert np.abs(np.asarray(w_grad)).max() > 0.05  # the gradient is not trivially zero
+    assert len(calls) == paired and all(out is not None for out in calls)  # the pairs ran
 
 
 def test_hinton_init_uses_the_isolated_spin_marginal():

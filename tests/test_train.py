@@ -90,11 +90,13 @@ def _mixed(rng):
     return FactorizedEBM(factors), s, c
 
 
-@eqx.filter_jit
-def _estimate_from_random_chains(key, spec, data, cond, n_pos, n_neg):
+def _estimate_from_random_chains_eagerly(key, spec, data, cond, n_pos, n_neg):
     key_pos, key_neg, key = jax.random.split(key, 3)
     init_pos = spec.random_positive_state(key_pos, n_pos, data[0].shape[0]) if spec.gibbs_positive else None
     return ht.estimate_kl_grad(key, spec, data, cond, init_pos, spec.random_negative_state(key_neg, n_neg))
+
+
+_estimate_from_random_chains = eqx.filter_jit(_estimate_from_random_chains_eagerly)
 
 
 _exact_kl_grad = eqx.filter_jit(eqx.filter_grad(ht.exact_kl))
@@ -136,7 +138,19 @@ def test_exact_kl_matches_enumeration():
     np.testing.assert_allclose(float(ht.exact_kl(model, table)), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_ising_gradient_with_latent_nodes_matches_exact():
+@pytest.mark.parametrize("paired", [False, True])
+def test_ising_gradient_with_latent_nodes_matches_exact(paired, monkeypatch):
+    """Each phase on its own, and (`paired`) both phases in the same updates (`kernels.paired_runs`,
+    on a CPU through the table kernel's jax.numpy twin)."""
+    calls = []
+    if paired:
+        import heatbath.kernels.paired_runs as paired_runs
+
+        monkeypatch.setattr(paired_runs, "PAIRED_METHOD", "table-jnp")
+        original = paired_runs.fold_paired_runs
+        monkeypatch.setattr(paired_runs, "fold_paired_runs", lambda *a, **k: calls.append(original(*a, **k)) or calls[-1])
+        # a compiled call of its own: the module's may hold a trace of the unpaired path
+        monkeypatch.setitem(globals(), "_estimate_from_random_chains", eqx.filter_jit(_estimate_from_random_chains_eagerly))
     rng = np.random.default_rng(1)
     model, nodes = _ising(rng)
     vis, hid = nodes[:3], nodes[3:]
@@ -150,6 +164,7 @@ def test_ising_gradient_with_latent_nodes_matches_exact():
     assert [x.shape for x in neg.final_state] == [(6000, len(b)) for b in spec.negative_free_blocks]
     assert [x.shape for x in pos.final_state] == [(400, 4, len(b)) for b in spec.positive_free_blocks]
     np.testing.assert_allclose(grads.weights, pos.grad.weights - neg.grad.weights, atol=1e-6)
+    assert len(calls) == paired and all(out is not None for out in calls)  # the pairs ran
 
 
 def test_fully_visible_spin_factors_with_conditioning_node_match_exact():

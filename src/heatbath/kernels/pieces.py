@@ -22,12 +22,19 @@ from jaxtyping import Array, Key
 from heatbath.block_management import Block
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule, sample_states
 
-__all__ = ["PIECE_ELEMENTS", "fold_kernel_samples"]
+__all__ = ["PIECE_ELEMENTS", "PIECE_TOTAL", "fold_kernel_samples", "samples_per_piece"]
 
 PIECE_ELEMENTS = 1 << 16  # sampled free values a chain may always hold at a time (64 KiB of spins)
 PIECE_TOTAL = 1 << 25  # sampled free values all the vmapped chains may hold at a time, when their count is known
 
 Sums = TypeVar("Sums")
+
+
+def samples_per_piece(program: BlockSamplingProgram, schedule: SamplingSchedule, vmapped_chains: int = 1) -> int:
+    """How many of the schedule's samples a piece of `fold_kernel_samples` holds (module docstring)."""
+    n_free = max(1, sum(len(b) for b in program.gibbs_spec.free_blocks))
+    per_chain = max(PIECE_ELEMENTS, PIECE_TOTAL // max(1, vmapped_chains))
+    return max(1, min(schedule.n_samples, per_chain // n_free))
 
 
 def fold_kernel_samples(
@@ -49,9 +56,7 @@ def fold_kernel_samples(
     if pairwise_kind(program)[0] is None or schedule.n_samples < 1:
         return None
     free_blocks = [Block(b) for b in program.gibbs_spec.free_blocks]
-    n_free = max(1, sum(len(b) for b in free_blocks))
-    per_chain = max(PIECE_ELEMENTS, PIECE_TOTAL // max(1, vmapped_chains))
-    per_piece = max(1, min(schedule.n_samples, per_chain // n_free))
+    per_piece = samples_per_piece(program, schedule, vmapped_chains)
     steps = schedule.steps_per_sample
 
     def piece(key, sums, state, n_warmup: int, count: int):

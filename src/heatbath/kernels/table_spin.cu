@@ -14,11 +14,16 @@
 // (the host passes hash and seed already folded, x ^ (x >> 16), which distributes over xor), and
 // takes spin up where u * (1 + exp(-2 field)) < 1. Blocks hold WARPS nodes that share many
 // neighbours (the host orders them), so their loads meet in L1.
+//
+// `table_spin_update` updates one block. `table_spin_update_pair` (built where PAIR_GROUPS and
+// PAIR_WORDS are defined) updates one block of each of two independent runs in one launch, each
+// with its own state, tables and seeds (the two phases of a training gradient): thread blocks
+// below `blocks_a` take run A's nodes, the rest run B's, each with exactly the arithmetic of a
+// launch of its own. With few chains a launch is a couple of microseconds of latency, so two runs
+// of one launch each cost about one.
 
-#define SLOTS (GROUPS * 5)
-#define TABLE_BYTES (GROUPS * 128)
-#define REGION_BYTES (((TABLE_BYTES + 255) / 256) * 256)  // per warp, a multiple of 256
 #define UP 4u
+#define REGION_BYTES(G) ((((G) * 128 + 255) / 256) * 256)  // per warp, a multiple of 256
 
 typedef unsigned int u32;
 
@@ -71,69 +76,71 @@ __device__ __forceinline__ void store_words(unsigned char* p, const u32 (&w)[W])
   }
 }
 
-template <int G>
-__device__ __forceinline__ float field_share(const u32 (&address)[GROUPS]) {  // sum of the groups' entries
+template <int G, int NG>
+__device__ __forceinline__ float field_share(const u32 (&address)[NG]) {  // sum of the groups' entries
   if constexpr (G == 0) {
     return shared_at<0>(address[0]);
   } else {
-    return field_share<G - 1>(address) + shared_at<G * 128>(address[G]);
+    return field_share<G - 1, NG>(address) + shared_at<G * 128>(address[G]);
   }
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32) table_spin_update(
+// One node (this warp's of thread block `block`) of one run, for this thread's chains of blockIdx.y:
+// NG groups, NW words a thread. `region`: the warp's table bytes in shared memory; `slot_rows`: its
+// SLOTS slot rows.
+template <int NG, int NW>
+__device__ __forceinline__ void update_node(
     const int* __restrict__ rows,        // [n] flat-state row of each node, in the host's order
     const int* __restrict__ neighbours,  // [n, SLOTS] flat-state rows of each node's neighbours
-    const float* __restrict__ tables,    // [n, GROUPS, 32] scaled partial fields
+    const float* __restrict__ tables,    // [n, NG, 32] scaled partial fields
     const u32* __restrict__ hashes,      // [n] golden * node id, folded
     const u32* __restrict__ seeds,       // [updates, chains] seeds of each chain, folded; this update's row
     const unsigned char* state,          // [rows, chains], the same buffer as `out`
-    unsigned char* out,
-    int chains, int n, int seed_row) {
-  __shared__ __align__(256) unsigned char table[WARPS][REGION_BYTES];
-  __shared__ unsigned slot_rows[WARPS][SLOTS];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int node = blockIdx.x * WARPS + warp;
+    unsigned char* out, int chains, int n, int seed_row, int block, unsigned char* region, unsigned* slot_rows) {
+  constexpr int SLOTS = NG * 5;
+  const int lane = threadIdx.x & 31;
+  const int node = block * WARPS + (threadIdx.x >> 5);
   if (node >= n) return;
-  float* mine = reinterpret_cast<float*>(table[warp]);
-  for (int k = lane; k < GROUPS * 32; k += 32) mine[k] = tables[(size_t)node * GROUPS * 32 + k];
+  float* mine = reinterpret_cast<float*>(region);
+  for (int k = lane; k < NG * 32; k += 32) mine[k] = tables[(size_t)node * NG * 32 + k];
 #ifdef PROBE_SAME_ROWS  // diagnostic (bench/table_spin_probe.py): every node reads node 0's rows, all L1 hits
-  for (int k = lane; k < SLOTS; k += 32) slot_rows[warp][k] = neighbours[k];
+  for (int k = lane; k < SLOTS; k += 32) slot_rows[k] = neighbours[k];
 #else
-  for (int k = lane; k < SLOTS; k += 32) slot_rows[warp][k] = neighbours[(size_t)node * SLOTS + k];
+  for (int k = lane; k < SLOTS; k += 32) slot_rows[k] = neighbours[(size_t)node * SLOTS + k];
 #endif
   __syncwarp();
-  const int chain0 = (blockIdx.y * 32 + lane) * (4 * WORDS);
+  const int chain0 = (blockIdx.y * 32 + lane) * (4 * NW);
   if (chain0 >= chains) return;
   const u32 base = (u32)__cvta_generic_to_shared(mine);  // byte 0 is zero
   const unsigned char* column = state + chain0;  // this thread's chains in row 0
 
-  u32 pattern[GROUPS][WORDS];
+  u32 pattern[NG][NW];
 #pragma unroll
-  for (int g = 0; g < GROUPS; ++g) {
+  for (int g = 0; g < NG; ++g) {
 #pragma unroll
-    for (int w = 0; w < WORDS; ++w) pattern[g][w] = 0;
+    for (int w = 0; w < NW; ++w) pattern[g][w] = 0;
 #pragma unroll
     for (int k = 0; k < 5; ++k) {
-      u32 words[WORDS];
-      load_words<WORDS>(column + (size_t)slot_rows[warp][g * 5 + k] * (unsigned)chains, words);
+      u32 words[NW];
+      load_words<NW>(column + (size_t)slot_rows[g * 5 + k] * (unsigned)chains, words);
 #pragma unroll
-      for (int w = 0; w < WORDS; ++w) pattern[g][w] += words[w] << k;
+      for (int w = 0; w < NW; ++w) pattern[g][w] += words[w] << k;
     }
   }
 
   const u32 hash = __ldg(hashes + node);
-  u32 result[WORDS];
+  u32 result[NW];
 #pragma unroll
-  for (int w = 0; w < WORDS; ++w) {
+  for (int w = 0; w < NW; ++w) {
     const uint4 seed = __ldg(reinterpret_cast<const uint4*>(seeds + (size_t)seed_row * chains + chain0 + 4 * w));
     const u32 seed_of[4] = {seed.x, seed.y, seed.z, seed.w};
     u32 word = 0;
 #pragma unroll
     for (int b = 0; b < 4; ++b) {
-      u32 address[GROUPS];
+      u32 address[NG];
 #pragma unroll
-      for (int g = 0; g < GROUPS; ++g) address[g] = __byte_perm(pattern[g][w], base, 0x7650 + b);
-      const float s = field_share<GROUPS - 1>(address);
+      for (int g = 0; g < NG; ++g) address[g] = __byte_perm(pattern[g][w], base, 0x7650 + b);
+      const float s = field_share<NG - 1, NG>(address);
 #ifdef PROBE_NO_DRAW  // diagnostic: spin = sign of the field, no random word and no exp
       word |= s < 0.0f ? UP << (8 * b) : 0u;
 #else
@@ -157,5 +164,37 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) table_spin_update(
     }
     result[w] = word;
   }
-  store_words<WORDS>(out + (size_t)__ldg(rows + node) * chains + chain0, result);
+  store_words<NW>(out + (size_t)__ldg(rows + node) * chains + chain0, result);
 }
+
+#define RUN_PARAMETERS(X)                                                                                      \
+  const int* __restrict__ rows##X, const int* __restrict__ neighbours##X, const float* __restrict__ tables##X, \
+      const u32* __restrict__ hashes##X, const u32* __restrict__ seeds##X, const unsigned char* state##X
+#define RUN_ARGUMENTS(X) rows##X, neighbours##X, tables##X, hashes##X, seeds##X, state##X
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32) table_spin_update(
+    RUN_PARAMETERS(), unsigned char* out, int chains, int n, int seed_row) {
+  __shared__ __align__(256) unsigned char table[WARPS][REGION_BYTES(GROUPS)];
+  __shared__ unsigned slot_rows[WARPS][GROUPS * 5];
+  const int warp = threadIdx.x >> 5;
+  update_node<GROUPS, WORDS>(RUN_ARGUMENTS(), out, chains, n, seed_row, blockIdx.x, table[warp], slot_rows[warp]);
+}
+
+#ifdef PAIR_GROUPS
+#define MOST_GROUPS (GROUPS > PAIR_GROUPS ? GROUPS : PAIR_GROUPS)
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32) table_spin_update_pair(
+    RUN_PARAMETERS(_a), RUN_PARAMETERS(_b), unsigned char* out_a, unsigned char* out_b,
+    int chains_a, int n_a, int seed_row_a, int chains_b, int n_b, int seed_row_b, int blocks_a) {
+  __shared__ __align__(256) unsigned char table[WARPS][REGION_BYTES(MOST_GROUPS)];
+  __shared__ unsigned slot_rows[WARPS][MOST_GROUPS * 5];
+  const int warp = threadIdx.x >> 5;
+  if ((int)blockIdx.x < blocks_a) {
+    update_node<GROUPS, WORDS>(RUN_ARGUMENTS(_a), out_a, chains_a, n_a, seed_row_a, blockIdx.x, table[warp],
+                               slot_rows[warp]);
+  } else {
+    update_node<PAIR_GROUPS, PAIR_WORDS>(RUN_ARGUMENTS(_b), out_b, chains_b, n_b, seed_row_b, blockIdx.x - blocks_a,
+                                         table[warp], slot_rows[warp]);
+  }
+}
+#endif

@@ -42,7 +42,7 @@ from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours, r
 from heatbath.kernels.tensor_tables import greedy_tiles
 
 __all__ = ["GROUP", "MAX_GROUPS", "UP", "WARPS", "WORDS", "TableLayout", "TableBlock", "table_layouts", "table_blocks",
-           "table_state", "fold_seeds", "table_block_update", "table_block_update_jnp"]
+           "table_state", "fold_seeds", "table_block_update", "table_pair_update", "table_block_update_jnp"]
 
 GROUP = 5  # neighbours per table: 32 entries, one per shared-memory bank
 MAX_GROUPS = 8  # up to 40 neighbours; wider nodes keep the other kernels (registers per thread)
@@ -212,6 +212,41 @@ def table_block_update(
     (out,) = cuda_call(ptx, "table_spin_update", [block.rows, block.neighbours, block.tables, block.hashes, seeds, state],
                        [(state.shape, "uint8")], grid=grid, num_warps=warps, scalars=(chains, n, row), aliases={5: 0})
     return out
+
+
+def table_pair_update(
+    first: tuple[TableBlock, UInt8[Array, "N1 c1"], UInt32[Array, "u1 c1"], int],
+    second: tuple[TableBlock, UInt8[Array, "N2 c2"], UInt32[Array, "u2 c2"], int],
+    *, native: bool = True,
+) -> tuple[UInt8[Array, "N1 c1"], UInt8[Array, "N2 c2"]]:
+    """Two independent runs' block updates, each `(block, state, seeds, row)` as `table_block_update`
+    takes them, in one launch of the CUDA kernel (`table_spin_update_pair`): every chain gets exactly
+    the arithmetic of a launch of its own, so the samples are the same; the launch's latency is paid
+    once. `native=False`: the jax.numpy twin, one run after the other."""
+    if not native:
+        return table_block_update_jnp(*first), table_block_update_jnp(*second)
+    if first[0].rows.shape[0] == 0 or second[0].rows.shape[0] == 0:
+        return table_block_update(*first), table_block_update(*second)
+    from heatbath.kernels.cuda_runtime import compile_ptx, compute_capability, cuda_call
+
+    (block_a, state_a, seeds_a, row_a), (block_b, state_b, seeds_b, row_b) = first, second
+    chains_a, chains_b = state_a.shape[1], state_b.shape[1]
+    words_a, words_b = words_for(chains_a), words_for(chains_b)
+    for chains, words in ((chains_a, words_a), (chains_b, words_b)):
+        if chains % (4 * words):
+            raise ValueError(f"chains ({chains}) must be a multiple of {4 * words}")
+    defines = (("GROUPS", block_a.tables.shape[1]), ("WORDS", words_a), ("WARPS", WARPS),
+               ("PAIR_GROUPS", block_b.tables.shape[1]), ("PAIR_WORDS", words_b))
+    ptx = compile_ptx(_source(), "table_spin.cu", defines, compute_capability())
+    blocks_a, blocks_b = -(-block_a.rows.shape[0] // WARPS), -(-block_b.rows.shape[0] // WARPS)
+    tiles = max(-(-chains_a // (128 * words_a)), -(-chains_b // (128 * words_b)))
+    operands = [block_a.rows, block_a.neighbours, block_a.tables, block_a.hashes, seeds_a, state_a,
+                block_b.rows, block_b.neighbours, block_b.tables, block_b.hashes, seeds_b, state_b]
+    out_a, out_b = cuda_call(ptx, "table_spin_update_pair", operands, [(state_a.shape, "uint8"), (state_b.shape, "uint8")],
+                             grid=(blocks_a + blocks_b, tiles, 1), num_warps=WARPS, aliases={5: 0, 11: 1},
+                             scalars=(chains_a, block_a.rows.shape[0], row_a, chains_b, block_b.rows.shape[0], row_b,
+                                      blocks_a))
+    return out_a, out_b
 
 
 def table_block_update_jnp(

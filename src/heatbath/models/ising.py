@@ -22,7 +22,7 @@ from heatbath.block_sampling import (
 from heatbath.errors import HeatbathError, StateError
 from heatbath.models.discrete_ebm import SpinEBMFactor, SpinGibbsConditional, spin_values
 from heatbath.models.ebm import AbstractPairwiseEBM, EBMFactor, pair_blocks, scaled
-from heatbath.models.spin_moments import kernel_moments
+from heatbath.models.spin_moments import kernel_moments, moment_fold
 from heatbath.observers import MomentAccumulatorObserver
 from heatbath.pgm import AbstractNode
 from heatbath.validation import check_finite
@@ -209,6 +209,31 @@ def _check_training_inputs(spec: IsingTrainingSpec, data, conditioning_values, i
     return batch or 0
 
 
+def _paired_moments(bias_nodes, weight_edges, spec: IsingTrainingSpec, keys_pos, init_pos, data, cond, keys_neg, init_neg):
+    """Per-chain moments `((first, second) positive, (first, second) negative)` of both phases run in
+    the same kernel launches (`kernels.paired_runs`), the positive chains flattened (chain i, data row
+    j at i · batch + j); or None where the phases cannot run so (then each runs on its own)."""
+    from heatbath.kernels.paired_runs import FoldedRun, fold_paired_runs
+    from heatbath.kernels.pairwise_tables import pairwise_kind
+
+    schedule = spec.schedule_positive
+    if schedule != spec.schedule_negative or not jax.tree.leaves(init_pos) or pairwise_kind(spec.program_positive)[0] != "spin":
+        return None
+    n_pos, batch = keys_pos.shape
+    runs = []
+    for program, keys, init, clamped in (
+        (spec.program_positive, keys_pos.reshape(-1), [x.reshape(n_pos * batch, -1) for x in init_pos],
+         [jnp.tile(d, (n_pos, 1)) for d in data] + cond),
+        (spec.program_negative, keys_neg, list(init_neg), cond),
+    ):
+        fold, zeros = moment_fold(bias_nodes, weight_edges, program)
+        runs.append(FoldedRun(keys, program, init, list(clamped), fold, zeros))
+    folded = fold_paired_runs(*runs, schedule)
+    if folded is None:
+        return None
+    return tuple(tuple(m / schedule.n_samples for m in sums) for sums, _ in folded)
+
+
 def estimate_kl_grad(
     key: Key[Array, ""],
     training_spec: IsingTrainingSpec,
@@ -242,11 +267,18 @@ def estimate_kl_grad(
                         init, cond, n_neg_chains)
 
     keys_pos = jax.random.split(key_pos, (n_pos_chains, batch))
-    over_batch = jax.vmap(positive, in_axes=(0, 0, 0))
-    over_chains = jax.vmap(over_batch, in_axes=(0, 0, None))
-    pos_first, pos_second = over_chains(keys_pos, list(init_state_positive), data)
-    neg_first, neg_second = jax.vmap(negative)(jax.random.split(key_neg, n_neg_chains), list(init_state_negative))
-    pos = (jnp.mean(pos_first, axis=(0, 1)), jnp.mean(pos_second, axis=(0, 1)))
+    keys_neg = jax.random.split(key_neg, n_neg_chains)
+    paired = _paired_moments(bias_nodes, weight_edges, training_spec, keys_pos, init_state_positive, data, cond, keys_neg,
+                             init_state_negative)
+    if paired is not None:
+        (pos_first, pos_second), (neg_first, neg_second) = paired
+    else:
+        over_batch = jax.vmap(positive, in_axes=(0, 0, 0))
+        over_chains = jax.vmap(over_batch, in_axes=(0, 0, None))
+        pos_first, pos_second = over_chains(keys_pos, list(init_state_positive), data)
+        neg_first, neg_second = jax.vmap(negative)(keys_neg, list(init_state_negative))
+    pos = (jnp.mean(pos_first.reshape(-1, pos_first.shape[-1]), axis=0),
+           jnp.mean(pos_second.reshape(-1, pos_second.shape[-1]), axis=0))
     neg = (jnp.mean(neg_first, axis=0), jnp.mean(neg_second, axis=0))
     beta = training_spec.ebm.beta
     weight_grads = -beta * (pos[1] - neg[1])

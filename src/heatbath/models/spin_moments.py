@@ -21,7 +21,7 @@ from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.pieces import fold_kernel_samples
 from heatbath.pgm import AbstractNode
 
-__all__ = ["kernel_moments", "stack_samples", "spin_moment_sums", "pack_samples", "differing_samples"]
+__all__ = ["kernel_moments", "moment_fold", "stack_samples", "spin_moment_sums", "pack_samples", "differing_samples"]
 
 
 def stack_samples(samples: list[Array], clamped: list[Array], dtype) -> Array:
@@ -61,6 +61,23 @@ def spin_moment_sums(up: Bool[Array, "P N"], nodes, heads, tails) -> tuple[Float
     return first, second
 
 
+def moment_fold(first_moment_nodes: Sequence[AbstractNode], second_moment_edges: Sequence[tuple[AbstractNode, AbstractNode]],
+                program: BlockSamplingProgram):
+    """`(fold, zeros)`: `fold((Σ s_i, Σ s_i s_j), samples, clamped)` adds a piece's moments, read from
+    every node's state (True: up) at every sample (`samples[b]` `[P, n_b]` per free block, `clamped`
+    the clamped blocks' values); `zeros` the empty sums."""
+    spec = program.gibbs_spec
+    first_ids = spec.node_ids(first_moment_nodes, "moment node")
+    pairs = np.asarray([spec.node_ids(edge, "moment edge node") for edge in second_moment_edges], np.int64).reshape(-1, 2)
+
+    def fold(sums, samples: list[Array], clamped: list[Array]):
+        up = stack_samples(list(samples), list(clamped), jnp.bool_)
+        first, second = spin_moment_sums(up, first_ids, pairs[:, 0], pairs[:, 1])
+        return sums[0] + first, sums[1] + second
+
+    return fold, (jnp.zeros(len(first_ids), jnp.float32), jnp.zeros(len(pairs), jnp.float32))
+
+
 def kernel_moments(
     key: Key[Array, ""],
     first_moment_nodes: Sequence[AbstractNode],
@@ -78,18 +95,10 @@ def kernel_moments(
 
     if pairwise_kind(program)[0] != "spin":
         return None
-    spec = program.gibbs_spec
-    first_ids = spec.node_ids(first_moment_nodes, "moment node")
-    pairs = np.asarray([spec.node_ids(edge, "moment edge node") for edge in second_moment_edges], np.int64).reshape(-1, 2)
-
-    def fold(sums, samples: list[Array]):
-        """Add a piece's moments, read from every node's state (True: up) at every sample."""
-        up = stack_samples(list(samples), list(clamped_data), jnp.bool_)
-        first, second = spin_moment_sums(up, first_ids, pairs[:, 0], pairs[:, 1])
-        return sums[0] + first, sums[1] + second
-
-    zeros = (jnp.zeros(len(first_ids), jnp.float32), jnp.zeros(len(pairs), jnp.float32))
-    folded = fold_kernel_samples(key, program, schedule, init_state, clamped_data, fold, zeros, vmapped_chains)
+    fold, zeros = moment_fold(first_moment_nodes, second_moment_edges, program)
+    clamped = list(clamped_data)
+    folded = fold_kernel_samples(key, program, schedule, init_state, clamped, lambda sums, samples: fold(sums, samples, clamped),
+                                 zeros, vmapped_chains)
     if folded is None:
         return None
     (first, second), _ = folded

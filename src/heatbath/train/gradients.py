@@ -122,6 +122,35 @@ def _run_phase(key, ebm, program, schedule, init_state, clamped, vmapped_chains:
     return jax.tree.map(lambda g: g / n, grad_sum), energy_sum / n, final
 
 
+def _paired_phases(spec: TrainingSpec, ebm, positive: tuple, negative: tuple, cond: list):
+    """Per-chain `(mean ∂E/∂θ, mean energy, final free state)` of both phases run in the same kernel
+    launches (`kernels.paired_runs`), the positive chains flattened (chain i, data row j at
+    i · batch + j); or None where they cannot run so (then each phase runs on its own, `_run_phase`)."""
+    from heatbath.kernels.paired_runs import FoldedRun, fold_paired_runs
+
+    schedule = spec.schedule_positive
+    if schedule != spec.schedule_negative:
+        return None
+    (program_pos, keys_pos, init_pos, data), (program_neg, keys_neg, init_neg) = positive, negative
+    n_chains, batch = keys_pos.shape
+    runs = []
+    for program, keys, init, clamped in (
+        (program_pos, keys_pos.reshape(-1), [x.reshape((n_chains * batch,) + x.shape[2:]) for x in init_pos],
+         [jnp.tile(d, (n_chains, 1)) for d in data] + list(cond)),
+        (program_neg, keys_neg, list(init_neg), list(cond)),
+    ):
+        spec_blocks = list(program.gibbs_spec.free_blocks) + list(program.gibbs_spec.clamped_blocks)
+        add = grad_summer(ebm, spec_blocks)
+        zeros = EnergyGradObserver(ebm).init_from([])[:2]
+        runs.append(FoldedRun(keys, program, init, clamped, add, zeros))
+    folded = fold_paired_runs(*runs, schedule)
+    if folded is None:
+        return None
+    n = schedule.n_samples
+    return tuple((jax.tree.map(lambda g: g / n, grad_sum), energy_sum / n, final)
+                 for (grad_sum, energy_sum), final in folded)
+
+
 def _chain_mean_and_stderr(per_chain, has_batch_axis: bool):
     """Mean and standard error of per-chain averages: leaves [chains, (batch,) ...]."""
 
@@ -269,7 +298,10 @@ def estimate_kl_grad(
     ebm = spec.ebm
     key_pos, key_neg = jax.random.split(key)
 
-    program_pos = spec.program_positive(ebm)
+    program_pos, program_neg = spec.program_positive(ebm), spec.program_negative(ebm)
+    n_neg = init_neg[0].shape[0]
+    keys_neg = jax.random.split(key_neg, n_neg)
+    paired = None
     if program_pos is None:
         # Fully visible: the positive phase is an average over the data rows, with no sampling.
         blocks = list(spec.data_blocks) + list(spec.conditioning_blocks)
@@ -282,23 +314,25 @@ def estimate_kl_grad(
         )
     else:
         n_chains, batch = init_pos[0].shape[:2]
+        keys_pos = jax.random.split(key_pos, (n_chains, batch))
+        # Both phases in the same kernel launches where they can (GPUs); else one after the other.
+        paired = _paired_phases(spec, ebm, (program_pos, keys_pos, init_pos, data), (program_neg, keys_neg, init_neg), cond)
 
         def positive(k, init, row):
             return _run_phase(k, ebm, program_pos, spec.schedule_positive, init, list(row) + cond, n_chains * batch)
 
-        over_batch = jax.vmap(positive, in_axes=(0, 0, 0))
-        over_chains = jax.vmap(over_batch, in_axes=(0, 0, None))
-        grads, energies, final = over_chains(jax.random.split(key_pos, (n_chains, batch)), init_pos, data)
+        if paired is None:
+            over_batch = jax.vmap(positive, in_axes=(0, 0, 0))
+            grads, energies, final = jax.vmap(over_batch, in_axes=(0, 0, None))(keys_pos, init_pos, data)
+        else:
+            grads, energies, final = jax.tree.map(lambda x: x.reshape((n_chains, batch) + x.shape[1:]), paired[0])
         mean, stderr = _chain_mean_and_stderr(grads, has_batch_axis=True)
         pos = PhaseStats(mean, stderr, jnp.mean(energies), final)
-
-    program_neg = spec.program_negative(ebm)
-    n_neg = init_neg[0].shape[0]
 
     def negative(k, init):
         return _run_phase(k, ebm, program_neg, spec.schedule_negative, init, cond, n_neg)
 
-    grads, energies, final = jax.vmap(negative)(jax.random.split(key_neg, n_neg), init_neg)
+    grads, energies, final = jax.vmap(negative)(keys_neg, init_neg) if paired is None else paired[1]
     mean, stderr = _chain_mean_and_stderr(grads, has_batch_axis=False)
     neg = PhaseStats(mean, stderr, jnp.mean(energies), final)
     kl_grad = jax.tree.map(jnp.subtract, pos.grad, neg.grad)

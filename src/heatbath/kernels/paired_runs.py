@@ -1,0 +1,165 @@
+"""Two independent spin runs in the same kernel launches: the two phases of a training gradient.
+
+A training gradient samples a clamped (positive) phase and a free (negative) phase, each with a few
+chains for hundreds of sweeps. On a GPU a colour update of a few chains is a launch of about two
+microseconds whatever its size, so running the phases one after the other costs twice what one
+costs. Where both phases run on the pattern-table kernel (`table_spin`) with the same schedule,
+`fold_paired_runs` runs them in lockstep instead: the i-th block update of each phase's sweep goes
+into one launch (`table_pair_update`), each run with its own state, tables and seeds.
+
+Each chain is driven exactly as `fold_kernel_samples` drives it when its whole schedule fits in one
+piece (the only case taken here): the same key words, sweeps, seeds and arithmetic, so the samples,
+and the sums folded from them, are the same as running the phases one after the other.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Key, PyTree
+
+from heatbath.block_management import Block
+from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
+from heatbath.kernels.batched import chain_block_states
+from heatbath.kernels.dispatch import key_words_of
+from heatbath.kernels.pairwise_sweep import _method, _observe, _sweep_seeds, reads_no_free_block, table_path_applies
+from heatbath.kernels.pairwise_tables import block_couplings, pairwise_kind, pairwise_tables
+from heatbath.kernels.pallas_backend import sweeps_per_step
+from heatbath.kernels.pieces import samples_per_piece
+from heatbath.kernels.schedule_loop import run_schedule
+from heatbath.kernels.table_spin import (CHAIN_MULTIPLE, fold_seeds, table_block_update, table_block_update_jnp,
+                                         table_blocks, table_layouts, table_pair_update, table_state)
+
+__all__ = ["PAIRED_METHOD", "FoldedRun", "fold_paired_runs"]
+
+
+class FoldedRun(NamedTuple):
+    """One phase: its chains, program and per-chain fold.
+
+    - `keys` `[chains]`: each chain's key, as `fold_kernel_samples` would get it under `jax.vmap`;
+    - `init_state`: per free block `[chains, n_b]`; `clamped`: per clamped block `[chains, n_c]`, or
+      `[n_c]` shared by every chain;
+    - `fold(sums, samples, clamped)`: one chain's sums plus its samples (`[P, n_b]` per free block)
+      with its clamped values; `sums`: the empty sums of one chain."""
+
+    keys: Key[Array, " chains"]
+    program: BlockSamplingProgram
+    init_state: list[Array]
+    clamped: list[Array]
+    fold: Callable
+    sums: PyTree
+
+
+PAIRED_METHOD = "auto"  # what callers' pairs run on; tests set "table-jnp" to run the pairing on a CPU
+
+
+def fold_paired_runs(first: FoldedRun, second: FoldedRun, schedule: SamplingSchedule, method: str | None = None):
+    """`((sums, final free state), (sums, final free state))` of the two runs, per chain (leading axis
+    `chains`), as `jax.vmap` of `fold_kernel_samples` over each run's chains gives them; or None where
+    the pair cannot run in lockstep (then run each phase on its own): either program not a spin program
+    of the table kernel ("auto": on one CUDA GPU with NVRTC; "table-jnp", the jax.numpy twin, anywhere,
+    for tests), a run whose schedule needs more than one piece, or sweeps that do not read the free
+    blocks (those already run side by side). `method` defaults to PAIRED_METHOD."""
+    method = method or PAIRED_METHOD
+    runs = (first, second)
+    chains = [run.init_state[0].shape[0] if run.init_state else 0 for run in runs]
+    if not all(_pairable(run.program, schedule, n, method) for run, n in zip(runs, chains)):
+        return None
+    words, states, observed = [], [], []
+    for run, n in zip(runs, chains):
+        key_first = jax.vmap(lambda k: jax.random.split(k)[0])(run.keys)  # `fold_kernel_samples`' first piece
+        words.append(jax.vmap(key_words_of)(key_first))
+        block_states = chain_block_states(run.program, list(run.init_state), list(run.clamped), n)
+        states.append([jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states])
+        spec = run.program.gibbs_spec
+        observed.append([jnp.asarray(spec.node_ids(Block(b).nodes, "sampled node"), jnp.int32) for b in spec.free_blocks])
+    padded = [_pad_chains(w, s) for w, s in zip(words, states)]
+    native = method == "auto"
+    samples = _paired_samples(first.program, second.program, schedule, native, *padded[0], *padded[1], *observed)
+    out = []
+    for run, n, run_samples in zip(runs, chains, samples):
+        run_samples = [s[:n] for s in run_samples]  # [chains, P, n_b]
+        clamp_axes = [0 if jnp.ndim(c) == 2 else None for c in run.clamped]
+        sums = jax.vmap(run.fold, in_axes=(None, 0, clamp_axes))(run.sums, run_samples, list(run.clamped))
+        out.append((sums, [s[:, -1] for s in run_samples]))
+    return tuple(out)
+
+
+def _pairable(program: BlockSamplingProgram, schedule: SamplingSchedule, chains: int, method: str) -> bool:
+    if chains < 1 or schedule.n_samples < 1 or pairwise_kind(program)[0] != "spin":
+        return False
+    tables = pairwise_tables(program)
+    if reads_no_free_block(tables) or samples_per_piece(program, schedule, chains) < schedule.n_samples:
+        return False
+    if method == "table-jnp":
+        return table_path_applies(program, tables)
+    devices = jax.devices()
+    return method == "auto" and len(devices) == 1 and _method("auto", program, tables, devices, chains) == "table"
+
+
+def _pad_chains(words, states):
+    """Throw-away chains up to the table kernel's chain multiple, as `run_pairwise` pads them."""
+    pad = -words.shape[0] % CHAIN_MULTIPLE
+    if not pad:
+        return words, states
+    words = jnp.concatenate([words, jnp.zeros((pad, 2), jnp.uint32)])
+    return words, [jnp.pad(s, ((0, 0), (0, pad)), constant_values=1) for s in states]
+
+
+class _Run(NamedTuple):
+    """One run's flat state (`table_state`), its kernel blocks, its block updates in sweep order and
+    its seeds of a sweep."""
+
+    flat: Array
+    blocks: list
+    updates: list[int]
+    seeds_of: Callable
+
+
+def _table_run(program, words, states) -> _Run:
+    tables = pairwise_tables(program)
+    params = [block_couplings(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
+    blocks = table_blocks(tables, table_layouts(tables), params)
+    updates = [b for members in program.gibbs_spec.sampling_order for b in members]
+    return _Run(table_state(states), blocks, updates, lambda s: fold_seeds(_sweep_seeds(words, s, len(params))))
+
+
+@eqx.filter_jit
+def _paired_samples(program_a, program_b, schedule, native: bool, words_a, states_a, words_b, states_b, observed_a,
+                    observed_b):
+    """Both runs' samples `[chains, P, n_b]` per free block: one sweep loop, the i-th update of each
+    run's sweep in one launch (a run with more updates a sweep takes its last ones alone)."""
+    runs = (_table_run(program_a, words_a, states_a), _table_run(program_b, words_b, states_b))
+    single = table_block_update if native else table_block_update_jnp
+
+    def sweep(flats, seeds):
+        flats = list(flats)
+        for i in range(max(len(run.updates) for run in runs)):
+            todo = [(r, run.updates[i]) for r, run in enumerate(runs) if i < len(run.updates)]
+            if len(todo) == 2:
+                (_, b), (_, c) = todo
+                flats = list(table_pair_update((runs[0].blocks[b], flats[0], seeds[0], b),
+                                               (runs[1].blocks[c], flats[1], seeds[1], c), native=native))
+            else:
+                r, b = todo[0]
+                flats[r] = single(runs[r].blocks[b], flats[r], seeds[r], b)
+        return tuple(flats)
+
+    backend = "pallas" if native else "jnp"
+
+    def sweeps(carry, start, count):
+        def body(i, carry):
+            flats, _ = carry
+            return sweep(flats, carry[1]), tuple(run.seeds_of(start + i.astype(jnp.uint32) + jnp.uint32(1)) for run in runs)
+
+        return jax.lax.fori_loop(0, count, body, carry, unroll=sweeps_per_step(backend, count)) if count else carry
+
+    def read(carry):
+        return tuple(_observe([flat], observed, "spin") for flat, observed in zip(carry[0], (observed_a, observed_b)))
+
+    first_seeds = tuple(run.seeds_of(jnp.uint32(0)) for run in runs)
+    samples = run_schedule((tuple(run.flat for run in runs), first_seeds), schedule, sweeps, read, backend)
+    return tuple([jnp.transpose(s, (2, 0, 1)) for s in run_samples] for run_samples in samples)
