@@ -19,13 +19,13 @@ from typing import Callable, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Key, PyTree
 
-from heatbath.block_management import Block
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.batched import chain_block_states
 from heatbath.kernels.dispatch import key_words_of
-from heatbath.kernels.pairwise_sweep import _method, _observe, _sweep_seeds, reads_no_free_block, table_path_applies
+from heatbath.kernels.pairwise_sweep import _method, _sweep_seeds, reads_no_free_block, table_path_applies
 from heatbath.kernels.pairwise_tables import block_couplings, pairwise_kind, pairwise_tables
 from heatbath.kernels.pallas_backend import sweeps_per_step
 from heatbath.kernels.pieces import samples_per_piece
@@ -68,17 +68,14 @@ def fold_paired_runs(first: FoldedRun, second: FoldedRun, schedule: SamplingSche
     chains = [run.init_state[0].shape[0] if run.init_state else 0 for run in runs]
     if not all(_pairable(run.program, schedule, n, method) for run, n in zip(runs, chains)):
         return None
-    words, states, observed = [], [], []
+    words, states = [], []
     for run, n in zip(runs, chains):
         key_first = jax.vmap(lambda k: jax.random.split(k)[0])(run.keys)  # `fold_kernel_samples`' first piece
         words.append(jax.vmap(key_words_of)(key_first))
         block_states = chain_block_states(run.program, list(run.init_state), list(run.clamped), n)
         states.append([jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states])
-        spec = run.program.gibbs_spec
-        observed.append([jnp.asarray(spec.node_ids(Block(b).nodes, "sampled node"), jnp.int32) for b in spec.free_blocks])
     padded = [_pad_chains(w, s) for w, s in zip(words, states)]
-    native = method == "auto"
-    samples = _paired_samples(first.program, second.program, schedule, native, *padded[0], *padded[1], *observed)
+    samples = _paired_samples(first.program, second.program, schedule, method == "auto", *padded[0], *padded[1])
     out = []
     for run, n, run_samples in zip(runs, chains, samples):
         run_samples = [s[:n] for s in run_samples]  # [chains, P, n_b]
@@ -128,10 +125,11 @@ def _table_run(program, words, states) -> _Run:
 
 
 @eqx.filter_jit
-def _paired_samples(program_a, program_b, schedule, native: bool, words_a, states_a, words_b, states_b, observed_a,
-                    observed_b):
+def _paired_samples(program_a, program_b, schedule, native: bool, words_a, states_a, words_b, states_b):
     """Both runs' samples `[chains, P, n_b]` per free block: one sweep loop, the i-th update of each
-    run's sweep in one launch (a run with more updates a sweep takes its last ones alone)."""
+    run's sweep in one launch (a run with more updates a sweep takes its last ones alone). The free
+    blocks are the flat state's first rows (spec-wide node ids count the free blocks first), so a
+    sample is one slice of rows, split into blocks after the loop."""
     runs = (_table_run(program_a, words_a, states_a), _table_run(program_b, words_b, states_b))
     single = table_block_update if native else table_block_update_jnp
 
@@ -157,9 +155,11 @@ def _paired_samples(program_a, program_b, schedule, native: bool, words_a, state
 
         return jax.lax.fori_loop(0, count, body, carry, unroll=sweeps_per_step(backend, count)) if count else carry
 
+    sizes = [[len(b) for b in program.gibbs_spec.free_blocks] for program in (program_a, program_b)]
+
     def read(carry):
-        return tuple(_observe([flat], observed, "spin") for flat, observed in zip(carry[0], (observed_a, observed_b)))
+        return tuple(flat[: sum(n)] > 0 for flat, n in zip(carry[0], sizes))  # [free nodes, chains]
 
     first_seeds = tuple(run.seeds_of(jnp.uint32(0)) for run in runs)
     samples = run_schedule((tuple(run.flat for run in runs), first_seeds), schedule, sweeps, read, backend)
-    return tuple([jnp.transpose(s, (2, 0, 1)) for s in run_samples] for run_samples in samples)
+    return tuple(jnp.split(jnp.transpose(s, (2, 0, 1)), np.cumsum(n)[:-1], axis=2) for s, n in zip(samples, sizes))
