@@ -173,10 +173,10 @@ def vmap_gather_flips_per_ns(inputs, beta: float, init, chains: int, sweeps: int
     """The THRML-style call with categorical programs kept on the jax.numpy sweep (method "gather")."""
     from heatbath.kernels import pairwise_sweep
 
-    chosen = pairwise_sweep._method
+    chosen = pairwise_sweep.chosen_method
     gather = lambda method, program, tables, *rest: (  # noqa: E731
         "gather" if tables.kind == "categorical" and method == "auto" else chosen(method, program, tables, *rest))
-    return with_patches([(pairwise_sweep, "_method", gather), *routes_off()], flips_per_ns, "heatbath", inputs, beta,
+    return with_patches([(pairwise_sweep, "chosen_method", gather), *routes_off()], flips_per_ns, "heatbath", inputs, beta,
                         init, chains, sweeps, repeats)
 
 

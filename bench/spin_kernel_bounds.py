@@ -150,7 +150,7 @@ def main(argv=None):
     plain = [jnp.asarray(np.where(s, 1, -1), jnp.int8) for s in spins]
     floats = [jnp.asarray(np.where(s, PLUS, MINUS), jnp.int8) for s in spins]
     words = jnp.stack([jnp.arange(chains, dtype=jnp.uint32)] * 2, 1)
-    seed = spin_sweep._sweep_seeds(words, jnp.uint32(0), len(plain))[0]
+    seed = spin_sweep.sweep_seeds(words, jnp.uint32(0), len(plain))[0]
     bias, couplings = spin_sweep.block_couplings(program, tables, 0)
     ids = jnp.asarray(tables.node_ids[0])
     flips = len(program.gibbs_spec.blocks[0]) * chains

@@ -43,7 +43,7 @@ def main(argv=None):
     chains = -(-args.chains // 256) * 256
     states = [jnp.ones((len(b), chains), jnp.int8) for b in program.gibbs_spec.blocks]
     words = jnp.stack([jnp.arange(chains, dtype=jnp.uint32)] * 2, 1)
-    seeds = spin_sweep._sweep_seeds(words, jnp.uint32(0), len(states))
+    seeds = spin_sweep.sweep_seeds(words, jnp.uint32(0), len(states))
     params = [spin_sweep.block_couplings(program, tables, b) for b in range(len(states))]
     n = len(program.gibbs_spec.blocks[0])
     flips = n * chains

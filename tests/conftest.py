@@ -21,3 +21,20 @@ if os.environ["JAX_PLATFORMS"] == "cpu" and "xla_backend_optimization_level" not
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def paired_on_cpu(monkeypatch):
+    """Both phases of a training gradient in the same updates (`kernels.paired_runs`), on a CPU through
+    the table kernel's jax.numpy twin; gives the list of what every `fold_paired_runs` call returned
+    (None where a pair was declined), so a test can check that the pairs ran."""
+    import heatbath.kernels.paired_runs as paired_runs
+
+    returned = []
+    original = paired_runs.fold_paired_runs
+    monkeypatch.setattr(paired_runs, "PAIRED_METHOD", "table-jnp")
+    monkeypatch.setattr(paired_runs, "fold_paired_runs", lambda *a, **k: returned.append(original(*a, **k)) or returned[-1])
+    return returned

@@ -27,16 +27,9 @@ def _model(seed=0, n=8):
 
 
 @pytest.mark.parametrize("paired", [False, True])
-def test_estimate_kl_grad_matches_exact_gradient(paired, monkeypatch):
-    """Each phase on its own, and (`paired`) both phases in the same updates (`kernels.paired_runs`,
-    on a CPU through the table kernel's jax.numpy twin)."""
-    calls = []
-    if paired:
-        import heatbath.kernels.paired_runs as paired_runs
-
-        monkeypatch.setattr(paired_runs, "PAIRED_METHOD", "table-jnp")
-        original = paired_runs.fold_paired_runs
-        monkeypatch.setattr(paired_runs, "fold_paired_runs", lambda *a, **k: calls.append(original(*a, **k)) or calls[-1])
+def test_estimate_kl_grad_matches_exact_gradient(paired, request):
+    """Each phase on its own, and (`paired`) both phases in the same updates (`paired_on_cpu`)."""
+    calls = request.getfixturevalue("paired_on_cpu") if paired else []
     model, nodes, edges = _model()
     visible, hidden = nodes[:4], nodes[4:]
     rng = np.random.default_rng(1)

@@ -138,14 +138,14 @@ def test_categorical_pallas_needs_a_gpu():
     if pallas_available():
         pytest.skip("a GPU is present: the method runs")
     with pytest.raises(HeatbathError, match="needs CUDA GPUs"):
-        pairwise_sweep._method("pallas", None, _Kind("categorical"), jax.devices("cpu"), 8)
+        pairwise_sweep.chosen_method("pallas", None, _Kind("categorical"), jax.devices("cpu"), 8)
 
 
 def test_tensor_methods_refuse_categorical_programs():
     from heatbath.errors import HeatbathError
 
     with pytest.raises(HeatbathError, match="spin programs only"):
-        pairwise_sweep._method("tensor", None, _Kind("categorical"), jax.devices("cpu"), 8)
+        pairwise_sweep.chosen_method("tensor", None, _Kind("categorical"), jax.devices("cpu"), 8)
 
 
 class _Kind:

@@ -185,7 +185,7 @@ def test_auto_takes_the_table_kernel_on_gpus_with_nvrtc(monkeypatch):
     for available, expected in ((True, "table"), (False, "gather")):
         monkeypatch.setattr(pairwise_sweep, "nvrtc_available", lambda: available)
         for n_devices in (1, 2, 4):
-            assert pairwise_sweep._method("auto", program, tables, tuple(cpus[:n_devices]), 1000) == expected
+            assert pairwise_sweep.chosen_method("auto", program, tables, tuple(cpus[:n_devices]), 1000) == expected
 
 
 def test_blocks_over_the_ordering_limit_keep_their_order_and_their_samples(monkeypatch):

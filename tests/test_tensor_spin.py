@@ -211,8 +211,8 @@ def test_auto_decides_on_the_total_chain_count_not_the_split(monkeypatch):
     threshold = pairwise_sweep.TENSOR_MIN_CHAINS
     for n_devices in (1, 2, 4):
         devices = tuple(cpus[:n_devices])
-        assert pairwise_sweep._method("auto", program, tables, devices, threshold + 1000) == "tensor"
-        assert pairwise_sweep._method("auto", program, tables, devices, threshold - 1) == "gather"
+        assert pairwise_sweep.chosen_method("auto", program, tables, devices, threshold + 1000) == "tensor"
+        assert pairwise_sweep.chosen_method("auto", program, tables, devices, threshold - 1) == "gather"
 
 
 def check_categorical_programs_are_refused(method: str):

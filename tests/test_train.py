@@ -139,16 +139,10 @@ def test_exact_kl_matches_enumeration():
 
 
 @pytest.mark.parametrize("paired", [False, True])
-def test_ising_gradient_with_latent_nodes_matches_exact(paired, monkeypatch):
-    """Each phase on its own, and (`paired`) both phases in the same updates (`kernels.paired_runs`,
-    on a CPU through the table kernel's jax.numpy twin)."""
-    calls = []
+def test_ising_gradient_with_latent_nodes_matches_exact(paired, request, monkeypatch):
+    """Each phase on its own, and (`paired`) both phases in the same updates (`paired_on_cpu`)."""
+    calls = request.getfixturevalue("paired_on_cpu") if paired else []
     if paired:
-        import heatbath.kernels.paired_runs as paired_runs
-
-        monkeypatch.setattr(paired_runs, "PAIRED_METHOD", "table-jnp")
-        original = paired_runs.fold_paired_runs
-        monkeypatch.setattr(paired_runs, "fold_paired_runs", lambda *a, **k: calls.append(original(*a, **k)) or calls[-1])
         # a compiled call of its own: the module's may hold a trace of the unpaired path
         monkeypatch.setitem(globals(), "_estimate_from_random_chains", eqx.filter_jit(_estimate_from_random_chains_eagerly))
     rng = np.random.default_rng(1)

@@ -25,7 +25,7 @@ from jaxtyping import Array, Key, PyTree
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.batched import chain_block_states
 from heatbath.kernels.dispatch import key_words_of
-from heatbath.kernels.pairwise_sweep import _method, _sweep_seeds, reads_no_free_block, table_path_applies
+from heatbath.kernels.pairwise_sweep import chosen_method, reads_no_free_block, sweep_seeds, table_path_applies
 from heatbath.kernels.pairwise_tables import block_couplings, pairwise_kind, pairwise_tables
 from heatbath.kernels.pallas_backend import sweeps_per_step
 from heatbath.kernels.pieces import samples_per_piece
@@ -94,7 +94,7 @@ def _pairable(program: BlockSamplingProgram, schedule: SamplingSchedule, chains:
     if method == "table-jnp":
         return table_path_applies(program, tables)
     devices = jax.devices()
-    return method == "auto" and len(devices) == 1 and _method("auto", program, tables, devices, chains) == "table"
+    return method == "auto" and len(devices) == 1 and chosen_method("auto", program, tables, devices, chains) == "table"
 
 
 def _pad_chains(words, states):
@@ -121,7 +121,7 @@ def _table_run(program, words, states) -> _Run:
     params = [block_couplings(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
     blocks = table_blocks(tables, table_layouts(tables), params)
     updates = [b for members in program.gibbs_spec.sampling_order for b in members]
-    return _Run(table_state(states), blocks, updates, lambda s: fold_seeds(_sweep_seeds(words, s, len(params))))
+    return _Run(table_state(states), blocks, updates, lambda s: fold_seeds(sweep_seeds(words, s, len(params))))
 
 
 @eqx.filter_jit

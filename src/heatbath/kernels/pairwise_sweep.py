@@ -46,7 +46,7 @@ from heatbath.kernels.table_spin import CHAIN_MULTIPLE as TABLE_CHAIN_MULTIPLE
 from heatbath.kernels.table_spin import fold_seeds, table_block_update, table_block_update_jnp, table_blocks, table_layouts, table_state
 from heatbath.kernels.cuda_runtime import nvrtc_available
 
-__all__ = ["run_pairwise", "tensor_path_applies", "check_method", "check_concrete_categories", "METHODS"]
+__all__ = ["run_pairwise", "chosen_method", "sweep_seeds", "tensor_path_applies", "check_method", "check_concrete_categories", "METHODS"]
 
 
 def _gather_rows(state, neighbours: np.ndarray):
@@ -70,7 +70,7 @@ def _field(bias, couplings, sources, dense, states, chains: int):
     return acc
 
 
-def _sweep_seeds(chain_words, sweep, n_free: int):
+def sweep_seeds(chain_words, sweep, n_free: int):
     """Seed words `[n_free, chains]` of every block update of one sweep."""
     streams = sweep * jnp.uint32(n_free) + jnp.arange(n_free, dtype=jnp.uint32)
     return jax.vmap(lambda stream: stream_seeds(chain_words, stream))(streams)
@@ -191,8 +191,8 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
         observe = lambda state: _observe(state, observed, tables.kind)  # noqa: E731
     n_free = len(params)
     # the table kernel takes its seeds folded: folded where they are made, in the same fusion
-    seeds_of = (lambda s: fold_seeds(_sweep_seeds(chain_words, s, n_free))) if method.startswith("table") else (
-        lambda s: _sweep_seeds(chain_words, s, n_free))
+    seeds_of = (lambda s: fold_seeds(sweep_seeds(chain_words, s, n_free))) if method.startswith("table") else (
+        lambda s: sweep_seeds(chain_words, s, n_free))
 
     if schedule.steps_per_sample >= 1 and reads_no_free_block(tables):
         chain_major = lambda state: [o.T for o in observe(state)]  # noqa: E731
@@ -377,7 +377,7 @@ def _groups_read_none_of_their_own(program: BlockSamplingProgram, tables: Neighb
                    for b in members for src, _, _ in tables.sources[b])
 
 
-def _method(method: str, program, tables: NeighbourTables, devices, chains: int) -> str:
+def chosen_method(method: str, program, tables: NeighbourTables, devices, chains: int) -> str:
     """The update a call runs. "auto" decides on the call's total chain count, never on how they are
     split, so a chain's samples are the same on any number of devices."""
     on_gpus = pallas_runs_on(devices)
@@ -453,7 +453,7 @@ def run_pairwise(
         return run_spin_on_cpu(tables, order, schedule, [f[0] for f in fields], [f[1] for f in fields],
                                chain_words, block_states, observed_ids)
     chains = chain_words.shape[0]
-    method = _method(method, program, tables, devices, chains)
+    method = chosen_method(method, program, tables, devices, chains)
     if method == "gather":
         tile = 1
     elif method == "pallas":

@@ -214,15 +214,14 @@ def _paired_moments(bias_nodes, weight_edges, spec: IsingTrainingSpec, keys_pos,
     the same kernel launches (`kernels.paired_runs`), the positive chains flattened (chain i, data row
     j at i · batch + j); or None where the phases cannot run so (then each runs on its own)."""
     from heatbath.kernels.paired_runs import FoldedRun, fold_paired_runs
-    from heatbath.kernels.pairwise_tables import pairwise_kind
 
     schedule = spec.schedule_positive
-    if schedule != spec.schedule_negative or not jax.tree.leaves(init_pos) or pairwise_kind(spec.program_positive)[0] != "spin":
+    if schedule != spec.schedule_negative or not jax.tree.leaves(init_pos):
         return None
     n_pos, batch = keys_pos.shape
     runs = []
     for program, keys, init, clamped in (
-        (spec.program_positive, keys_pos.reshape(-1), [x.reshape(n_pos * batch, -1) for x in init_pos],
+        (spec.program_positive, keys_pos.reshape(-1), [x.reshape((n_pos * batch,) + x.shape[2:]) for x in init_pos],
          [jnp.tile(d, (n_pos, 1)) for d in data] + cond),
         (spec.program_negative, keys_neg, list(init_neg), cond),
     ):
