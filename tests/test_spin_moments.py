@@ -35,12 +35,14 @@ def _check(first, second, exact_first, exact_second):
 def small_pieces(monkeypatch):
     """Seven samples a piece for eight free spins: the first piece, six more in the loop, one left over."""
     monkeypatch.setattr(pieces, "PIECE_ELEMENTS", 8 * 7)
+    monkeypatch.setattr(pieces, "PIECE_TOTAL", 8 * 7)
 
 
 def test_moments_over_several_pieces_match_exact(small_pieces):
     model, nodes, edges = _model(seed=3)
     blocks = color_blocks(model)
     program = IsingSamplingProgram(model, blocks, [])
+    assert pieces.samples_per_piece(program, SCHEDULE) == 7  # 50 samples: 7 + 6 · 7 + 1
     init = hinton_init(jax.random.key(1), model, blocks, (CHAINS,))
     assert kernel_module.kernel_moments(jax.random.key(0), nodes, edges, program, SCHEDULE,
                                         [x[0] for x in init], []) is not None  # the kernels' path

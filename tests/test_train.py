@@ -179,13 +179,15 @@ def test_ising_gradient_summed_over_pieces_of_samples_matches_exact(monkeypatch)
     of two (the first piece, the loop, one left over), still give the exact gradient."""
     import heatbath.kernels.pieces as pieces
 
-    monkeypatch.setattr(pieces, "PIECE_ELEMENTS", 2 * 6)  # two samples of the six free spins a piece
+    monkeypatch.setattr(pieces, "PIECE_ELEMENTS", 2 * 6)  # two samples of the six free spins a piece ...
+    monkeypatch.setattr(pieces, "PIECE_TOTAL", 2 * 6)  # ... however many chains run
     rng = np.random.default_rng(6)
     model, nodes = _ising(rng)
     vis, hid = nodes[:3], nodes[3:]
     schedule = SamplingSchedule(6, 7, 2)
     spec = ht.TrainingSpec(model, [Block(vis)], [], color_blocks(model, nodes=hid), color_blocks(model), schedule, schedule)
     blocks = spec.negative_free_blocks
+    assert pieces.samples_per_piece(spec.program_negative(model), schedule, 3000) == 2
     counted, final = pieces.fold_kernel_samples(jax.random.key(0), spec.program_negative(model), schedule,
                                                 [jnp.zeros(len(b), bool) for b in blocks], [],
                                                 lambda count, samples: count + samples[0].shape[0], 0)

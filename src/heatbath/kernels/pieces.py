@@ -5,11 +5,12 @@ Where the sums an observer would keep (moments, energy gradients) only need the 
 pairwise kernels can make them instead: `sample_states` records a piece of samples of the free blocks
 (one kernel call over every vmapped chain), `fold` adds them to the sums, and the next piece starts
 from the piece's last state. The pieces make up one chain with the schedule's sweeps between samples,
-as the observer's run does. Each chain holds at most max(PIECE_ELEMENTS, PIECE_TOTAL / chains) sampled
-values at a time, where `chains` is how many chains the caller vmaps the fold over (it says so when it
-knows: the training gradients do; else 1): every piece restarts the sampler, a few hundred small
-kernels on a GPU, so the few chains of a training step run their whole schedule in one piece
-(THRML's P(14) training example on an H200: 7.4 ms a phase in 7 pieces, 5.8 ms in one).
+as the observer's run does. A chain holds at most PIECE_ELEMENTS sampled values at a time, or, where
+the caller says how many chains it vmaps the fold over (the training gradients do),
+max(PIECE_ELEMENTS, PIECE_TOTAL / chains): every piece restarts the sampler, a few hundred small
+kernels on a GPU, so the chains of a training step run their whole schedule in one piece where it
+fits (THRML's P(14) training example on an H200: 7.4 ms a phase in 7 pieces, 5.8 ms in one). Only
+then can the two phases share their kernel launches (`paired_runs`).
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule, samp
 __all__ = ["PIECE_ELEMENTS", "PIECE_TOTAL", "fold_kernel_samples", "samples_per_piece"]
 
 PIECE_ELEMENTS = 1 << 16  # sampled free values a chain may always hold at a time (64 KiB of spins)
-PIECE_TOTAL = 1 << 25  # sampled free values all the vmapped chains may hold at a time, when their count is known
+PIECE_TOTAL = 1 << 28  # ... and all the vmapped chains together, where their count is known (256 MiB of spins)
 
 Sums = TypeVar("Sums")
 
 
-def samples_per_piece(program: BlockSamplingProgram, schedule: SamplingSchedule, vmapped_chains: int = 1) -> int:
+def samples_per_piece(program: BlockSamplingProgram, schedule: SamplingSchedule, vmapped_chains: int | None = None) -> int:
     """How many of the schedule's samples a piece of `fold_kernel_samples` holds (module docstring)."""
     n_free = max(1, sum(len(b) for b in program.gibbs_spec.free_blocks))
-    per_chain = max(PIECE_ELEMENTS, PIECE_TOTAL // max(1, vmapped_chains))
+    per_chain = PIECE_ELEMENTS if vmapped_chains is None else max(PIECE_ELEMENTS, PIECE_TOTAL // max(1, vmapped_chains))
     return max(1, min(schedule.n_samples, per_chain // n_free))
 
 
@@ -45,12 +46,12 @@ def fold_kernel_samples(
     clamped: list[Array],
     fold: Callable[[Sums, list[Array]], Sums],
     sums: Sums,
-    vmapped_chains: int = 1,
+    vmapped_chains: int | None = None,
 ) -> tuple[Sums, list[Array]] | None:
     """`(sums, last free state)` after `fold(sums, samples)` of every piece of the schedule's samples,
     where `samples[b]` is `[P, n_b]`, free block b at the piece's P samples; or None where no pairwise
     kernel runs `program` (the caller then runs its observer). `vmapped_chains`: how many chains the
-    caller runs this for under `jax.vmap`, which sizes the pieces (module docstring)."""
+    caller runs this for under `jax.vmap`, if it knows, which sizes the pieces (module docstring)."""
     from heatbath.kernels.pairwise_tables import pairwise_kind
 
     if pairwise_kind(program)[0] is None or schedule.n_samples < 1:

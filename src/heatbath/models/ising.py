@@ -165,7 +165,7 @@ def estimate_moments(
 
 
 def _moments(key, first_moment_nodes, second_moment_edges, program, schedule, init_state, clamped_data,
-             vmapped_chains: int = 1):
+             vmapped_chains: int | None = None):
     """`estimate_moments`, told how many chains the caller vmaps it over (sizes the kernels' pieces)."""
     spec = [[(n,) for n in first_moment_nodes], [tuple(e) for e in second_moment_edges]]
     present = [i for i, moments in enumerate(spec) if moments]

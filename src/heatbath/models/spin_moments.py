@@ -86,7 +86,7 @@ def kernel_moments(
     schedule: SamplingSchedule,
     init_state: list[Array],
     clamped_data: list[Array],
-    vmapped_chains: int = 1,
+    vmapped_chains: int | None = None,
 ) -> tuple[Float[Array, " n"], Float[Array, " e"]] | None:
     """`(⟨s_i⟩ [n], ⟨s_i s_j⟩ [e])` over the schedule's samples, spins as ±1, or None where the pairwise
     spin kernels do not run `program` (the caller then runs the observer). `vmapped_chains`: how many
