@@ -20,7 +20,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Key, PyTree
+from jaxtyping import Array, Int8, Key, PyTree, UInt32
 
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.batched import chain_block_states
@@ -97,7 +97,7 @@ def _pairable(program: BlockSamplingProgram, schedule: SamplingSchedule, chains:
     return method == "auto" and len(devices) == 1 and chosen_method("auto", program, tables, devices, chains) == "table"
 
 
-def _pad_chains(words, states):
+def _pad_chains(words: UInt32[Array, "chains 2"], states: list[Int8[Array, "n chains"]]):
     """Throw-away chains up to the table kernel's chain multiple, as `run_pairwise` pads them."""
     pad = -words.shape[0] % CHAIN_MULTIPLE
     if not pad:
@@ -116,7 +116,8 @@ class _Run(NamedTuple):
     seeds_of: Callable
 
 
-def _table_run(program, words, states) -> _Run:
+def _table_run(program: BlockSamplingProgram, words: UInt32[Array, "chains 2"],
+               states: list[Int8[Array, "n chains"]]) -> _Run:
     tables = pairwise_tables(program)
     params = [block_couplings(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
     blocks = table_blocks(tables, table_layouts(tables), params)
@@ -151,7 +152,8 @@ def _paired_samples(program_a, program_b, schedule, native: bool, words_a, state
     def sweeps(carry, start, count):
         def body(i, carry):
             flats, _ = carry
-            return sweep(flats, carry[1]), tuple(run.seeds_of(start + i.astype(jnp.uint32) + jnp.uint32(1)) for run in runs)
+            sweep_index = start + i.astype(jnp.uint32) + jnp.uint32(1)
+            return sweep(flats, carry[1]), tuple(run.seeds_of(sweep_index) for run in runs)
 
         return jax.lax.fori_loop(0, count, body, carry, unroll=sweeps_per_step(backend, count)) if count else carry
 
