@@ -248,6 +248,8 @@ def estimate_kl_grad(
     The positive phase clamps each data row (with `n_chains` chains per row, from `init_state_positive`
     of shape [n_chains, batch, nodes]); the negative phase samples the model (`init_state_negative`
     [n_chains, nodes]). Returns `(weight_grads, bias_grads, positive_moments, negative_moments)`.
+    On one CUDA GPU the two phases share their kernel launches (`kernels.paired_runs`), with the same
+    samples as one phase after the other.
     """
     _check_training_inputs(training_spec, data, conditioning_values, init_state_positive, init_state_negative)
     data, cond = list(data), list(conditioning_values)
