@@ -9,11 +9,12 @@ libraries get the same model (biases N(0, 1), couplings N(0, 0.3²), seed 0), th
 under `jax.jit`. Milliseconds per call: the best of `--repeats` calls after a compiling one.
 
     .venv-bench/bin/python bench/kl_grad.py [--repeats 3] [--batch 50] [--no-thrml] [--train-api] [--factorized]
-        [--potts]
+        [--potts] [--unpaired]
 
 `--train-api` also times heatbath's own `heatbath.train.estimate_kl_grad` on the same model and data
 sizes (it serves any factorised EBM: ∂E/∂θ by autodiff at every sample, or from the samples' moments
-for an `IsingEBM`, as here). `--factorized` times it with the same model as a `FactorizedEBM` of two
+for an `IsingEBM`, as here). `--unpaired` times heatbath's calls again with the two phases one after
+the other instead of in the same kernel launches (`kernels.paired_runs`, one CUDA GPU). `--factorized` times it with the same model as a `FactorizedEBM` of two
 `SpinEBMFactor`s, `--potts` on a q = 5 Potts model (heatbath alone: THRML trains Ising models only).
 """
 
@@ -164,6 +165,8 @@ def main(argv=None) -> None:
                         help="also time heatbath.train.estimate_kl_grad with the model as a FactorizedEBM")
     parser.add_argument("--potts", action="store_true",
                         help="also time heatbath.train.estimate_kl_grad on a q = 5 Potts model, 32 x 32 torus")
+    parser.add_argument("--unpaired", action="store_true",
+                        help="also time heatbath's calls with the phases one after the other (no paired launches)")
     args = parser.parse_args(argv)
     ours_call, what = gradient_call("heatbath", args.batch)
     print(f"device {jax.devices()[0].device_kind}; P(14), batch {args.batch}: {what}; best of {args.repeats} (ms)")
@@ -186,6 +189,22 @@ def main(argv=None) -> None:
     if args.potts:
         seconds, _ = best_time(potts_train_call(args.batch), args.repeats)
         print(f"heatbath.train.estimate_kl_grad, q = 5 Potts, 32 x 32 torus, 512 data nodes {1e3 * seconds:10.1f}", flush=True)
+    if args.unpaired:
+        _time_unpaired(args)
+
+
+def _time_unpaired(args) -> None:
+    """heatbath's calls again with `kernels.paired_runs` declining every pair: the phases one after
+    the other, as on machines where they cannot pair (the same samples)."""
+    import heatbath.kernels.paired_runs as paired_runs
+
+    paired_runs.fold_paired_runs = lambda *a, **k: None
+    jax.clear_caches()
+    ours, _ = best_time(gradient_call("heatbath", args.batch)[0], args.repeats)
+    print(f"unpaired: heatbath {1e3 * ours:10.1f}", flush=True)
+    if args.train_api:
+        seconds, _ = best_time(train_api_call(args.batch), args.repeats)
+        print(f"unpaired: heatbath.train.estimate_kl_grad {1e3 * seconds:10.1f}", flush=True)
 
 
 if __name__ == "__main__":
