@@ -54,10 +54,11 @@ def spin_moment_sums(up: Bool[Array, "P N"], nodes, heads, tails) -> tuple[Float
     `up` (True: +1). s_i s_j is +1 where two states agree, so Σ_t s_i s_j = P − 2 · (samples where they
     differ), counted 32 samples at a time as the popcount of the xor of packed bits: a pair costs
     P / 32 gathered words instead of P gathered booleans (the moment sums were the larger part of a
-    P(14) training gradient after its sampling, on an H200)."""
-    count = up.shape[0]
-    first = 2.0 * up.sum(0, dtype=jnp.int32)[nodes].astype(jnp.float32) - count
-    second = count - 2.0 * differing_samples(pack_samples(up), heads, tails).astype(jnp.float32)
+    P(14) training gradient after its sampling, on an H200). Σ_t s_i comes from the same words: XLA:CPU
+    reduced `up` over its samples at 1.6 ns an element (33 ms a phase of THRML's P(14) example)."""
+    count, packed = up.shape[0], pack_samples(up)
+    first = 2.0 * differing_samples(packed, nodes).astype(jnp.float32) - count  # one column: its up count
+    second = count - 2.0 * differing_samples(packed, heads, tails).astype(jnp.float32)
     return first, second
 
 

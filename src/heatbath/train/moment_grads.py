@@ -47,10 +47,10 @@ def _category_moments(x: Array, nodes: np.ndarray, heads: np.ndarray, tails: np.
     comparisons."""
     count, n_all = x.shape
     one_hot = x[:, :, None] == jnp.arange(k, dtype=x.dtype)  # [P, N, K]
-    first = one_hot.sum(0, dtype=jnp.int32)[nodes].astype(jnp.float32)
     planes = pack_samples(one_hot.reshape(count, n_all * k)).reshape(-1, n_all, k)  # [W, N, K]
+    first = jax.lax.population_count(planes[:, nodes, :]).sum(0, dtype=jnp.int32)  # not a sum over P: slow on XLA:CPU
     both = planes[:, heads, :, None] & planes[:, tails, None, :]  # [W, e, K, K]
-    return first, jax.lax.population_count(both).sum(0, dtype=jnp.int32).astype(jnp.float32)
+    return first.astype(jnp.float32), jax.lax.population_count(both).sum(0, dtype=jnp.int32).astype(jnp.float32)
 
 
 def moment_grad_sums(ebm: AbstractEBM, blocks: Sequence[Block]) -> GradSums | None:
