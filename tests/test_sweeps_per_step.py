@@ -15,7 +15,7 @@ import numpy as np
 
 from heatbath import Block, CategoricalNode, SamplingSchedule, sample_states
 from heatbath.kernels import init_lattice, init_potts_lattice, multispin_run, potts_lattice, run_lattice, run_potts_lattice
-from heatbath.kernels import pairwise_sweep, pallas_backend, schedule_loop, torus_run
+from heatbath.kernels import pallas_backend, schedule_loop, torus_run
 from heatbath.kernels.ising_torus import ising_torus
 from heatbath.kernels.pairwise_tables import pairwise_tables
 from heatbath.models.discrete_ebm import CategoricalEBM
@@ -57,7 +57,7 @@ def _unrolled_and_plain(monkeypatch, run, sample_loops: bool = False):
     for unrolled in (True, False):
         with monkeypatch.context() as patch:
             if unrolled:
-                for module in (multispin_run, torus_run, potts_lattice, pairwise_sweep):
+                for module in (multispin_run, torus_run, potts_lattice, schedule_loop):  # schedule_loop: the pairwise loop
                     patch.setattr(module, "sweeps_per_step", step)
                 if sample_loops:  # every kernel path's sample loop is `schedule_loop.run_schedule`
                     patch.setattr(schedule_loop, "samples_per_step", step)

@@ -25,12 +25,11 @@ from jaxtyping import Array, Int8, Key, PyTree, UInt32
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.batched import chain_block_states
 from heatbath.kernels.dispatch import key_words_of
-from heatbath.kernels.pairwise_sweep import chosen_method, reads_no_free_block, sweep_seeds, table_path_applies
+from heatbath.kernels.pairwise_sweep import chosen_method, reads_no_free_block, sweep_seeds_of, table_path_applies
 from heatbath.kernels.pairwise_tables import block_couplings, pairwise_kind, pairwise_tables
-from heatbath.kernels.pallas_backend import sweeps_per_step
 from heatbath.kernels.pieces import samples_per_piece
-from heatbath.kernels.schedule_loop import run_schedule
-from heatbath.kernels.table_spin import (CHAIN_MULTIPLE, fold_seeds, table_block_update, table_block_update_jnp,
+from heatbath.kernels.schedule_loop import run_schedule, seeded_sweeps
+from heatbath.kernels.table_spin import (CHAIN_MULTIPLE, table_block_update, table_block_update_jnp,
                                          table_blocks, table_layouts, table_pair_update, table_state)
 
 __all__ = ["PAIRED_METHOD", "FoldedRun", "fold_paired_runs"]
@@ -122,7 +121,7 @@ def _table_run(program: BlockSamplingProgram, words: UInt32[Array, "chains 2"],
     params = [block_couplings(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
     blocks = table_blocks(tables, table_layouts(tables), params)
     updates = [b for members in program.gibbs_spec.sampling_order for b in members]
-    return _Run(table_state(states), blocks, updates, lambda s: fold_seeds(sweep_seeds(words, s, len(params))))
+    return _Run(table_state(states), blocks, updates, sweep_seeds_of(words, len(params), folded=True))
 
 
 @eqx.filter_jit
@@ -148,15 +147,7 @@ def _paired_samples(program_a, program_b, schedule, native: bool, words_a, state
         return tuple(flats)
 
     backend = "pallas" if native else "jnp"
-
-    def sweeps(carry, start, count):
-        def body(i, carry):
-            flats, _ = carry
-            sweep_index = start + i.astype(jnp.uint32) + jnp.uint32(1)
-            return sweep(flats, carry[1]), tuple(run.seeds_of(sweep_index) for run in runs)
-
-        return jax.lax.fori_loop(0, count, body, carry, unroll=sweeps_per_step(backend, count)) if count else carry
-
+    sweeps = seeded_sweeps(sweep, lambda index: tuple(run.seeds_of(index) for run in runs), backend)
     sizes = [[len(b) for b in program.gibbs_spec.free_blocks] for program in (program_a, program_b)]
 
     def read(carry):

@@ -34,8 +34,8 @@ from heatbath.kernels.coupling_structure import CouplingForm
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
 from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
-from heatbath.kernels.pallas_backend import pallas_runs_on, sweeps_per_step
-from heatbath.kernels.schedule_loop import run_schedule
+from heatbath.kernels.pallas_backend import pallas_runs_on
+from heatbath.kernels.schedule_loop import run_schedule, seeded_sweeps
 from heatbath.kernels import pallas_categorical
 from heatbath.kernels.pallas_categorical import categorical_block_update, categorical_kernel_fits
 from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_block_update
@@ -46,7 +46,7 @@ from heatbath.kernels.table_spin import CHAIN_MULTIPLE as TABLE_CHAIN_MULTIPLE
 from heatbath.kernels.table_spin import fold_seeds, table_block_update, table_block_update_jnp, table_blocks, table_layouts, table_state
 from heatbath.kernels.cuda_runtime import nvrtc_available
 
-__all__ = ["run_pairwise", "chosen_method", "sweep_seeds", "tensor_path_applies", "check_method", "check_concrete_categories", "METHODS"]
+__all__ = ["run_pairwise", "chosen_method", "sweep_seeds", "sweep_seeds_of", "tensor_path_applies", "check_method", "check_concrete_categories", "METHODS"]
 
 
 def _gather_rows(state, neighbours: np.ndarray):
@@ -74,6 +74,14 @@ def sweep_seeds(chain_words, sweep, n_free: int):
     """Seed words `[n_free, chains]` of every block update of one sweep."""
     streams = sweep * jnp.uint32(n_free) + jnp.arange(n_free, dtype=jnp.uint32)
     return jax.vmap(lambda stream: stream_seeds(chain_words, stream))(streams)
+
+
+def sweep_seeds_of(chain_words, n_free: int, folded: bool):
+    """`seeds_of(sweep)`: `sweep_seeds`, `folded` as the table kernel takes them (`fold_seeds`, where
+    they are made, in the same fusion)."""
+    if folded:
+        return lambda sweep: fold_seeds(sweep_seeds(chain_words, sweep, n_free))
+    return lambda sweep: sweep_seeds(chain_words, sweep, n_free)
 
 
 def _select_weight(w: Float[Array, "n K_tail"], category: Array) -> Float[Array, "n chains"]:
@@ -189,28 +197,14 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
         state = list(states)
         sweep = lambda state, seeds: _sweep(params, tables, order, state, seeds, method == "pallas", forms)  # noqa: E731
         observe = lambda state: _observe(state, observed, tables.kind)  # noqa: E731
-    n_free = len(params)
-    # the table kernel takes its seeds folded: folded where they are made, in the same fusion
-    seeds_of = (lambda s: fold_seeds(sweep_seeds(chain_words, s, n_free))) if method.startswith("table") else (
-        lambda s: sweep_seeds(chain_words, s, n_free))
+    seeds_of = sweep_seeds_of(chain_words, len(params), folded=method.startswith("table"))
 
     if schedule.steps_per_sample >= 1 and reads_no_free_block(tables):
         chain_major = lambda state: [o.T for o in observe(state)]  # noqa: E731
         return _independent_samples(schedule, chain_words.shape[0], state, sweep, chain_major, seeds_of)
 
-    # The seeds travel in the loop carry so that they are materialised: computed inside the sweep,
-    # XLA fuses the per-chain cipher into the per-(node, chain) loop and recomputes it for every
-    # element (measured 70x slower on XLA:CPU; an optimisation barrier does not survive to fusion).
-    # GPU kernels run several sweeps per loop step: a step costs about as much as a small sweep.
     backend = "pallas" if method in NATIVE_GPU_METHODS else "jnp"
-
-    def sweeps(carry, start, count):
-        def body(i, carry):
-            state, seeds = carry
-            return sweep(state, seeds), seeds_of(start + i.astype(jnp.uint32) + jnp.uint32(1))
-
-        return jax.lax.fori_loop(0, count, body, carry, unroll=sweeps_per_step(backend, count)) if count else carry
-
+    sweeps = seeded_sweeps(sweep, seeds_of, backend)
     samples = run_schedule((state, seeds_of(jnp.uint32(0))), schedule, sweeps, lambda carry: observe(carry[0]), backend)
     return [jnp.transpose(s, (2, 0, 1)) for s in samples]  # [samples, nodes, chains] -> [chains, samples, nodes]
 

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 from jaxtyping import PyTree
 
 from heatbath.block_sampling import SamplingSchedule
-from heatbath.kernels.pallas_backend import samples_per_step
+from heatbath.kernels.pallas_backend import samples_per_step, sweeps_per_step
 
-__all__ = ["run_schedule"]
+__all__ = ["run_schedule", "seeded_sweeps"]
 
 
 def run_schedule(state, schedule: SamplingSchedule, sweeps: Callable, read: Callable, backend: str) -> PyTree:
@@ -34,3 +34,22 @@ def run_schedule(state, schedule: SamplingSchedule, sweeps: Callable, read: Call
     _, rest = jax.lax.scan(sample, state, jnp.arange(n_rest, dtype=jnp.uint32),
                            unroll=samples_per_step(backend, n_rest, schedule.steps_per_sample))
     return jax.tree.map(lambda first, later: jnp.concatenate([first[None], later]), read(state), rest)
+
+
+def seeded_sweeps(sweep: Callable, seeds_of: Callable, backend: str) -> Callable:
+    """`sweeps(carry, start, count)` for `run_schedule` over a carry `(state, seeds)`, where `seeds` are
+    the next sweep's: `sweep(state, seeds)` makes the new state and `seeds_of(sweep_index)` the seeds
+    of the sweep after it. The seeds travel in the loop carry so that they are materialised: computed
+    inside the sweep, XLA fuses the per-chain cipher into the per-(node, chain) loop and recomputes it
+    for every element (measured 70x slower on XLA:CPU; an optimisation barrier does not survive to
+    fusion). `backend` "pallas" runs several sweeps a loop step (`sweeps_per_step`): on a GPU a step
+    costs about as much as a small sweep."""
+
+    def sweeps(carry, start, count: int):
+        def body(i, carry):
+            state, seeds = carry
+            return sweep(state, seeds), seeds_of(start + i.astype(jnp.uint32) + jnp.uint32(1))
+
+        return jax.lax.fori_loop(0, count, body, carry, unroll=sweeps_per_step(backend, count)) if count else carry
+
+    return sweeps
