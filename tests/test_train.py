@@ -190,7 +190,7 @@ def test_ising_gradient_summed_over_pieces_of_samples_matches_exact(monkeypatch)
     assert pieces.samples_per_piece(spec.program_negative(model), schedule, 3000) == 2
     counted, final = pieces.fold_kernel_samples(jax.random.key(0), spec.program_negative(model), schedule,
                                                 [jnp.zeros(len(b), bool) for b in blocks], [],
-                                                lambda count, samples: count + samples[0].shape[0], 0)
+                                                lambda count, samples, clamped: count + samples[0].shape[0], 0)
     assert int(counted) == 7 and [x.shape for x in final] == [(len(b),) for b in blocks]
     data = jnp.asarray(rng.random((4, 3)) < 0.5)
     _check_against_exact(spec, [data], [], n_pos=200, n_neg=3000, seed=6)

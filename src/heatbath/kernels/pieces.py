@@ -44,12 +44,13 @@ def fold_kernel_samples(
     schedule: SamplingSchedule,
     init_state: list[Array],
     clamped: list[Array],
-    fold: Callable[[Sums, list[Array]], Sums],
+    fold: Callable[[Sums, list[Array], list[Array]], Sums],
     sums: Sums,
     vmapped_chains: int | None = None,
 ) -> tuple[Sums, list[Array]] | None:
-    """`(sums, last free state)` after `fold(sums, samples)` of every piece of the schedule's samples,
-    where `samples[b]` is `[P, n_b]`, free block b at the piece's P samples; or None where no pairwise
+    """`(sums, last free state)` after `fold(sums, samples, clamped)` of every piece of the schedule's
+    samples, where `samples[b]` is `[P, n_b]`, free block b at the piece's P samples, and `clamped` the
+    clamped blocks' values (the same fold as `paired_runs.FoldedRun`'s); or None where no pairwise
     kernel runs `program` (the caller then runs its observer). `vmapped_chains`: how many chains the
     caller runs this for under `jax.vmap`, if it knows, which sizes the pieces (module docstring)."""
     from heatbath.kernels.pairwise_tables import pairwise_kind
@@ -62,7 +63,7 @@ def fold_kernel_samples(
 
     def piece(key, sums, state, n_warmup: int, count: int):
         samples = sample_states(key, program, SamplingSchedule(n_warmup, count, steps), state, clamped, free_blocks)
-        return fold(sums, samples), [x[-1] for x in samples]
+        return fold(sums, samples, clamped), [x[-1] for x in samples]
 
     key_first, key_rest = jax.random.split(key)
     sums, state = piece(key_first, sums, list(init_state), schedule.n_warmup, per_piece)

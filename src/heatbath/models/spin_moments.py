@@ -97,9 +97,7 @@ def kernel_moments(
     if pairwise_kind(program)[0] != "spin":
         return None
     fold, zeros = moment_fold(first_moment_nodes, second_moment_edges, program)
-    clamped = list(clamped_data)
-    folded = fold_kernel_samples(key, program, schedule, init_state, clamped, lambda sums, samples: fold(sums, samples, clamped),
-                                 zeros, vmapped_chains)
+    folded = fold_kernel_samples(key, program, schedule, init_state, list(clamped_data), fold, zeros, vmapped_chains)
     if folded is None:
         return None
     (first, second), _ = folded

@@ -106,12 +106,8 @@ def _run_phase(key, ebm, program, schedule, init_state, clamped, vmapped_chains:
     observer = EnergyGradObserver(ebm)
     spec = program.gibbs_spec
     add = grad_summer(ebm, list(spec.free_blocks) + list(spec.clamped_blocks))
-
-    def fold(sums, samples: list):
-        return add(sums, samples, clamped)
-
     carry_init = observer.init_from(init_state)  # (zero gradient sums, zero energy sum, the state)
-    folded = fold_kernel_samples(key, program, schedule, list(init_state), list(clamped), fold, carry_init[:2],
+    folded = fold_kernel_samples(key, program, schedule, list(init_state), list(clamped), add, carry_init[:2],
                                  vmapped_chains)
     if folded is None:
         carry, _ = sample_with_observation(key, program, schedule, list(init_state), list(clamped), carry_init, observer)
