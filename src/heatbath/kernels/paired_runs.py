@@ -32,7 +32,7 @@ from heatbath.kernels.schedule_loop import run_schedule, seeded_sweeps
 from heatbath.kernels.table_spin import (CHAIN_MULTIPLE, table_block_update, table_block_update_jnp,
                                          table_blocks, table_layouts, table_pair_update, table_state)
 
-__all__ = ["PAIRED_METHOD", "FoldedRun", "fold_paired_runs"]
+__all__ = ["PAIRED_METHOD", "FoldedRun", "fold_paired_runs", "fold_training_phases"]
 
 
 class FoldedRun(NamedTuple):
@@ -82,6 +82,29 @@ def fold_paired_runs(first: FoldedRun, second: FoldedRun, schedule: SamplingSche
         sums = jax.vmap(run.fold, in_axes=(None, 0, clamp_axes))(run.sums, run_samples, list(run.clamped))
         out.append((sums, [s[:, -1] for s in run_samples]))
     return tuple(out)
+
+
+def fold_training_phases(positive: tuple, negative: tuple, conditioning: list, schedules: tuple, fold_of: Callable):
+    """A training gradient's two phases through `fold_paired_runs`: `((sums / n_samples, final free
+    state), (the same))` per chain, or None where they cannot pair (or their schedules differ).
+
+    `positive` is `(program, keys [n_chains, batch], init_state (per free block [n_chains, batch,
+    nodes]), data (per data block [batch, nodes]))`, its chains flattened in the results (chain i,
+    data row j at i · batch + j); `negative` is `(program, keys [chains], init_state)`; the
+    `conditioning` values are clamped in both; `fold_of(program)` gives that phase's `(fold, sums)`."""
+    (program_pos, keys_pos, init_pos, data), (program_neg, keys_neg, init_neg) = positive, negative
+    if schedules[0] != schedules[1]:
+        return None
+    n_chains, batch = keys_pos.shape
+    flat_init = [x.reshape((n_chains * batch,) + x.shape[2:]) for x in init_pos]
+    clamped = [jnp.tile(d, (n_chains, 1)) for d in data] + list(conditioning)
+    runs = (FoldedRun(keys_pos.reshape(-1), program_pos, flat_init, clamped, *fold_of(program_pos)),
+            FoldedRun(keys_neg, program_neg, list(init_neg), list(conditioning), *fold_of(program_neg)))
+    folded = fold_paired_runs(*runs, schedules[0])
+    if folded is None:
+        return None
+    n = schedules[0].n_samples
+    return tuple((jax.tree.map(lambda s: s / n, sums), final) for sums, final in folded)
 
 
 def _pairable(program: BlockSamplingProgram, schedule: SamplingSchedule, chains: int, method: str) -> bool:

@@ -211,26 +211,15 @@ def _check_training_inputs(spec: IsingTrainingSpec, data, conditioning_values, i
 
 def _paired_moments(bias_nodes, weight_edges, spec: IsingTrainingSpec, keys_pos, init_pos, data, cond, keys_neg, init_neg):
     """Per-chain moments `((first, second) positive, (first, second) negative)` of both phases run in
-    the same kernel launches (`kernels.paired_runs`), the positive chains flattened (chain i, data row
-    j at i · batch + j); or None where the phases cannot run so (then each runs on its own)."""
-    from heatbath.kernels.paired_runs import FoldedRun, fold_paired_runs
+    the same kernel launches (`paired_runs.fold_training_phases`, positive chains flattened), or None
+    where the phases cannot run so (then each runs on its own)."""
+    from heatbath.kernels.paired_runs import fold_training_phases
 
-    schedule = spec.schedule_positive
-    if schedule != spec.schedule_negative or not jax.tree.leaves(init_pos):
-        return None
-    n_pos, batch = keys_pos.shape
-    runs = []
-    for program, keys, init, clamped in (
-        (spec.program_positive, keys_pos.reshape(-1), [x.reshape((n_pos * batch,) + x.shape[2:]) for x in init_pos],
-         [jnp.tile(d, (n_pos, 1)) for d in data] + cond),
-        (spec.program_negative, keys_neg, list(init_neg), cond),
-    ):
-        fold, zeros = moment_fold(bias_nodes, weight_edges, program)
-        runs.append(FoldedRun(keys, program, init, list(clamped), fold, zeros))
-    folded = fold_paired_runs(*runs, schedule)
-    if folded is None:
-        return None
-    return tuple(tuple(m / schedule.n_samples for m in sums) for sums, _ in folded)
+    folded = fold_training_phases((spec.program_positive, keys_pos, init_pos, data),
+                                  (spec.program_negative, keys_neg, init_neg), cond,
+                                  (spec.schedule_positive, spec.schedule_negative),
+                                  lambda program: moment_fold(bias_nodes, weight_edges, program))
+    return None if folded is None else tuple(moments for moments, _ in folded)
 
 
 def estimate_kl_grad(

@@ -120,31 +120,16 @@ def _run_phase(key, ebm, program, schedule, init_state, clamped, vmapped_chains:
 
 def _paired_phases(spec: TrainingSpec, ebm, positive: tuple, negative: tuple, cond: list):
     """Per-chain `(mean ∂E/∂θ, mean energy, final free state)` of both phases run in the same kernel
-    launches (`kernels.paired_runs`), the positive chains flattened (chain i, data row j at
-    i · batch + j); or None where they cannot run so (then each phase runs on its own, `_run_phase`)."""
-    from heatbath.kernels.paired_runs import FoldedRun, fold_paired_runs
+    launches (`paired_runs.fold_training_phases`, positive chains flattened); or None where they
+    cannot run so (then each phase runs on its own, `_run_phase`)."""
+    from heatbath.kernels.paired_runs import fold_training_phases
 
-    schedule = spec.schedule_positive
-    if schedule != spec.schedule_negative:
-        return None
-    (program_pos, keys_pos, init_pos, data), (program_neg, keys_neg, init_neg) = positive, negative
-    n_chains, batch = keys_pos.shape
-    runs = []
-    for program, keys, init, clamped in (
-        (program_pos, keys_pos.reshape(-1), [x.reshape((n_chains * batch,) + x.shape[2:]) for x in init_pos],
-         [jnp.tile(d, (n_chains, 1)) for d in data] + list(cond)),
-        (program_neg, keys_neg, list(init_neg), list(cond)),
-    ):
-        spec_blocks = list(program.gibbs_spec.free_blocks) + list(program.gibbs_spec.clamped_blocks)
-        add = grad_summer(ebm, spec_blocks)
-        zeros = EnergyGradObserver(ebm).init_from([])[:2]
-        runs.append(FoldedRun(keys, program, init, clamped, add, zeros))
-    folded = fold_paired_runs(*runs, schedule)
-    if folded is None:
-        return None
-    n = schedule.n_samples
-    return tuple((jax.tree.map(lambda g: g / n, grad_sum), energy_sum / n, final)
-                 for (grad_sum, energy_sum), final in folded)
+    def fold_of(program):
+        blocks = list(program.gibbs_spec.free_blocks) + list(program.gibbs_spec.clamped_blocks)
+        return grad_summer(ebm, blocks), EnergyGradObserver(ebm).init_from([])[:2]
+
+    folded = fold_training_phases(positive, negative, cond, (spec.schedule_positive, spec.schedule_negative), fold_of)
+    return None if folded is None else tuple((grad, energy, final) for (grad, energy), final in folded)
 
 
 def _chain_mean_and_stderr(per_chain, has_batch_axis: bool):
