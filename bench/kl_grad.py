@@ -13,9 +13,10 @@ under `jax.jit`. Milliseconds per call: the best of `--repeats` calls after a co
 
 `--train-api` also times heatbath's own `heatbath.train.estimate_kl_grad` on the same model and data
 sizes (it serves any factorised EBM: ∂E/∂θ by autodiff at every sample, or from the samples' moments
-for an `IsingEBM`, as here). `--unpaired` times heatbath's calls again with the two phases one after
-the other instead of in the same kernel launches (`kernels.paired_runs`, one CUDA GPU). `--factorized` times it with the same model as a `FactorizedEBM` of two
+for an `IsingEBM`, as here). `--factorized` times it with the same model as a `FactorizedEBM` of two
 `SpinEBMFactor`s, `--potts` on a q = 5 Potts model (heatbath alone: THRML trains Ising models only).
+`--unpaired` times heatbath's calls again with the two phases one after the other instead of in the
+same kernel launches (`kernels.paired_runs`, one CUDA GPU).
 """
 
 from __future__ import annotations
