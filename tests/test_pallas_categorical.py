@@ -217,7 +217,7 @@ def test_batched_call_passes_the_forms_it_reads_on_gpus(monkeypatch):
     from heatbath.kernels import batched, coupling_structure
 
     seen = []
-    monkeypatch.setattr(batched, "_run_pairwise", lambda *args: seen.append(args[-1]))
+    monkeypatch.setattr(batched, "_run_pairwise", lambda *args: seen.append(args[-2]))  # (..., forms, dtypes)
     program, blocks, _ = _prepared(_potts_lattice(0.8), 3, 0)
     init = [jnp.zeros((4, len(block)), jnp.uint8) for block in blocks]
     call = lambda: batched.sample_states_batched(jax.random.key(0), program, SamplingSchedule(1, 1, 1), init, [], blocks)  # noqa: E731

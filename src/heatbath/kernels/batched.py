@@ -36,7 +36,7 @@ from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.errors import HeatbathError, StateError
 from heatbath.kernels.counter_rng import STREAM_TAG as _STREAM_TAG
 from heatbath.kernels.counter_rng import key_words, threefry2x32
-from heatbath.kernels.pairwise_sweep import check_concrete_categories, check_method, run_pairwise
+from heatbath.kernels.pairwise_sweep import check_concrete_categories, check_method, observed_dtypes_of, run_pairwise
 from heatbath.kernels.coupling_structure import call_forms
 from heatbath.kernels.identity_cache import IdentityCache
 from heatbath.kernels.potts_torus import run_potts_torus_chains, torus_model
@@ -263,8 +263,10 @@ def sample_states_batched(
             return _run_torus(key, block_states, index, *torus_weights(torus), L=torus.L, q=getattr(torus, "q", None),
                               schedule=schedule, backend=backend, devices=split)
         forms = call_forms(program, tables, jax.devices() if devices is None else devices, keep_j=False)
+        dtypes = observed_dtypes_of(program, [program.gibbs_spec.node_ids(Block(b).nodes[:1])[0] if len(Block(b)) else None
+                                              for b in nodes_to_sample])
         return _run_pairwise(key, program, schedule, list(init_state_free), list(state_clamp), observed, devices, method,
-                             forms)
+                             forms, dtypes)
     block_states = chain_block_states(program, list(init_state_free), list(state_clamp), chains)
     global_state = _batched_global(program, block_states)
     return _run(key, program, schedule, global_state, [Block(block) for block in nodes_to_sample])
@@ -345,35 +347,36 @@ def _run_torus(key, block_states, index, J, h, *, L: int, q: int | None, schedul
     return run_potts_torus_chains(words, block_states, index, J, h, q=q, **options)
 
 
-def _run_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, method: str, forms):
+def _run_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, method: str, forms, dtypes):
     """Key to samples in one compiled call (eager set-up cost 10-25 ms a call, measured), found by
     the program's structure (`program_structure`): a new program of the same structure, as in
     training, compiles nothing new. (`eqx.filter_jit` flattened and hashed the whole program on every
     call, about 0.3 ms a call on an H200, a tenth of a 1,000-chain P(14) call.)"""
     structure, arrays = split_program(program)
     try:
-        call = _pairwise_call(structure, schedule, devices, method, forms)
+        call = _pairwise_call(structure, schedule, devices, method, forms, dtypes)
     except TypeError:  # an unhashable non-array leaf: no cache key, so equinox's jit
-        return _filter_jit_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, method, forms)
+        return _filter_jit_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, method, forms,
+                                    dtypes)
     return call(key, arrays, init_state_free, state_clamp, observed)
 
 
 @functools.lru_cache(maxsize=32)
-def _pairwise_call(structure: ProgramStructure, schedule, devices, method: str, forms):
+def _pairwise_call(structure: ProgramStructure, schedule, devices, method: str, forms, dtypes):
     """The jitted key-to-samples call for programs of one `structure` (`program_structure`)."""
 
     def call(key, arrays, init_state_free, state_clamp, observed):
         program = join_program(structure, arrays)
-        return _pairwise_body(key, program, schedule, init_state_free, state_clamp, observed, devices, method, forms)
+        return _pairwise_body(key, program, schedule, init_state_free, state_clamp, observed, devices, method, forms, dtypes)
 
     return jax.jit(call)
 
 
-def _pairwise_body(key, program, schedule, init_state_free, state_clamp, observed, devices, method: str, forms):
+def _pairwise_body(key, program, schedule, init_state_free, state_clamp, observed, devices, method: str, forms, dtypes):
     chains = init_state_free[0].shape[0]
     block_states = chain_block_states(program, init_state_free, state_clamp, chains)
     words = chain_words_from_key(key, chains)
-    return run_pairwise(program, schedule, words, block_states, observed, devices, method, forms=forms)
+    return run_pairwise(program, schedule, words, block_states, observed, devices, method, forms=forms, observed_dtypes=dtypes)
 
 
 _filter_jit_pairwise = eqx.filter_jit(_pairwise_body)

@@ -102,6 +102,8 @@ def known_coupling_forms(program: BlockSamplingProgram, tables: NeighbourTables)
 
 
 def _block_form(program: BlockSamplingProgram, tables: NeighbourTables, b: int) -> CouplingForm:
+    if tables.spin_blocks[b] or any(program.per_block_interactions[b][j].n_spin for j in tables.pair_interactions[b]):
+        return None  # spins among categories: their weights are not [n, m, K, K_tail] (`block_couplings` makes them so)
     diagonals = []
     for j in tables.pair_interactions[b]:
         weights = program.per_block_interactions[b][j].weights  # [n, m, K, K_tail]

@@ -153,7 +153,7 @@ def _read_uniform_weights(program: BlockSamplingProgram, tables: NeighbourTables
 def host_biases(program: BlockSamplingProgram, tables: NeighbourTables, b: int) -> np.ndarray:
     """Each node's total bias in free block b, summed on the host from concrete weights as
     `block_couplings` sums it: `[n_b]` for spins, `[n_b, q]` for categories."""
-    head = () if tables.kind == "spin" else (tables.n_categories,)
+    head = () if tables.kind == "spin" else (tables.categories[b],)
     total = np.zeros((tables.block_sizes[b], *head), np.float32)
     for j in tables.bias_interactions[b]:
         w = np.asarray(jax.device_get(program.per_block_interactions[b][j].weights), np.float32)  # [n, k, *head]

@@ -20,6 +20,8 @@ into one loop; keeping blocks as separate arrays means writing a block back copi
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -94,16 +96,25 @@ def _select_weight(w: Float[Array, "n K_tail"], category: Array) -> Float[Array,
     return value
 
 
-def _categories(bias, couplings, sources, states, u, dtype):
+def _categories(bias, couplings, sources, dense, states, u, dtype):
     """Categories `[n, chains]` drawn from softmax(θ) by inverting its CDF at u.
 
     θ is kept as K separate `[n, chains]` arrays (K is small and static) and every step is
     elementwise, so XLA fuses the neighbour gathers, the softmax and the CDF inversion of a block into
     one loop instead of materialising `[n, chains, K]` intermediates (which made the update bound by
-    memory traffic: 24 flips/ns for q=5 Potts on an H200)."""
+    memory traffic: 24 flips/ns for q=5 Potts on an H200). A dense source (a bipartite layer, as an
+    RBM's hidden units read its pixels) adds Σ_j W[:, j, k, c_j] as one product with its one-hot states
+    per k instead: unrolling its many slots was 3-10x slower than the generic loop (the digits RBM)."""
     n_categories = bias.shape[1]
     theta = [jnp.broadcast_to(bias[:, k, None], u.shape) for k in range(n_categories)]
-    for (source, neighbours, _), w in zip(sources, couplings):  # w: [n, D, K, K_tail]
+    for (source, neighbours, _), w, is_dense in zip(sources, couplings, dense):  # w: [n, D or m, K, K_tail]
+        if is_dense:  # full float32 precision: TF32 would change the conditional probabilities
+            tail = jnp.arange(w.shape[-1], dtype=states[source].dtype)[None, :, None]
+            one_hot = (states[source][:, None, :] == tail).astype(jnp.float32).reshape(-1, u.shape[1])  # [m * K_tail, chains]
+            for k in range(n_categories):
+                table = w[:, :, k, :].reshape(w.shape[0], -1)
+                theta[k] = theta[k] + jnp.matmul(table, one_hot, precision=jax.lax.Precision.HIGHEST)
+            continue
         gathered = _gather_rows(states[source], neighbours)
         for d in range(neighbours.shape[1]):
             for k in range(n_categories):
@@ -119,10 +130,10 @@ def _update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: 
     # what the Pallas kernels read: (source state, neighbour table, couplings) per source block
     sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
     if tables.kind == "categorical":
-        if use_pallas and categorical_kernel_fits(bias, sources, seeds.shape[1]):
+        if use_pallas and not any(tables.dense[b]) and categorical_kernel_fits(bias, sources, seeds.shape[1]):
             return categorical_block_update(bias, node_ids, seeds[b], sources, states[b].dtype, form=forms[b])
         u = uniform_from_words(update_words(seeds[b], node_ids))
-        return _categories(bias, couplings, tables.sources[b], states, u, states[b].dtype)
+        return _categories(bias, couplings, tables.sources[b], tables.dense[b], states, u, states[b].dtype)
     if use_pallas and not any(tables.dense[b]):
         return pallas_block_update(bias, node_ids, seeds[b], sources)
     field = _field(bias, couplings, tables.sources[b], tables.dense[b], states, seeds.shape[1])
@@ -408,6 +419,7 @@ def run_pairwise(
     method: str = "auto",
     cpu_kernel: bool = True,
     forms: tuple[CouplingForm, ...] | None = None,
+    observed_dtypes: tuple | None = None,
 ) -> list[Array]:
     """Run `schedule` on every chain; `block_states` holds every block (free, then clamped).
 
@@ -436,6 +448,10 @@ def run_pairwise(
     `forms` (per free block) says what is known of each block's couplings (Potts-like or not,
     `coupling_structure.call_forms`), read by callers that see concrete weights before tracing
     (`dispatch`, `sample_states_batched`); by default nothing is known. It changes the speed only.
+
+    A categorical program's samples come back in each observed block's storage dtype (spins among
+    its categories as booleans): `observed_dtypes` (`observed_dtypes_of`), which callers whose
+    `observed_ids` are traced must give.
     """
     tables = pairwise_tables(program)
     devices = tuple(jax.devices() if devices is None else devices)
@@ -459,11 +475,35 @@ def run_pairwise(
     pad = -chains % (len(devices) * tile)
     if tables.kind == "spin":
         states: list[Int8[Array, "n c"]] = [jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states]
-    else:
-        states = [s.T for s in block_states]  # checked in `_run`
+    else:  # checked in `_run`; spins among categories as categories 0 (down) and 1 (up)
+        states = [(s.astype(jnp.uint8) if spin else s).T for s, spin in zip(block_states, tables.spin_blocks)]
     if pad:
         chain_words = jnp.concatenate([chain_words, jnp.zeros((pad, 2), jnp.uint32)])
         states = [jnp.pad(s, ((0, 0), (0, pad)), constant_values=1 if tables.kind == "spin" else 0) for s in states]
     observed = [jnp.asarray(ids, jnp.int32) for ids in observed_ids]
     out = _run(program, schedule, tables, devices, method, tuple(forms or ()), chain_words, states, observed)
-    return [o[:chains] for o in out] if pad else out
+    out = [o[:chains] for o in out] if pad else out
+    if tables.kind == "spin":
+        return out
+    if observed_dtypes is None:  # the ids are concrete here (a caller passing traced ids gives the dtypes)
+        observed_dtypes = observed_dtypes_of(program, [ids[0] if len(ids) else None for ids in map(np.asarray, observed_ids)])
+    return _as_stored(out, observed_dtypes)
+
+
+def observed_dtypes_of(program: BlockSamplingProgram, first_ids: Sequence[int | None]) -> tuple:
+    """The storage dtype of the nodes of each observed block, from one node id of each (None for an
+    empty block): what `run_pairwise` returns a categorical program's samples in."""
+    spec = program.gibbs_spec
+    return tuple(None if i is None else np.dtype(jax.tree.leaves(spec.sd_struct(int(spec.node_sd[int(i)])))[0].dtype)
+                 for i in first_ids)
+
+
+def _as_stored(samples: list[Array], dtypes: tuple) -> list[Array]:
+    """Categorical samples in the dtype of the nodes they observe (the flat state of a program whose
+    blocks differ in dtype holds the widest), spins (categories 0 and 1) as booleans."""
+    out = []
+    for sample, dtype in zip(samples, dtypes):
+        if dtype is not None and sample.dtype != dtype:
+            sample = sample == 1 if dtype == np.bool_ else sample.astype(dtype)
+        out.append(sample)
+    return out

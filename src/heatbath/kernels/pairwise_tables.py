@@ -43,8 +43,12 @@ class NeighbourTables:
     - `bias_interactions[b]`, `pair_interactions[b]`: which interactions of b are biases (no tails)
       and which are pairwise couplings (one tail), in the column order of the coupling table.
     - `node_ids[b]`: spec-wide ids of the nodes of block b, used to key their random words.
-    - `dense[b][i]`: whether spin block b reads its i-th source through a dense `[n_b, n_source]`
-      coupling matrix and a matrix product (dense bipartite layers, as in RBMs) instead of a gather.
+    - `dense[b][i]`: whether free block b reads its i-th source through a dense `[n_b, n_source]`
+      coupling matrix (`[n_b, n_source, K, K_tail]` for categories) and a matrix product (dense
+      bipartite layers, as in RBMs) instead of a gather.
+    - `categories[b]`, `tail_widths[b][i]`: in a categorical program, the category counts of free block
+      b and of what its i-th source's coupling table indexes (2 for spin blocks, which run as
+      categories 0 = down and 1 = up).
     """
 
     sources: tuple[tuple[tuple[int, np.ndarray, np.ndarray], ...], ...]
@@ -53,17 +57,22 @@ class NeighbourTables:
     node_ids: tuple[np.ndarray, ...]
     block_sizes: tuple[int, ...]
     kind: str  # "spin" or "categorical"
-    n_categories: int  # 2 for spins
+    n_categories: int  # 2 for spins; for categories the count of every free block, or 0 where they differ
     dense: tuple[tuple[bool, ...], ...] = ()  # per free block and source: couplings as a dense matrix
     zero_columns: tuple[int, ...] = ()  # per free block: the all-zero column padding slots point at
+    spin_blocks: tuple[bool, ...] = ()  # per block (free, then clamped): whether it holds spins
+    categories: tuple[int, ...] = ()  # per free block: its category count (2 for spins)
+    tail_widths: tuple[tuple[int, ...], ...] = ()  # per free block and source: the source's categories in the tables
 
 
 def pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
     """("spin" or "categorical", "") if a pairwise kernel can run `program`, else (None, why not).
 
-    Spin: every free block uses the built-in SpinGibbsConditional, every interaction is a bias or a
-    coupling to one spin, every block holds scalar booleans. Categorical: the same with
-    CategoricalGibbsConditional (one category count), categorical tails and unsigned integer states.
+    Every free block uses the built-in SpinGibbsConditional (scalar boolean states) or
+    CategoricalGibbsConditional (scalar unsigned integer states, at most MAX_CATEGORIES categories),
+    and every interaction is a bias or a coupling to one node. Spin: every block holds spins.
+    Categorical: any other mix, category counts free to differ from block to block; spins then run
+    as two categories, 0 for down and 1 for up (`block_couplings` writes their weights so).
     The answer rests on types and shapes alone, so it is remembered per program (a loop of batched
     calls asks it every call: 0.1-0.2 ms).
     """
@@ -73,31 +82,39 @@ def pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
 def _pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
     spec = program.gibbs_spec
     kinds = {type(sampler) for sampler in program.samplers}
-    if kinds == {SpinGibbsConditional}:
-        kind, head_axes, n_spin, state_kind = "spin", 0, 1, "b"
-    elif kinds == {CategoricalGibbsConditional} and len({s.n_categories for s in program.samplers}) == 1:
-        kind, head_axes, n_spin, state_kind = "categorical", 1, 0, "u"
-        if program.samplers[0].n_categories > MAX_CATEGORIES:
-            return None, f"more than {MAX_CATEGORIES} categories (the kernel unrolls K x K selects)"
-    else:
-        return None, "the free blocks do not all use SpinGibbsConditional, or all CategoricalGibbsConditional(K)"
+    if not kinds <= {SpinGibbsConditional, CategoricalGibbsConditional}:
+        return None, "the free blocks do not all use SpinGibbsConditional or CategoricalGibbsConditional"
+    too_many = [s.n_categories for s in program.samplers if isinstance(s, CategoricalGibbsConditional)
+                and s.n_categories > MAX_CATEGORIES]
+    if too_many:
+        return None, f"{too_many[0]} categories, more than {MAX_CATEGORIES} (the kernel unrolls K x K selects)"
+    spins = []
+    for b in range(len(spec.blocks)):
+        leaves = jax.tree.leaves(spec.sd_struct(int(spec.block_sd_index[b])))
+        state_kind = np.dtype(leaves[0].dtype).kind if len(leaves) == 1 and leaves[0].shape == () else None
+        sampler = program.samplers[b] if b < len(spec.free_blocks) else None
+        want = {SpinGibbsConditional: "b", CategoricalGibbsConditional: "u"}.get(type(sampler), "bu")
+        if state_kind is None or state_kind not in want:
+            return None, f"block {b} does not hold scalar {'boolean spins' if want == 'b' else 'unsigned categories'}"
+        spins.append(state_kind == "b")
+    kind = "spin" if all(spins) else "categorical"  # spins among categories are categories 0 (down) and 1 (up)
+    sd_is_spin = {int(spec.block_sd_index[b]): spin for b, spin in enumerate(spins)}
     for b in range(len(spec.free_blocks)):
+        head_axes = 0 if spins[b] else 1
         for interaction, entry in zip(program.per_block_interactions[b], program.tables.per_block[b]):
             if not isinstance(interaction, DiscreteEBMInteraction):
                 return None, f"free block {b} has a {type(interaction).__name__} interaction"
             tails = len(entry.tail_sd)
-            if tails > 1 or np.ndim(interaction.weights) != 2 + head_axes + (tails if kind == "categorical" else 0):
-                return None, f"free block {b} has a higher-order or mixed interaction"
-            if kind == "categorical" and np.shape(interaction.weights)[2] != program.samplers[b].n_categories:
+            tail_spin = tails == 1 and sd_is_spin[int(entry.tail_sd[0])]
+            tail_axes = 1 if tails == 1 and not tail_spin else 0
+            if tails > 1 or np.ndim(interaction.weights) != 2 + head_axes + tail_axes:
+                return None, f"free block {b} has a higher-order interaction"
+            if tails and interaction.n_spin != int(tail_spin):
+                return None, f"free block {b} has an interaction whose spin tails are not the spin blocks it reads"
+            if not spins[b] and np.shape(interaction.weights)[2] != program.samplers[b].n_categories:
                 return None, f"free block {b} has weights for another category count (the generic path explains)"
-            if kind == "categorical" and tails and np.shape(interaction.weights)[-1] > MAX_CATEGORIES:
+            if tail_axes and np.shape(interaction.weights)[-1] > MAX_CATEGORIES:
                 return None, f"free block {b} reads neighbours with more than {MAX_CATEGORIES} categories"
-            if tails and interaction.n_spin != n_spin:
-                return None, f"free block {b} couples nodes of different kinds"
-    for b in range(len(spec.blocks)):
-        leaves = jax.tree.leaves(spec.sd_struct(int(spec.block_sd_index[b])))
-        if len(leaves) != 1 or leaves[0].shape != () or np.dtype(leaves[0].dtype).kind != state_kind:
-            return None, f"block {b} does not hold scalar {'boolean spins' if kind == 'spin' else 'unsigned categories'}"
     return kind, ""
 
 
@@ -141,9 +158,11 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
     kind, _ = pairwise_kind(program)
     owners = _owners(spec)
     starts = np.cumsum([0] + [len(block) for block in spec.blocks])
-    sources, biases, pairs, dense, zero_columns = [], [], [], [], []
+    spins = tuple(np.dtype(jax.tree.leaves(spec.sd_struct(int(spec.block_sd_index[b])))[0].dtype).kind == "b"
+                  for b in range(len(spec.blocks)))
+    sources, biases, pairs, dense, zero_columns, tail_widths = [], [], [], [], [], []
     for b in range(len(spec.free_blocks)):
-        tail_block, tail_local, active, bias_j, pair_j = [], [], [], [], []
+        tail_block, tail_local, active, bias_j, pair_j, column_width = [], [], [], [], [], []
         for j, entry in enumerate(program.tables.per_block[b]):
             if not entry.tail_sd:
                 bias_j.append(j)
@@ -153,7 +172,9 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
             tail_block.append(block[entry.tail_positions[0]])
             tail_local.append(local[entry.tail_positions[0]])
             active.append(np.asarray(entry.active, bool))
-        per_source, zero_column = [], 0
+            width = 2 if spins[int(block[0])] else int(np.shape(program.per_block_interactions[b][j].weights)[-1])
+            column_width += [width] * active[-1].shape[1]
+        per_source, zero_column, widths = [], 0, []
         if pair_j:
             tail_block, tail_local = np.concatenate(tail_block, 1), np.concatenate(tail_local, 1)
             active = np.concatenate(active, 1)
@@ -166,22 +187,26 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
                 neighbours = np.where(used, np.take_along_axis(tail_local, order, 1), 0).astype(np.int32)
                 columns = np.where(used, order, zero_column).astype(np.int32)
                 per_source.append((int(source), neighbours, columns))
+                widths.append(int(np.max(np.asarray(column_width)[np.any(hit, axis=0)])))
         sources.append(tuple(per_source))
-        dense.append(tuple(_is_dense(kind, width.shape[1], len(spec.blocks[src])) for src, width, _ in per_source))
+        tail_widths.append(tuple(widths))
+        dense.append(tuple(_is_dense(width.shape[1], len(spec.blocks[src])) for src, width, _ in per_source))
         biases.append(tuple(bias_j))
         pairs.append(tuple(pair_j))
         zero_columns.append(zero_column)
     node_ids = tuple(np.arange(starts[b], starts[b + 1], dtype=np.uint32) for b in range(len(spec.blocks)))
-    n_categories = program.samplers[0].n_categories if kind == "categorical" else 2
+    categories = tuple(2 if spins[b] else program.samplers[b].n_categories for b in range(len(spec.free_blocks)))
+    n_categories = 2 if kind == "spin" else (categories[0] if len(set(categories)) == 1 and not any(spins) else 0)
     return NeighbourTables(
         tuple(sources), tuple(biases), tuple(pairs), node_ids, tuple(len(block) for block in spec.blocks),
-        kind, n_categories, tuple(dense), tuple(zero_columns),
+        kind, n_categories, tuple(dense), tuple(zero_columns), spins, categories, tuple(tail_widths),
     )
 
 
-def _is_dense(kind: str, width: int, n_source: int) -> bool:
-    """A padded table at least half as wide as its source is cheaper as a matrix product."""
-    return kind == "spin" and n_source >= DENSE_MIN_SOURCE and 2 * width >= n_source
+def _is_dense(width: int, n_source: int) -> bool:
+    """A padded table at least half as wide as its source is cheaper as a matrix product (of the
+    source's spins, or of its one-hot categories)."""
+    return n_source >= DENSE_MIN_SOURCE and 2 * width >= n_source
 
 
 def flat_neighbours(tables: NeighbourTables, b: int) -> np.ndarray:
@@ -202,30 +227,45 @@ def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: i
     """The field of free block b as (bias, one coupling table per source block).
 
     Spins: bias `[n]`, couplings `[n, D]`. Categories: bias `[n, K]`, couplings `[n, D, K, K_tail]`
-    (the head's categories, then the neighbour's). Taken from the program's (possibly traced)
-    weights, so new weights need no new tables."""
+    (the head's categories, then the neighbour's; K_tail is `tables.tail_widths[b][i]`). Spins of a
+    categorical program are categories 0 (down, -1) and 1 (up, +1): a spin's bias h becomes [-h, h] and
+    a coupling J s_i s_j becomes J σ(k) σ(t), σ(0) = -1 and σ(1) = +1, so exp(θ_k) is the spin's own
+    Boltzmann weight. Taken from the program's (possibly traced) weights, so new weights need no new
+    tables."""
     n = tables.block_sizes[b]
     weights = program.per_block_interactions[b]
     active = program.per_block_interaction_active[b]
+    categorical = tables.kind == "categorical"
+    head_spin = categorical and tables.spin_blocks[b]
 
     def masked(j):
         w = weights[j].weights.astype(jnp.float32)
         mask = active[j].reshape(active[j].shape + (1,) * (w.ndim - 2))
-        return jnp.where(mask, w, 0)
+        w = jnp.where(mask, w, 0)
+        if head_spin:  # the head's category axis: σ(k) w
+            w = jnp.stack([-w, w], axis=2)
+        if categorical and weights[j].n_spin:  # a spin tail's category axis: w σ(t)
+            w = jnp.stack([-w, w], axis=-1)
+        return w
 
-    bias = jnp.zeros((n,) if tables.kind == "spin" else (n, tables.n_categories), jnp.float32)
+    bias = jnp.zeros((n, tables.categories[b]) if categorical else (n,), jnp.float32)
     for j in tables.bias_interactions[b]:
         bias = bias + masked(j).sum(1)
     if not tables.pair_interactions[b]:
         return bias, []
     pairs = [masked(j) for j in tables.pair_interactions[b]]
+    if categorical:  # tails of different category counts: pad to the widest (padding is never read)
+        widest = max(p.shape[-1] for p in pairs)
+        pairs = [jnp.pad(p, ((0, 0),) * 3 + ((0, widest - p.shape[-1]),)) for p in pairs]
     concatenated = jnp.concatenate(pairs + [jnp.zeros_like(pairs[0][:, :1])], axis=1)
     extra = (1,) * (concatenated.ndim - 2)
     out = []
-    for (source, neighbours, columns), dense in zip(tables.sources[b], tables.dense[b]):
+    for i, ((source, neighbours, columns), dense) in enumerate(zip(tables.sources[b], tables.dense[b])):
         w = jnp.take_along_axis(concatenated, jnp.asarray(columns).reshape(columns.shape + extra), 1)
-        if dense:  # scatter into [n, n_source]; padding adds 0 to column 0
+        if categorical:
+            w = w[..., : tables.tail_widths[b][i]]
+        if dense:  # scatter into [n, n_source(, K, K_tail)]; padding adds 0 to column 0
             rows = np.broadcast_to(np.arange(n)[:, None], neighbours.shape)
-            w = jnp.zeros((n, tables.block_sizes[source]), jnp.float32).at[rows, neighbours].add(w)
+            w = jnp.zeros((n, tables.block_sizes[source]) + w.shape[2:], jnp.float32).at[rows, neighbours].add(w)
         out.append(w)
     return bias, out

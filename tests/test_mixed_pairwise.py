@@ -1,0 +1,160 @@
+"""Pairwise programs that mix spins with categorical nodes, or categorical nodes of different category
+counts, run on the categorical kernels (spins as categories 0 = down and 1 = up) and sample the exact
+distribution; their samples come back in each block's own dtype."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from heatbath import Block, BlockGibbsSpec, CategoricalNode, FactorSamplingProgram, SamplingSchedule, SpinNode
+from heatbath import sample_states
+from heatbath.exact import exact_distribution
+from heatbath.kernels.batched import sample_states_batched
+from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
+from heatbath.models import (CategoricalEBMFactor, CategoricalGibbsConditional, DiscreteEBMFactor, FactorizedEBM,
+                             SpinEBMFactor, SpinGibbsConditional)
+from stats_helpers import assert_matches_exact, final_states, random_init
+
+N_CHAINS = 20_000
+N_WARMUP = 60
+THREE, FOUR = 3, 4
+
+
+def mixed_pairwise_model(rng, scale=0.8):
+    """Two spin blocks, one block of 3-state and one of 4-state nodes; biases on every node and random
+    couplings between every pair of blocks (spin-spin, spin-category and 3-by-4 category tables), none
+    inside a block. 2^3 · 3^2 · 4^2 = 1,152 states."""
+    sa, sb = [SpinNode(f"a{i}") for i in range(2)], [SpinNode("b0")]
+    t = [CategoricalNode(f"t{i}", num_states=THREE) for i in range(2)]
+    f = [CategoricalNode(f"f{i}", num_states=FOUR) for i in range(2)]
+    w = lambda *shape: jnp.asarray(rng.normal(0, scale, shape), jnp.float32)  # noqa: E731
+    factors = [
+        SpinEBMFactor([Block(sa + sb)], w(3)),
+        CategoricalEBMFactor([Block(t)], w(2, THREE)),
+        CategoricalEBMFactor([Block(f)], w(2, FOUR)),
+        SpinEBMFactor([Block(sa), Block([sb[0], sb[0]])], w(2)),
+        DiscreteEBMFactor([Block(sa + sb)], [Block([t[0], t[1], t[1]])], w(3, THREE)),
+        DiscreteEBMFactor([Block([sa[1], sb[0]])], [Block(f)], w(2, FOUR)),
+        CategoricalEBMFactor([Block([t[0], t[1], t[0]]), Block([f[0], f[1], f[1]])], w(3, THREE, FOUR)),
+    ]
+    return (sa, sb, t, f), FactorizedEBM(factors)
+
+
+def _sampler(block: Block):
+    node = block.nodes[0]
+    return SpinGibbsConditional() if isinstance(node, SpinNode) else CategoricalGibbsConditional(node.num_states)
+
+
+def _states_of(block: Block) -> int:
+    node = block.nodes[0]
+    return 2 if isinstance(node, SpinNode) else node.num_states
+
+
+def _dtype(block: Block):
+    return jnp.bool_ if isinstance(block.nodes[0], SpinNode) else jnp.uint8
+
+
+def _program(ebm, free: list[Block], clamped: list[Block]) -> FactorSamplingProgram:
+    spec = BlockGibbsSpec(free, clamped, ebm.node_shape_dtypes)
+    return FactorSamplingProgram(spec, [_sampler(b) for b in spec.free_blocks], ebm.factors, [])
+
+
+def _batched(program, init, blocks, clamp_values, seed):
+    out = sample_states_batched(jax.random.key(seed), program, SamplingSchedule(N_WARMUP, 1, 1), init, clamp_values, blocks)
+    return [np.asarray(x[:, 0]) for x in out]
+
+
+def _thrml_style(program, init, blocks, clamp_values, seed):
+    return final_states(program, init, blocks, n_warmup=N_WARMUP, seed=seed, clamp=clamp_values)
+
+
+def _check(free: list[Block], clamped: list[Block], ebm, sample, seed: int):
+    rng = np.random.default_rng(seed)
+    clamp_values = [jnp.asarray(rng.integers(0, _states_of(b), len(b))).astype(_dtype(b)) for b in clamped]
+    program = _program(ebm, free, clamped)
+    assert pairwise_kind(program) == ("categorical", "")
+    init = random_init(jax.random.key(seed + 1), free, N_CHAINS, [_states_of(b) for b in free], [_dtype(b) for b in free])
+    samples = sample(program, init, free, clamp_values, seed + 2)
+    for s, b in zip(samples, free):
+        assert s.dtype == np.dtype(_dtype(b)), (s.dtype, b)
+    exact = exact_distribution(ebm, free, clamped_blocks=clamped, clamped_state=clamp_values)
+    assert_matches_exact(samples, exact)
+
+
+@pytest.mark.parametrize("sample", [_batched, _thrml_style], ids=["batched", "thrml-style vmap"])
+def test_spins_and_two_category_counts_match_enumeration(sample):
+    groups, ebm = mixed_pairwise_model(np.random.default_rng(3))
+    _check([Block(g) for g in groups], [], ebm, sample, seed=3)
+
+
+def test_mixed_blocks_clamped_match_enumeration():
+    """A spin block and a 4-state block clamped: the others read them through the coupling tables."""
+    (sa, sb, t, f), ebm = mixed_pairwise_model(np.random.default_rng(5))
+    _check([Block(sa), Block(t)], [Block(sb), Block(f)], ebm, _thrml_style, seed=5)
+
+
+def test_spin_program_with_a_clamped_categorical_block_runs_as_categories():
+    (sa, sb, t, f), ebm = mixed_pairwise_model(np.random.default_rng(7))
+    _check([Block(sa), Block(sb)], [Block(t), Block(f)], ebm, _batched, seed=7)
+
+
+def test_tables_give_each_block_its_category_count():
+    (sa, sb, t, f), ebm = mixed_pairwise_model(np.random.default_rng(9))
+    tables = pairwise_tables(_program(ebm, [Block(g) for g in (sa, sb, t, f)], []))
+    assert tables.kind == "categorical" and tables.n_categories == 0  # no one count: no Potts torus route
+    assert tables.spin_blocks == (True, True, False, False) and tables.categories == (2, 2, THREE, FOUR)
+    widths = {b: dict(zip([src for src, _, _ in tables.sources[b]], tables.tail_widths[b])) for b in range(4)}
+    assert widths[0] == {1: 2, 2: THREE, 3: FOUR} and widths[3] == {0: 2, 1: 2, 2: THREE}
+
+
+def test_one_chain_eager_call_equals_the_vmapped_chain():
+    """The eager one-chain call and the THRML-style vmap drive a chain the same way, and give each
+    block's samples in its own dtype."""
+    groups, ebm = mixed_pairwise_model(np.random.default_rng(11))
+    free = [Block(g) for g in groups]
+    program = _program(ebm, free, [])
+    init = [jnp.zeros(len(b), _dtype(b)) for b in free]
+    schedule, key = SamplingSchedule(3, 5, 2), jax.random.key(4)
+    eager = sample_states(key, program, schedule, init, [], free)
+    vmapped = jax.jit(jax.vmap(lambda k: sample_states(k, program, schedule, init, [], free)))(key[None])
+    for e, v, b in zip(eager, vmapped, free):
+        assert e.dtype == _dtype(b) and e.shape == (5, len(b))
+        np.testing.assert_array_equal(np.asarray(e), np.asarray(v[0]))
+
+
+def dense_layer_model(rng, scale=0.3):
+    """Three hidden spins, two 3-state nodes and a 4-state label, free, reading 40 clamped spins and 32
+    clamped 3-state nodes through every pair (dense layers, as an RBM's hidden units read its pixels),
+    the label coupled to the hidden spins and the 3-state nodes. 2^3 · 3^2 · 4 = 288 free states."""
+    hidden, cats = [SpinNode(f"h{i}") for i in range(3)], [CategoricalNode(f"c{i}", num_states=THREE) for i in range(2)]
+    label = CategoricalNode("y", num_states=FOUR)
+    pixels, grey = [SpinNode(f"p{i}") for i in range(40)], [CategoricalNode(f"g{i}", num_states=THREE) for i in range(32)]
+    w = lambda *shape: jnp.asarray(rng.normal(0, scale, shape), jnp.float32)  # noqa: E731
+    every = lambda heads, tails: (Block([h for h in heads for _ in tails]), Block([t for _ in heads for t in tails]))  # noqa: E731
+    hp, hg, cp, cg = every(hidden, pixels), every(hidden, grey), every(cats, pixels), every(cats, grey)
+    factors = [
+        SpinEBMFactor([Block(hidden)], w(3)),
+        CategoricalEBMFactor([Block(cats)], w(2, THREE)),
+        CategoricalEBMFactor([Block([label])], w(1, FOUR)),
+        SpinEBMFactor(list(hp), w(len(hp[0]))),
+        DiscreteEBMFactor([hg[0]], [hg[1]], w(len(hg[0]), THREE)),
+        DiscreteEBMFactor([cp[1]], [cp[0]], w(len(cp[0]), THREE)),
+        CategoricalEBMFactor(list(cg), w(len(cg[0]), THREE, THREE)),
+        DiscreteEBMFactor([Block(hidden)], [Block([label] * 3)], w(3, FOUR) * 3),
+        CategoricalEBMFactor([Block(cats), Block([label] * 2)], w(2, THREE, FOUR) * 3),
+    ]
+    return (hidden, cats, [label], pixels, grey), FactorizedEBM(factors)
+
+
+def test_dense_layers_run_as_products_and_match_enumeration():
+    (hidden, cats, label, pixels, grey), ebm = dense_layer_model(np.random.default_rng(13))
+    free, clamped = [Block(hidden), Block(cats), Block(label)], [Block(pixels), Block(grey)]
+    tables = pairwise_tables(_program(ebm, free, clamped))
+    dense = [dict(zip([src for src, _, _ in tables.sources[b]], tables.dense[b])) for b in range(3)]
+    assert dense[0] == dense[1] == {2: False, 3: True, 4: True}  # the label; the pixels and grey nodes (clamped)
+    assert dense[2] == {0: False, 1: False}
+    _check(free, clamped, ebm, _thrml_style, seed=13)
+    _check(free, clamped, ebm, _batched, seed=17)
