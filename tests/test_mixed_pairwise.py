@@ -149,12 +149,16 @@ def dense_layer_model(rng, scale=0.3):
     return (hidden, cats, [label], pixels, grey), FactorizedEBM(factors)
 
 
-def test_dense_layers_run_as_products_and_match_enumeration():
+def test_mixed_dense_layers_stay_on_the_generic_loop():
+    """Nodes of a mixed program reading more than MAX_MIXED_NEIGHBOURS neighbours (an RBM-like dense
+    layer) would unroll every slot in the categorical update: such programs keep the generic loop, which
+    still samples them exactly."""
     (hidden, cats, label, pixels, grey), ebm = dense_layer_model(np.random.default_rng(13))
     free, clamped = [Block(hidden), Block(cats), Block(label)], [Block(pixels), Block(grey)]
-    tables = pairwise_tables(_program(ebm, free, clamped))
-    dense = [dict(zip([src for src, _, _ in tables.sources[b]], tables.dense[b])) for b in range(3)]
-    assert dense[0] == dense[1] == {2: False, 3: True, 4: True}  # the label; the pixels and grey nodes (clamped)
-    assert dense[2] == {0: False, 1: False}
-    _check(free, clamped, ebm, _thrml_style, seed=13)
-    _check(free, clamped, ebm, _batched, seed=17)
+    kind, why = pairwise_kind(_program(ebm, free, clamped))
+    assert kind is None and "more than 32 neighbours" in why
+    rng = np.random.default_rng(13)
+    clamp_values = [jnp.asarray(rng.integers(0, _states_of(b), len(b))).astype(_dtype(b)) for b in clamped]
+    init = random_init(jax.random.key(14), free, N_CHAINS, [_states_of(b) for b in free], [_dtype(b) for b in free])
+    samples = _thrml_style(_program(ebm, free, clamped), init, free, clamp_values, 15)
+    assert_matches_exact(samples, exact_distribution(ebm, free, clamped_blocks=clamped, clamped_state=clamp_values))

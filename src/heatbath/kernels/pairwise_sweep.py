@@ -96,25 +96,16 @@ def _select_weight(w: Float[Array, "n K_tail"], category: Array) -> Float[Array,
     return value
 
 
-def _categories(bias, couplings, sources, dense, states, u, dtype):
+def _categories(bias, couplings, sources, states, u, dtype):
     """Categories `[n, chains]` drawn from softmax(θ) by inverting its CDF at u.
 
     θ is kept as K separate `[n, chains]` arrays (K is small and static) and every step is
     elementwise, so XLA fuses the neighbour gathers, the softmax and the CDF inversion of a block into
     one loop instead of materialising `[n, chains, K]` intermediates (which made the update bound by
-    memory traffic: 24 flips/ns for q=5 Potts on an H200). A dense source (a bipartite layer, as an
-    RBM's hidden units read its pixels) adds Σ_j W[:, j, k, c_j] as one product with its one-hot states
-    per k instead: unrolling its many slots was 3-10x slower than the generic loop (the digits RBM)."""
+    memory traffic: 24 flips/ns for q=5 Potts on an H200)."""
     n_categories = bias.shape[1]
     theta = [jnp.broadcast_to(bias[:, k, None], u.shape) for k in range(n_categories)]
-    for (source, neighbours, _), w, is_dense in zip(sources, couplings, dense):  # w: [n, D or m, K, K_tail]
-        if is_dense:  # full float32 precision: TF32 would change the conditional probabilities
-            tail = jnp.arange(w.shape[-1], dtype=states[source].dtype)[None, :, None]
-            one_hot = (states[source][:, None, :] == tail).astype(jnp.float32).reshape(-1, u.shape[1])  # [m * K_tail, chains]
-            for k in range(n_categories):
-                table = w[:, :, k, :].reshape(w.shape[0], -1)
-                theta[k] = theta[k] + jnp.matmul(table, one_hot, precision=jax.lax.Precision.HIGHEST)
-            continue
+    for (source, neighbours, _), w in zip(sources, couplings):  # w: [n, D, K, K_tail]
         gathered = _gather_rows(states[source], neighbours)
         for d in range(neighbours.shape[1]):
             for k in range(n_categories):
@@ -130,10 +121,10 @@ def _update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: 
     # what the Pallas kernels read: (source state, neighbour table, couplings) per source block
     sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
     if tables.kind == "categorical":
-        if use_pallas and not any(tables.dense[b]) and categorical_kernel_fits(bias, sources, seeds.shape[1]):
+        if use_pallas and categorical_kernel_fits(bias, sources, seeds.shape[1]):
             return categorical_block_update(bias, node_ids, seeds[b], sources, states[b].dtype, form=forms[b])
         u = uniform_from_words(update_words(seeds[b], node_ids))
-        return _categories(bias, couplings, tables.sources[b], tables.dense[b], states, u, states[b].dtype)
+        return _categories(bias, couplings, tables.sources[b], states, u, states[b].dtype)
     if use_pallas and not any(tables.dense[b]):
         return pallas_block_update(bias, node_ids, seeds[b], sources)
     field = _field(bias, couplings, tables.sources[b], tables.dense[b], states, seeds.shape[1])

@@ -30,6 +30,10 @@ from heatbath.models.discrete_ebm import CategoricalGibbsConditional, DiscreteEB
 __all__ = ["NeighbourTables", "pairwise_tables", "pairwise_kind", "block_couplings", "flat_neighbours", "real_slots"]
 
 MAX_CATEGORIES = 16  # the categorical update unrolls K x K_tail selects per neighbour
+# Programs mixing spins or category counts run on the categorical update, which unrolls every
+# neighbour slot; nodes with more neighbours (an RBM-like dense layer) are faster on the generic loop
+# (the digits RBM: 2.6x slower training on a 2-core CPU with its 65 slots a hidden unit unrolled).
+MAX_MIXED_NEIGHBOURS = 32
 DENSE_MIN_SOURCE = 32  # below this a gather of the padded table is as cheap as a matrix product
 
 
@@ -43,9 +47,8 @@ class NeighbourTables:
     - `bias_interactions[b]`, `pair_interactions[b]`: which interactions of b are biases (no tails)
       and which are pairwise couplings (one tail), in the column order of the coupling table.
     - `node_ids[b]`: spec-wide ids of the nodes of block b, used to key their random words.
-    - `dense[b][i]`: whether free block b reads its i-th source through a dense `[n_b, n_source]`
-      coupling matrix (`[n_b, n_source, K, K_tail]` for categories) and a matrix product (dense
-      bipartite layers, as in RBMs) instead of a gather.
+    - `dense[b][i]`: whether spin block b reads its i-th source through a dense `[n_b, n_source]`
+      coupling matrix and a matrix product (dense bipartite layers, as in RBMs) instead of a gather.
     - `categories[b]`, `tail_widths[b][i]`: in a categorical program, the category counts of free block
       b and of what its i-th source's coupling table indexes (2 for spin blocks, which run as
       categories 0 = down and 1 = up).
@@ -115,6 +118,14 @@ def _pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
                 return None, f"free block {b} has weights for another category count (the generic path explains)"
             if tail_axes and np.shape(interaction.weights)[-1] > MAX_CATEGORIES:
                 return None, f"free block {b} reads neighbours with more than {MAX_CATEGORIES} categories"
+    mixed = any(spins) or len({s.n_categories for s in program.samplers}) > 1
+    if kind == "categorical" and mixed:
+        for b in range(len(spec.free_blocks)):
+            entries = [e for e in program.tables.per_block[b] if e.tail_sd]
+            slots = sum(np.asarray(e.active, bool).sum(1) for e in entries) if entries else 0
+            if np.max(slots, initial=0) > MAX_MIXED_NEIGHBOURS:
+                return None, (f"free block {b} of a program mixing spins or category counts has nodes with more than "
+                              f"{MAX_MIXED_NEIGHBOURS} neighbours (a dense layer: the generic loop's products are faster)")
     return kind, ""
 
 
@@ -190,7 +201,7 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
                 widths.append(int(np.max(np.asarray(column_width)[np.any(hit, axis=0)])))
         sources.append(tuple(per_source))
         tail_widths.append(tuple(widths))
-        dense.append(tuple(_is_dense(width.shape[1], len(spec.blocks[src])) for src, width, _ in per_source))
+        dense.append(tuple(_is_dense(kind, width.shape[1], len(spec.blocks[src])) for src, width, _ in per_source))
         biases.append(tuple(bias_j))
         pairs.append(tuple(pair_j))
         zero_columns.append(zero_column)
@@ -203,10 +214,9 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
     )
 
 
-def _is_dense(width: int, n_source: int) -> bool:
-    """A padded table at least half as wide as its source is cheaper as a matrix product (of the
-    source's spins, or of its one-hot categories)."""
-    return n_source >= DENSE_MIN_SOURCE and 2 * width >= n_source
+def _is_dense(kind: str, width: int, n_source: int) -> bool:
+    """A padded table at least half as wide as its source is cheaper as a matrix product."""
+    return kind == "spin" and n_source >= DENSE_MIN_SOURCE and 2 * width >= n_source
 
 
 def flat_neighbours(tables: NeighbourTables, b: int) -> np.ndarray:
@@ -264,8 +274,8 @@ def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: i
         w = jnp.take_along_axis(concatenated, jnp.asarray(columns).reshape(columns.shape + extra), 1)
         if categorical:
             w = w[..., : tables.tail_widths[b][i]]
-        if dense:  # scatter into [n, n_source(, K, K_tail)]; padding adds 0 to column 0
+        if dense:  # scatter into [n, n_source]; padding adds 0 to column 0
             rows = np.broadcast_to(np.arange(n)[:, None], neighbours.shape)
-            w = jnp.zeros((n, tables.block_sizes[source]) + w.shape[2:], jnp.float32).at[rows, neighbours].add(w)
+            w = jnp.zeros((n, tables.block_sizes[source]), jnp.float32).at[rows, neighbours].add(w)
         out.append(w)
     return bias, out
