@@ -93,7 +93,7 @@ def _pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
         return None, f"{too_many[0]} categories, more than {MAX_CATEGORIES} (the kernel unrolls K x K selects)"
     spins = []
     for b in range(len(spec.blocks)):
-        leaves = jax.tree.leaves(spec.sd_struct(int(spec.block_sd_index[b])))
+        leaves = _state_leaves(spec, b)
         state_kind = np.dtype(leaves[0].dtype).kind if len(leaves) == 1 and leaves[0].shape == () else None
         sampler = program.samplers[b] if b < len(spec.free_blocks) else None
         want = {SpinGibbsConditional: "b", CategoricalGibbsConditional: "u"}.get(type(sampler), "bu")
@@ -127,6 +127,11 @@ def _pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
                 return None, (f"free block {b} of a program mixing spins or category counts has nodes with more than "
                               f"{MAX_MIXED_NEIGHBOURS} neighbours (a dense layer: the generic loop's products are faster)")
     return kind, ""
+
+
+def _state_leaves(spec, b: int) -> list:
+    """The shape-dtype leaves of one node's state in block b."""
+    return jax.tree.leaves(spec.sd_struct(int(spec.block_sd_index[b])))
 
 
 _KINDS: IdentityCache[tuple[str | None, str]] = IdentityCache(32)
@@ -169,8 +174,7 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
     kind, _ = pairwise_kind(program)
     owners = _owners(spec)
     starts = np.cumsum([0] + [len(block) for block in spec.blocks])
-    spins = tuple(np.dtype(jax.tree.leaves(spec.sd_struct(int(spec.block_sd_index[b])))[0].dtype).kind == "b"
-                  for b in range(len(spec.blocks)))
+    spins = tuple(np.dtype(_state_leaves(spec, b)[0].dtype).kind == "b" for b in range(len(spec.blocks)))
     sources, biases, pairs, dense, zero_columns, tail_widths = [], [], [], [], [], []
     for b in range(len(spec.free_blocks)):
         tail_block, tail_local, active, bias_j, pair_j, column_width = [], [], [], [], [], []
