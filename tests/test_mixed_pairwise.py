@@ -162,3 +162,22 @@ def test_mixed_dense_layers_stay_on_the_generic_loop():
     init = random_init(jax.random.key(14), free, N_CHAINS, [_states_of(b) for b in free], [_dtype(b) for b in free])
     samples = _thrml_style(_program(ebm, free, clamped), init, free, clamp_values, 15)
     assert_matches_exact(samples, exact_distribution(ebm, free, clamped_blocks=clamped, clamped_state=clamp_values))
+
+
+def test_mixed_samples_do_not_depend_on_chain_count_or_devices():
+    """Same seed, same samples on 1, 2 or 4 devices, and for the first chains of a larger call."""
+    groups, ebm = mixed_pairwise_model(np.random.default_rng(19))
+    free = [Block(g) for g in groups]
+    program = _program(ebm, free, [])
+    init = random_init(jax.random.key(0), free, 8, [_states_of(b) for b in free], [_dtype(b) for b in free])
+    schedule = SamplingSchedule(4, 3, 2)
+    assert len(jax.devices("cpu")) >= 4, "conftest forces 4 host devices"
+    runs = [sample_states_batched(jax.random.key(2), program, schedule, init, [], free, devices=jax.devices("cpu")[:d])
+            for d in (1, 2, 4)]
+    few = sample_states_batched(jax.random.key(2), program, schedule, [x[:3] for x in init], [], free,
+                                devices=jax.devices("cpu")[:4])
+    for b, block in enumerate(free):
+        assert runs[0][b].shape == (8, 3, len(block)) and runs[0][b].dtype == _dtype(block)
+        for other in runs[1:]:
+            np.testing.assert_array_equal(np.asarray(runs[0][b]), np.asarray(other[b]))
+        np.testing.assert_array_equal(np.asarray(runs[0][b][:3]), np.asarray(few[b]))
