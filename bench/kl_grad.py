@@ -16,7 +16,7 @@ sizes (it serves any factorised EBM: ∂E/∂θ by autodiff at every sample, or 
 for an `IsingEBM`, as here). `--factorized` times it with the same model as a `FactorizedEBM` of two
 `SpinEBMFactor`s, `--potts` on a q = 5 Potts model (heatbath alone: THRML trains Ising models only).
 `--unpaired` times heatbath's calls again with the two phases one after the other instead of in the
-same kernel launches (`kernels.paired_runs`, one CUDA GPU).
+same kernel launches (`kernels.paired_runs`, one CUDA GPU; the Potts case with `--potts` too).
 """
 
 from __future__ import annotations
@@ -206,6 +206,9 @@ def _time_unpaired(args) -> None:
     if args.train_api:
         seconds, _ = best_time(train_api_call(args.batch), args.repeats)
         print(f"unpaired: heatbath.train.estimate_kl_grad {1e3 * seconds:10.1f}", flush=True)
+    if args.potts:
+        seconds, _ = best_time(potts_train_call(args.batch), args.repeats)
+        print(f"unpaired: heatbath.train.estimate_kl_grad, q = 5 Potts {1e3 * seconds:10.1f}", flush=True)
 
 
 if __name__ == "__main__":

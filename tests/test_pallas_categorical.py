@@ -21,7 +21,7 @@ from heatbath.graphs import color_blocks, lattice_2d
 from heatbath.kernels import pairwise_sweep
 from heatbath.kernels.coupling_structure import DIAGONAL, coupling_forms
 from heatbath.kernels.pallas_backend import pallas_available
-from heatbath.kernels.pallas_categorical import categorical_block_update
+from heatbath.kernels.pallas_categorical import categorical_block_update, categorical_pair_update
 from heatbath.models import CategoricalEBMFactor, FactorizedEBM
 from heatbath.pgm import CategoricalNode
 from stats_helpers import random_init
@@ -89,6 +89,34 @@ def _potts_lattice(J: float):
 def _forms(model, k: int, clamp: int):
     program, _, _ = _prepared(model, k, clamp)
     return coupling_forms(program, pairwise_sweep.pairwise_tables(program))
+
+
+def _random_update(rng, n: int, k: int, chains: int, sources: list[tuple[int, int, int]], dtype):
+    """Operands of one block update: (bias, node ids, seeds, sources, dtype); each source is
+    (rows, slots, categories) of random states, neighbour slots and couplings."""
+    made = []
+    for rows, slots, tail in sources:
+        state = jnp.asarray(rng.integers(0, tail, (rows, chains)), jnp.uint8)
+        neighbours = jnp.asarray(rng.integers(0, rows, (n, slots)), jnp.int32)
+        made.append((state, neighbours, jnp.asarray(rng.normal(0, 0.7, (n, slots, k, tail)), jnp.float32)))
+    bias = jnp.asarray(rng.normal(0, 0.5, (n, k)), jnp.float32)
+    ids = jnp.asarray(rng.permutation(1000)[:n], jnp.uint32)
+    seeds = jnp.asarray(rng.integers(0, 2**32, chains, dtype=np.uint64), jnp.uint32)
+    return bias, ids, seeds, made, dtype
+
+
+def test_interpreted_pair_kernel_equals_two_launches():
+    """Two block updates in one launch (unequal node tiles, chain tiles, category counts and sources;
+    one run with a single whole chain tile, the other with two) give each run its own launch's result."""
+    rng = np.random.default_rng(6)
+    first = _random_update(rng, 13, 2, 128, [(9, 4, 3), (20, 2, 2)], jnp.uint8)
+    second = _random_update(rng, 30, 5, 256, [(17, 3, 5)], jnp.uint8)
+    paired = categorical_pair_update(first, second, interpret=True)
+    for run, got in zip((first, second), paired):
+        want = categorical_block_update(*run, interpret=True)
+        assert got.shape == want.shape == (run[0].shape[0], run[2].shape[0])
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert int(paired[1].max()) == 4 and int(paired[0].max()) == 1
 
 
 def test_coupling_forms_are_read_only_from_concrete_weights():

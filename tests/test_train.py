@@ -271,7 +271,19 @@ def test_models_whose_energy_may_differ_keep_autodiff():
     assert moment_grad_sums(odd, blocks) is None
 
 
-def test_categorical_gradient_with_latent_nodes_matches_exact():
+def _pair_if(paired: bool, request, monkeypatch) -> list:
+    """`paired_on_cpu`'s record of the pairs where `paired`, with a compiled call of the test's own (the
+    module's may hold a trace of the unpaired path); else an empty list."""
+    if not paired:
+        return []
+    calls = request.getfixturevalue("paired_on_cpu")
+    monkeypatch.setitem(globals(), "_estimate_from_random_chains", eqx.filter_jit(_estimate_from_random_chains_eagerly))
+    return calls
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_categorical_gradient_with_latent_nodes_matches_exact(paired, request, monkeypatch):
+    calls = _pair_if(paired, request, monkeypatch)
     rng = np.random.default_rng(3)
     model, nodes = _categorical(rng)
     vis, hid = nodes[:2], nodes[2:]
@@ -282,9 +294,12 @@ def test_categorical_gradient_with_latent_nodes_matches_exact():
     data = jnp.asarray(rng.integers(0, 3, (3, 2)), jnp.uint8)
     grads, _, _ = _check_against_exact(spec, [data], [])
     assert grads.weights.shape == (5, 3, 3) and grads.biases.shape == (4, 3)
+    assert not paired or (calls and all(out is not None for out in calls))
 
 
-def test_mixed_gradient_with_latent_and_conditioning_nodes_matches_exact():
+@pytest.mark.parametrize("paired", [False, True])
+def test_mixed_gradient_with_latent_and_conditioning_nodes_matches_exact(paired, request, monkeypatch):
+    calls = _pair_if(paired, request, monkeypatch)
     rng = np.random.default_rng(4)
     model, s, c = _mixed(rng)
     cond_node = s[3]
@@ -302,6 +317,7 @@ def test_mixed_gradient_with_latent_and_conditioning_nodes_matches_exact():
     data = [jnp.asarray(rng.random((4, 2)) < 0.5), jnp.asarray(rng.integers(0, 3, (4, 1)), jnp.int32)]
     grads, _, _ = _check_against_exact(spec, data, [jnp.array([False])])
     assert grads._factors[2].weights.shape == (4, 3)
+    assert not paired or (calls and all(out is not None for out in calls))
 
 
 def test_fit_compiles_once_and_learns_a_fully_visible_model():

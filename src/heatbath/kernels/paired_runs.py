@@ -3,9 +3,10 @@
 A training gradient samples a clamped (positive) phase and a free (negative) phase, each with a few
 chains for hundreds of sweeps. On a GPU a colour update of a few chains is a launch of about two
 microseconds whatever its size, so running the phases one after the other costs twice what one
-costs. Where both phases run on the pattern-table kernel (`table_spin`) with the same schedule,
-`fold_paired_runs` runs them in lockstep instead: the i-th block update of each phase's sweep goes
-into one launch (`table_pair_update`), each run with its own state, tables and seeds.
+costs. Where both phases run on the pattern-table kernel (`table_spin`), or both on the
+categorical Pallas kernel (`pallas_categorical`), with the same schedule, `fold_paired_runs` runs
+them in lockstep instead: the i-th block update of each phase's sweep goes into one launch
+(`table_pair_update`, `categorical_pair_update`), each run with its own state, tables and seeds.
 
 Each chain is driven exactly as `fold_kernel_samples` drives it when its whole schedule fits in one
 piece (the only case taken here): the same key words, sweeps, seeds and arithmetic, so the samples,
@@ -25,7 +26,9 @@ from jaxtyping import Array, Int8, Key, PyTree, UInt32
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.batched import chain_block_states
 from heatbath.kernels.dispatch import key_words_of
-from heatbath.kernels.pairwise_sweep import chosen_method, reads_no_free_block, sweep_seeds_of, table_path_applies
+from heatbath.kernels.pairwise_sweep import (as_stored, block_update, chain_tile, chosen_method, reads_no_free_block,
+                                             sweep_seeds_of, table_path_applies)
+from heatbath.kernels.pallas_categorical import TILE_CHAINS, categorical_kernel_fits, categorical_pair_update
 from heatbath.kernels.pairwise_tables import block_couplings, pairwise_kind, pairwise_tables
 from heatbath.kernels.pieces import samples_per_piece
 from heatbath.kernels.schedule_loop import run_schedule, seeded_sweeps
@@ -52,29 +55,44 @@ class FoldedRun(NamedTuple):
     sums: PyTree
 
 
-PAIRED_METHOD = "auto"  # what callers' pairs run on; tests set "table-jnp" to run the pairing on a CPU
+# What callers' pairs run on: "auto" (the kernels, on one CUDA GPU), or "table-jnp", which tests set to
+# run the pairing on a CPU through the kernels' jax.numpy twins (the table kernel's for spins, the
+# gather update for categories).
+PAIRED_METHOD = "auto"
 
 
 def fold_paired_runs(first: FoldedRun, second: FoldedRun, schedule: SamplingSchedule, method: str | None = None):
     """`((sums, final free state), (sums, final free state))` of the two runs, per chain (leading axis
     `chains`), as `jax.vmap` of `fold_kernel_samples` over each run's chains gives them; or None where
-    the pair cannot run in lockstep (then run each phase on its own): either program not a spin program
-    of the table kernel ("auto": on one CUDA GPU with NVRTC; "table-jnp", the jax.numpy twin, anywhere,
-    for tests), a run whose schedule needs more than one piece, or sweeps that do not read the free
-    blocks (those already run side by side). `method` defaults to PAIRED_METHOD."""
+    the pair cannot run in lockstep (then run each phase on its own): the programs not both spin
+    programs of the table kernel or both categorical programs of the categorical kernel ("auto": on
+    one CUDA GPU, the table kernel with NVRTC; "table-jnp", the jax.numpy twins, anywhere, for tests),
+    a run whose schedule needs more than one piece, or sweeps that do not read the free blocks (those
+    already run side by side). `method` defaults to PAIRED_METHOD."""
     method = method or PAIRED_METHOD
     runs = (first, second)
     chains = [run.init_state[0].shape[0] if run.init_state else 0 for run in runs]
-    if not all(_pairable(run.program, schedule, n, method) for run, n in zip(runs, chains)):
+    kinds = {_pairable(run.program, schedule, n, method) for run, n in zip(runs, chains)}
+    if None in kinds or len(kinds) > 1:
         return None
+    spin, native = kinds == {"spin"}, method == "auto"
     words, states = [], []
     for run, n in zip(runs, chains):
         key_first = jax.vmap(lambda k: jax.random.split(k)[0])(run.keys)  # `fold_kernel_samples`' first piece
         words.append(jax.vmap(key_words_of)(key_first))
         block_states = chain_block_states(run.program, list(run.init_state), list(run.clamped), n)
-        states.append([jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states])
-    padded = [_pad_chains(w, s) for w, s in zip(words, states)]
-    samples = _paired_samples(first.program, second.program, schedule, method == "auto", *padded[0], *padded[1])
+        if spin:
+            states.append([jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states])
+        else:  # as `run_pairwise` holds them: spins among categories as categories 0 and 1
+            spins = pairwise_tables(run.program).spin_blocks
+            states.append([(s.astype(jnp.uint8) if is_spin else s).T for s, is_spin in zip(block_states, spins)])
+    if spin:
+        padded = [_pad_chains(w, s, CHAIN_MULTIPLE, 1) for w, s in zip(words, states)]
+        samples = _paired_samples(first.program, second.program, schedule, native, *padded[0], *padded[1])
+    else:  # padded as `run_pairwise` pads one device's chains for the kernel (none for the jax.numpy update)
+        padded = [_pad_chains(w, s, chain_tile(n, 1, TILE_CHAINS) if native else 1, 0) for w, s, n in zip(words, states, chains)]
+        samples = _paired_categorical_samples(first.program, second.program, schedule, native, *padded[0], *padded[1])
+        samples = [as_stored(s, tuple(np.dtype(x.dtype) for x in run.init_state)) for s, run in zip(samples, runs)]
     out = []
     for run, n, run_samples in zip(runs, chains, samples):
         run_samples = [s[:n] for s in run_samples]  # [chains, P, n_b]
@@ -107,25 +125,29 @@ def fold_training_phases(positive: tuple, negative: tuple, conditioning: list, s
     return tuple((jax.tree.map(lambda s: s / n, sums), final) for sums, final in folded)
 
 
-def _pairable(program: BlockSamplingProgram, schedule: SamplingSchedule, chains: int, method: str) -> bool:
-    if chains < 1 or schedule.n_samples < 1 or pairwise_kind(program)[0] != "spin":
-        return False
+def _pairable(program: BlockSamplingProgram, schedule: SamplingSchedule, chains: int, method: str) -> str | None:
+    """The program's kind ("spin" or "categorical") where it can run in a pair, else None."""
+    kind = pairwise_kind(program)[0]
+    if chains < 1 or schedule.n_samples < 1 or kind is None:
+        return None
     tables = pairwise_tables(program)
     if reads_no_free_block(tables) or samples_per_piece(program, schedule, chains) < schedule.n_samples:
-        return False
+        return None
     if method == "table-jnp":
-        return table_path_applies(program, tables)
+        return kind if kind == "categorical" or table_path_applies(program, tables) else None
     devices = jax.devices()
-    return method == "auto" and len(devices) == 1 and chosen_method("auto", program, tables, devices, chains) == "table"
+    want = "table" if kind == "spin" else "pallas"
+    ok = method == "auto" and len(devices) == 1 and chosen_method("auto", program, tables, devices, chains) == want
+    return kind if ok else None
 
 
-def _pad_chains(words: UInt32[Array, "chains 2"], states: list[Int8[Array, "n chains"]]):
-    """Throw-away chains up to the table kernel's chain multiple, as `run_pairwise` pads them."""
-    pad = -words.shape[0] % CHAIN_MULTIPLE
+def _pad_chains(words: UInt32[Array, "chains 2"], states: list[Array], multiple: int, value: int):
+    """Throw-away chains (state `value`) up to a multiple of `multiple`, as `run_pairwise` pads them."""
+    pad = -words.shape[0] % multiple
     if not pad:
         return words, states
     words = jnp.concatenate([words, jnp.zeros((pad, 2), jnp.uint32)])
-    return words, [jnp.pad(s, ((0, 0), (0, pad)), constant_values=1) for s in states]
+    return words, [jnp.pad(s, ((0, 0), (0, pad)), constant_values=value) for s in states]
 
 
 class _Run(NamedTuple):
@@ -178,4 +200,63 @@ def _paired_samples(program_a, program_b, schedule, native: bool, words_a, state
 
     first_seeds = tuple(run.seeds_of(jnp.uint32(0)) for run in runs)
     samples = run_schedule((tuple(run.flat for run in runs), first_seeds), schedule, sweeps, read, backend)
+    return tuple(jnp.split(jnp.transpose(s, (2, 0, 1)), np.cumsum(n)[:-1], axis=2) for s, n in zip(samples, sizes))
+
+
+class _CategoricalRun(NamedTuple):
+    """One categorical run's tables, each free block's field (`block_couplings`), its block updates in
+    sweep order and its seeds of a sweep."""
+
+    tables: object
+    params: list
+    updates: list[int]
+    seeds_of: Callable
+
+
+def _categorical_run(program: BlockSamplingProgram, words: UInt32[Array, "chains 2"]) -> _CategoricalRun:
+    tables = pairwise_tables(program)
+    params = [block_couplings(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
+    updates = [b for members in program.gibbs_spec.sampling_order for b in members]
+    return _CategoricalRun(tables, params, updates, sweep_seeds_of(words, len(params), folded=False))
+
+
+def _kernel_update(run: _CategoricalRun, b: int, states: list, seeds) -> tuple:
+    """Free block b's `categorical_pair_update` operands: (bias, node ids, seeds, sources, dtype)."""
+    bias, couplings = run.params[b]
+    sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(run.tables.sources[b], couplings)]
+    return bias, jnp.asarray(run.tables.node_ids[b]), seeds[b], sources, states[b].dtype
+
+
+@eqx.filter_jit
+def _paired_categorical_samples(program_a, program_b, schedule, native: bool, words_a, states_a, words_b, states_b):
+    """Both categorical runs' samples `[chains, P, n_b]` per free block (in the flat state's dtype): one
+    sweep loop, the i-th update of each run's sweep in one launch of the categorical kernel (`native`)
+    or, for tests, the gather update of each in turn. Every update is the one `run_pairwise` makes
+    (general couplings: training weights are traced), so the samples are the same."""
+    runs = (_categorical_run(program_a, words_a), _categorical_run(program_b, words_b))
+    general = [(None,) * len(run.params) for run in runs]
+
+    def sweep(all_states, seeds):
+        all_states = [list(s) for s in all_states]
+        for i in range(max(len(run.updates) for run in runs)):
+            todo = [(r, run.updates[i]) for r, run in enumerate(runs) if i < len(run.updates)]
+            operands = [_kernel_update(runs[r], b, all_states[r], seeds[r]) for r, b in todo]
+            if native and len(todo) == 2 and all(categorical_kernel_fits(op[0], op[3], op[2].shape[0]) for op in operands):
+                (_, b), (_, c) = todo
+                all_states[0][b], all_states[1][c] = categorical_pair_update(*operands)
+                continue
+            for r, b in todo:
+                all_states[r][b] = block_update(runs[r].params, runs[r].tables, b, all_states[r], seeds[r], native, general[r])
+        return tuple(tuple(s) for s in all_states)
+
+    backend = "pallas" if native else "jnp"
+    sweeps = seeded_sweeps(sweep, lambda index: tuple(run.seeds_of(index) for run in runs), backend)
+    sizes = [[len(b) for b in program.gibbs_spec.free_blocks] for program in (program_a, program_b)]
+
+    def read(carry):  # [free nodes, chains] per run
+        return tuple(jnp.concatenate(states[: len(n)]) if len(n) > 1 else states[0] for states, n in zip(carry[0], sizes))
+
+    first_seeds = tuple(run.seeds_of(jnp.uint32(0)) for run in runs)
+    start = (tuple(tuple(s) for s in (states_a, states_b)), first_seeds)
+    samples = run_schedule(start, schedule, sweeps, read, backend)
     return tuple(jnp.split(jnp.transpose(s, (2, 0, 1)), np.cumsum(n)[:-1], axis=2) for s, n in zip(samples, sizes))

@@ -113,7 +113,7 @@ def _categories(bias, couplings, sources, states, u, dtype):
     return draw_category(theta, u, dtype)
 
 
-def _update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: bool, forms: tuple):
+def block_update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: bool, forms: tuple):
     """New states of free block b: the fused Pallas kernels on GPU, else jax.numpy. `forms[b]`: what
     is known of block b's couplings (`coupling_structure`), which the categorical kernel uses."""
     bias, couplings = params[b]
@@ -136,7 +136,7 @@ def _sweep(params, tables: NeighbourTables, sampling_order, states, seeds, use_p
     """One sweep over the per-block states with this sweep's seeds."""
     forms = forms or (None,) * len(params)
     for members in sampling_order:
-        new = {b: _update(params, tables, b, states, seeds, use_pallas, forms) for b in members}
+        new = {b: block_update(params, tables, b, states, seeds, use_pallas, forms) for b in members}
         states = [new.get(i, s) for i, s in enumerate(states)]
     return states
 
@@ -331,7 +331,7 @@ def check_concrete_categories(program: BlockSamplingProgram, states: list) -> No
             raise StateError(CATEGORY_RANGE_MESSAGE)
 
 
-def _chain_tile(chains: int, n_devices: int, tile: int) -> int:
+def chain_tile(chains: int, n_devices: int, tile: int) -> int:
     """Chains per kernel tile: `tile`, or the power of two covering a device's share if smaller."""
     per_device = -(-chains // n_devices)
     return min(tile, 1 << max(per_device - 1, 0).bit_length())
@@ -458,11 +458,11 @@ def run_pairwise(
     if method == "gather":
         tile = 1
     elif method == "pallas":
-        tile = _chain_tile(chains, len(devices), TILE_CHAINS if tables.kind == "spin" else pallas_categorical.TILE_CHAINS)
+        tile = chain_tile(chains, len(devices), TILE_CHAINS if tables.kind == "spin" else pallas_categorical.TILE_CHAINS)
     elif method.startswith("table"):
         tile = TABLE_CHAIN_MULTIPLE
     else:  # the tensor kernel's products need at least 16 chains
-        tile = max(16, _chain_tile(chains, len(devices), TENSOR_TILE_CHAINS))
+        tile = max(16, chain_tile(chains, len(devices), TENSOR_TILE_CHAINS))
     pad = -chains % (len(devices) * tile)
     if tables.kind == "spin":
         states: list[Int8[Array, "n c"]] = [jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states]
@@ -478,7 +478,7 @@ def run_pairwise(
         return out
     if observed_dtypes is None:  # the ids are concrete here (a caller passing traced ids gives the dtypes)
         observed_dtypes = observed_dtypes_of(program, [ids[0] if len(ids) else None for ids in map(np.asarray, observed_ids)])
-    return _as_stored(out, observed_dtypes)
+    return as_stored(out, observed_dtypes)
 
 
 def observed_dtypes_of(program: BlockSamplingProgram, first_ids: Sequence[int | None]) -> tuple:
@@ -489,7 +489,7 @@ def observed_dtypes_of(program: BlockSamplingProgram, first_ids: Sequence[int | 
                  for i in first_ids)
 
 
-def _as_stored(samples: list[Array], dtypes: tuple) -> list[Array]:
+def as_stored(samples: list[Array], dtypes: tuple) -> list[Array]:
     """Categorical samples in the dtype of the nodes they observe (the flat state of a program whose
     blocks differ in dtype holds the widest), spins (categories 0 and 1) as booleans."""
     out = []

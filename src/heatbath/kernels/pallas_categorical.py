@@ -35,7 +35,7 @@ from heatbath.kernels.categorical_draw import draw_category
 from heatbath.kernels.counter_rng import uniform_from_words, update_words
 from heatbath.kernels.coupling_structure import DIAGONAL, CouplingForm
 
-__all__ = ["categorical_block_update", "categorical_kernel_fits", "TILE_NODES", "TILE_CHAINS"]
+__all__ = ["categorical_block_update", "categorical_pair_update", "categorical_kernel_fits", "TILE_NODES", "TILE_CHAINS"]
 
 # 8 nodes x 128 chains x 4 warps: the best of ten tiles (2-32 nodes, 64-256 chains, 2-8 warps) for q = 5
 # Potts on an H200. Read at call time, so benchmarks can try others.
@@ -48,12 +48,19 @@ INDEX_LIMIT = 2**31  # the kernel indexes its weight table and states with int32
 def _kernel(widths, n, n_categories, tile_nodes, tile_chains, form, *refs):
     from jax.experimental import pallas as pl
 
+    _tile(pl.program_id(0), pl.program_id(1), widths, n, n_categories, tile_nodes, tile_chains, form, *refs)
+
+
+def _tile(node_tile, chain_tile, widths, n, n_categories, tile_nodes, tile_chains, form, *refs):
+    """One program's work: node tile `node_tile` × chain tile `chain_tile` of one block update."""
+    from jax.experimental import pallas as pl
+
     bias_ref, ids_ref, seed_ref = refs[:3]
     out_ref = refs[-1]
     sources = refs[3:-1]
-    rows = pl.program_id(0) * tile_nodes + jnp.arange(tile_nodes)
+    rows = node_tile * tile_nodes + jnp.arange(tile_nodes)
     safe = jnp.where(rows < n, rows, 0)  # rows past n (the last tile) compute node 0, written to padding
-    chains = pl.ds(pl.program_id(1) * tile_chains, tile_chains)
+    chains = pl.ds(chain_tile * tile_chains, tile_chains)
     shape = (tile_nodes, tile_chains)
     theta = [jnp.broadcast_to(bias_ref[safe, k][:, None], shape) for k in range(n_categories)]
     for s, (width, n_tail) in enumerate(widths):
@@ -102,25 +109,80 @@ def categorical_block_update(
     per neighbour) or a float J (J on every diagonal, no padding slot: no load). The sums, and so the
     samples, are the same for every form that holds."""
     from jax.experimental import pallas as pl
+
+    update = _Update.of(bias, node_ids, seed, sources, dtype, form, tile_nodes, tile_chains)
+    out = pl.pallas_call(
+        functools.partial(_kernel, *update.statics),
+        out_shape=update.out_shape,
+        grid=(update.node_tiles, update.chain_tiles),
+        **_options(interpret),
+    )(*update.inputs)
+    return update.trimmed(out)
+
+
+def categorical_pair_update(first: tuple, second: tuple, *, interpret: bool = False) -> tuple[Array, Array]:
+    """Two block updates of two independent runs in one launch: each of `first` and `second` is
+    `(bias, node_ids, seed, sources, dtype)` as `categorical_block_update` takes them (general form, default
+    tiles). Programs below the first run's node tiles compute its tiles with exactly the arithmetic of
+    its own launch, the rest the second run's, so both results equal two single updates. With few
+    chains a launch is a couple of microseconds of latency whatever its size: the two phases of a
+    training gradient then cost about one."""
+    from jax.experimental import pallas as pl
+
+    a, b = (_Update.of(*run, None, None, None) for run in (first, second))
+
+    def kernel(*refs):
+        refs_a, refs_b = refs[: len(a.inputs)], refs[len(a.inputs) : len(a.inputs) + len(b.inputs)]
+        out_a, out_b = refs[-2:]
+        i, j = pl.program_id(0), pl.program_id(1)
+
+        @pl.when((i < a.node_tiles) & (j < a.chain_tiles))
+        def _():
+            _tile(i, j, *a.statics, *refs_a, out_a)
+
+        @pl.when((i >= a.node_tiles) & (j < b.chain_tiles))
+        def _():
+            _tile(i - a.node_tiles, j, *b.statics, *refs_b, out_b)
+
+    out_a, out_b = pl.pallas_call(
+        kernel,
+        out_shape=(a.out_shape, b.out_shape),
+        grid=(a.node_tiles + b.node_tiles, max(a.chain_tiles, b.chain_tiles)),
+        **_options(interpret),
+    )(*a.inputs, *b.inputs)
+    return a.trimmed(out_a), b.trimmed(out_b)
+
+
+def _options(interpret: bool) -> dict:
     from jax.experimental.pallas import triton as plgpu
 
-    tile_nodes, tile_chains = tile_nodes or TILE_NODES, tile_chains or TILE_CHAINS
-    n, n_categories = bias.shape
-    chains = seed.shape[0]
-    tile_chains = min(tile_chains, chains)
-    if chains % tile_chains:
-        raise ValueError(f"chains ({chains}) must be a multiple of {tile_chains}")
-    widths = tuple((int(nb.shape[1]), int(w.shape[3])) for _, nb, w in sources)
-    flat = []
-    for state, neighbours, weights in sources:
-        table = jnp.diagonal(weights, axis1=2, axis2=3) if form == DIAGONAL else weights
-        flat += [state, neighbours.astype(jnp.int32), table.reshape(-1)]
-    n_tiles = -(-n // tile_nodes)
-    options = {"interpret": True} if interpret else {"compiler_params": plgpu.CompilerParams(num_warps=NUM_WARPS)}
-    out = pl.pallas_call(
-        functools.partial(_kernel, widths, n, n_categories, tile_nodes, tile_chains, form),
-        out_shape=jax.ShapeDtypeStruct((n_tiles * tile_nodes, chains), dtype),  # padded to whole tiles
-        grid=(n_tiles, chains // tile_chains),
-        **options,
-    )(bias, node_ids, seed, *flat)
-    return out[:n] if n % tile_nodes else out
+    return {"interpret": True} if interpret else {"compiler_params": plgpu.CompilerParams(num_warps=NUM_WARPS)}
+
+
+class _Update:
+    """One block update's kernel inputs, static parameters and grid."""
+
+    def __init__(self, inputs, statics, n, chains, dtype):
+        self.inputs, self.statics = inputs, statics
+        tile_nodes, tile_chains = statics[3], statics[4]
+        self.n, self.node_tiles, self.chain_tiles = n, -(-n // tile_nodes), chains // tile_chains
+        self.out_shape = jax.ShapeDtypeStruct((self.node_tiles * tile_nodes, chains), dtype)  # padded to whole tiles
+
+    @classmethod
+    def of(cls, bias, node_ids, seed, sources, dtype, form, tile_nodes, tile_chains) -> "_Update":
+        tile_nodes, tile_chains = tile_nodes or TILE_NODES, tile_chains or TILE_CHAINS
+        n, n_categories = bias.shape
+        chains = seed.shape[0]
+        tile_chains = min(tile_chains, chains)
+        if chains % tile_chains:
+            raise ValueError(f"chains ({chains}) must be a multiple of {tile_chains}")
+        widths = tuple((int(nb.shape[1]), int(w.shape[3])) for _, nb, w in sources)
+        flat = []
+        for state, neighbours, weights in sources:
+            table = jnp.diagonal(weights, axis1=2, axis2=3) if form == DIAGONAL else weights
+            flat += [state, neighbours.astype(jnp.int32), table.reshape(-1)]
+        statics = (widths, n, n_categories, tile_nodes, tile_chains, form)
+        return cls([bias, node_ids, seed, *flat], statics, n, chains, dtype)
+
+    def trimmed(self, out):
+        return out[: self.n] if out.shape[0] != self.n else out
