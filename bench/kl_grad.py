@@ -9,12 +9,15 @@ libraries get the same model (biases N(0, 1), couplings N(0, 0.3²), seed 0), th
 under `jax.jit`. Milliseconds per call: the best of `--repeats` calls after a compiling one.
 
     .venv-bench/bin/python bench/kl_grad.py [--repeats 3] [--batch 50] [--no-thrml] [--train-api] [--factorized]
-        [--potts] [--unpaired]
+        [--potts] [--potts-rows] [--unpaired]
 
 `--train-api` also times heatbath's own `heatbath.train.estimate_kl_grad` on the same model and data
 sizes (it serves any factorised EBM: ∂E/∂θ by autodiff at every sample, or from the samples' moments
 for an `IsingEBM`, as here). `--factorized` times it with the same model as a `FactorizedEBM` of two
-`SpinEBMFactor`s, `--potts` on a q = 5 Potts model (heatbath alone: THRML trains Ising models only).
+`SpinEBMFactor`s, `--potts` on a q = 5 Potts model (heatbath alone: THRML trains Ising models only;
+its latent nodes read only data nodes, so its positive phase runs its sweeps side by side and does
+not pair), `--potts-rows` on the same model with every other row a data row (latent nodes coupled
+along their rows: both phases sweep and pair).
 `--unpaired` times heatbath's calls again with the two phases one after the other instead of in the
 same kernel launches (`kernels.paired_runs`, one CUDA GPU; the Potts case with `--potts` too).
 """
@@ -124,11 +127,12 @@ def train_api_call(batch: int, schedule_args=(5, 100, 5), factorized: bool = Fal
     return lambda i: run(keys[i], model)
 
 
-def potts_train_call(batch: int, side: int = 32, k: int = 5, schedule_args=(5, 100, 5)):
+def potts_train_call(batch: int, side: int = 32, k: int = 5, schedule_args=(5, 100, 5), rows: bool = False):
     """`heatbath.train.estimate_kl_grad` on a q-state Potts model (`CategoricalEBM`, couplings
     N(0, 0.3²) on every K×K entry, biases N(0, 1)) on a side × side torus, every other node a data
-    node, the same schedule and chain counts as THRML's Ising example. THRML has no training API
-    for categorical models, so this is heatbath alone."""
+    node (`rows`: every other row, so the latent nodes couple to each other along their rows), the
+    same schedule and chain counts as THRML's Ising example. THRML has no training API for
+    categorical models, so this is heatbath alone."""
     import equinox as eqx
 
     import heatbath.train as ht
@@ -143,8 +147,9 @@ def potts_train_call(batch: int, side: int = 32, k: int = 5, schedule_args=(5, 1
     edges += [(at(i, j), at(i + 1, j)) for i in range(side) for j in range(side)]
     model = CategoricalEBM(nodes, rng.normal(0, 1, (len(nodes), k)).astype(np.float32), edges,
                            rng.normal(0, 0.3, (len(edges), k, k)).astype(np.float32))
-    visible = [n for i, n in enumerate(nodes) if (i + i // side) % 2 == 0]
-    latent = [n for i, n in enumerate(nodes) if (i + i // side) % 2 == 1]
+    parity = (lambda i: i // side % 2) if rows else (lambda i: (i + i // side) % 2)  # noqa: E731
+    visible = [n for i, n in enumerate(nodes) if parity(i) == 0]
+    latent = [n for i, n in enumerate(nodes) if parity(i) == 1]
     schedule = SamplingSchedule(*schedule_args)
     spec = ht.TrainingSpec(model, [Block(visible)], [], color_blocks(model, nodes=latent), color_blocks(model),
                            schedule, schedule)
@@ -166,6 +171,8 @@ def main(argv=None) -> None:
                         help="also time heatbath.train.estimate_kl_grad with the model as a FactorizedEBM")
     parser.add_argument("--potts", action="store_true",
                         help="also time heatbath.train.estimate_kl_grad on a q = 5 Potts model, 32 x 32 torus")
+    parser.add_argument("--potts-rows", action="store_true",
+                        help="also time the Potts case with every other row a data row (latent nodes coupled)")
     parser.add_argument("--unpaired", action="store_true",
                         help="also time heatbath's calls with the phases one after the other (no paired launches)")
     args = parser.parse_args(argv)
@@ -190,6 +197,9 @@ def main(argv=None) -> None:
     if args.potts:
         seconds, _ = best_time(potts_train_call(args.batch), args.repeats)
         print(f"heatbath.train.estimate_kl_grad, q = 5 Potts, 32 x 32 torus, 512 data nodes {1e3 * seconds:10.1f}", flush=True)
+    if args.potts_rows:
+        seconds, _ = best_time(potts_train_call(args.batch, rows=True), args.repeats)
+        print(f"heatbath.train.estimate_kl_grad, q = 5 Potts, data rows {1e3 * seconds:10.1f}", flush=True)
     if args.unpaired:
         _time_unpaired(args)
 
@@ -209,6 +219,9 @@ def _time_unpaired(args) -> None:
     if args.potts:
         seconds, _ = best_time(potts_train_call(args.batch), args.repeats)
         print(f"unpaired: heatbath.train.estimate_kl_grad, q = 5 Potts {1e3 * seconds:10.1f}", flush=True)
+    if args.potts_rows:
+        seconds, _ = best_time(potts_train_call(args.batch, rows=True), args.repeats)
+        print(f"unpaired: heatbath.train.estimate_kl_grad, q = 5 Potts, data rows {1e3 * seconds:10.1f}", flush=True)
 
 
 if __name__ == "__main__":
