@@ -188,20 +188,21 @@ def main(argv=None) -> None:
         diff = np.abs(np.asarray(ours_out[1]) - np.asarray(theirs_out[1]))
         line += f"   mean |bias grad difference| {diff.mean():.3f}"
     print(line, flush=True)
-    if args.train_api:
-        seconds, _ = best_time(train_api_call(args.batch), args.repeats)
-        print(f"heatbath.train.estimate_kl_grad {1e3 * seconds:10.1f}", flush=True)
-    if args.factorized:
-        seconds, _ = best_time(train_api_call(args.batch, factorized=True), args.repeats)
-        print(f"heatbath.train.estimate_kl_grad, the model as a FactorizedEBM {1e3 * seconds:10.1f}", flush=True)
-    if args.potts:
-        seconds, _ = best_time(potts_train_call(args.batch), args.repeats)
-        print(f"heatbath.train.estimate_kl_grad, q = 5 Potts, 32 x 32 torus, 512 data nodes {1e3 * seconds:10.1f}", flush=True)
-    if args.potts_rows:
-        seconds, _ = best_time(potts_train_call(args.batch, rows=True), args.repeats)
-        print(f"heatbath.train.estimate_kl_grad, q = 5 Potts, data rows {1e3 * seconds:10.1f}", flush=True)
+    _time_train_api(args, "")
     if args.unpaired:
         _time_unpaired(args)
+
+
+def _time_train_api(args, prefix: str) -> None:
+    """`heatbath.train.estimate_kl_grad` on each case the flags ask for, one line each."""
+    cases = [(args.train_api, "", lambda: train_api_call(args.batch)),
+             (args.factorized, ", the model as a FactorizedEBM", lambda: train_api_call(args.batch, factorized=True)),
+             (args.potts, ", q = 5 Potts, 32 x 32 torus, 512 data nodes", lambda: potts_train_call(args.batch)),
+             (args.potts_rows, ", q = 5 Potts, data rows", lambda: potts_train_call(args.batch, rows=True))]
+    for wanted, what, call in cases:
+        if wanted:
+            seconds, _ = best_time(call(), args.repeats)
+            print(f"{prefix}heatbath.train.estimate_kl_grad{what} {1e3 * seconds:10.1f}", flush=True)
 
 
 def _time_unpaired(args) -> None:
@@ -213,15 +214,7 @@ def _time_unpaired(args) -> None:
     jax.clear_caches()
     ours, _ = best_time(gradient_call("heatbath", args.batch)[0], args.repeats)
     print(f"unpaired: heatbath {1e3 * ours:10.1f}", flush=True)
-    if args.train_api:
-        seconds, _ = best_time(train_api_call(args.batch), args.repeats)
-        print(f"unpaired: heatbath.train.estimate_kl_grad {1e3 * seconds:10.1f}", flush=True)
-    if args.potts:
-        seconds, _ = best_time(potts_train_call(args.batch), args.repeats)
-        print(f"unpaired: heatbath.train.estimate_kl_grad, q = 5 Potts {1e3 * seconds:10.1f}", flush=True)
-    if args.potts_rows:
-        seconds, _ = best_time(potts_train_call(args.batch, rows=True), args.repeats)
-        print(f"unpaired: heatbath.train.estimate_kl_grad, q = 5 Potts, data rows {1e3 * seconds:10.1f}", flush=True)
+    _time_train_api(args, "unpaired: ")
 
 
 if __name__ == "__main__":

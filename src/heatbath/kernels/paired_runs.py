@@ -26,8 +26,8 @@ from jaxtyping import Array, Int8, Key, PyTree, UInt32
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.batched import chain_block_states
 from heatbath.kernels.dispatch import key_words_of
-from heatbath.kernels.pairwise_sweep import (as_stored, block_update, chain_tile, chosen_method, reads_no_free_block,
-                                             sweep_seeds_of, table_path_applies)
+from heatbath.kernels.pairwise_sweep import (as_stored, block_update, chain_tile, chosen_method, kernel_operands,
+                                             kernel_states, reads_no_free_block, sweep_seeds_of, table_path_applies)
 from heatbath.kernels.pallas_categorical import TILE_CHAINS, categorical_kernel_fits, categorical_pair_update
 from heatbath.kernels.pairwise_tables import block_couplings, pairwise_kind, pairwise_tables
 from heatbath.kernels.pieces import samples_per_piece
@@ -81,11 +81,7 @@ def fold_paired_runs(first: FoldedRun, second: FoldedRun, schedule: SamplingSche
         key_first = jax.vmap(lambda k: jax.random.split(k)[0])(run.keys)  # `fold_kernel_samples`' first piece
         words.append(jax.vmap(key_words_of)(key_first))
         block_states = chain_block_states(run.program, list(run.init_state), list(run.clamped), n)
-        if spin:
-            states.append([jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states])
-        else:  # as `run_pairwise` holds them: spins among categories as categories 0 and 1
-            spins = pairwise_tables(run.program).spin_blocks
-            states.append([(s.astype(jnp.uint8) if is_spin else s).T for s, is_spin in zip(block_states, spins)])
+        states.append(kernel_states(pairwise_tables(run.program), block_states))
     if spin:
         padded = [_pad_chains(w, s, CHAIN_MULTIPLE, 1) for w, s in zip(words, states)]
         samples = _paired_samples(first.program, second.program, schedule, native, *padded[0], *padded[1])
@@ -222,9 +218,8 @@ def _categorical_run(program: BlockSamplingProgram, words: UInt32[Array, "chains
 
 def _kernel_update(run: _CategoricalRun, b: int, states: list, seeds) -> tuple:
     """Free block b's `categorical_pair_update` operands: (bias, node ids, seeds, sources, dtype)."""
-    bias, couplings = run.params[b]
-    sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(run.tables.sources[b], couplings)]
-    return bias, jnp.asarray(run.tables.node_ids[b]), seeds[b], sources, states[b].dtype
+    bias, node_ids, sources = kernel_operands(run.params, run.tables, b, states)
+    return bias, node_ids, seeds[b], sources, states[b].dtype
 
 
 @eqx.filter_jit

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
-from jaxtyping import Array, Float, Int8, UInt32
+from jaxtyping import Array, Float, UInt32
 
 from heatbath.block_sampling import CATEGORY_RANGE_MESSAGE, BlockSamplingProgram, SamplingSchedule
 from heatbath.errors import HeatbathError, StateError
@@ -113,13 +113,27 @@ def _categories(bias, couplings, sources, states, u, dtype):
     return draw_category(theta, u, dtype)
 
 
+def kernel_operands(params, tables: NeighbourTables, b: int, states) -> tuple:
+    """What the Pallas kernels read for free block b: `(bias, node ids, sources)`, a source being
+    `(state, neighbour table, couplings)` of one source block."""
+    bias, couplings = params[b]
+    sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
+    return bias, jnp.asarray(tables.node_ids[b]), sources
+
+
+def kernel_states(tables: NeighbourTables, block_states: list[Array]) -> list[Array]:
+    """Every block's `[chains, n]` state as the pairwise updates hold it, `[n, chains]`: a spin
+    program's spins as int8 ±1; categories as they are, spins among them as categories 0 and 1."""
+    if tables.kind == "spin":
+        return [jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states]
+    return [(s.astype(jnp.uint8) if spin else s).T for s, spin in zip(block_states, tables.spin_blocks)]
+
+
 def block_update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: bool, forms: tuple):
     """New states of free block b: the fused Pallas kernels on GPU, else jax.numpy. `forms[b]`: what
     is known of block b's couplings (`coupling_structure`), which the categorical kernel uses."""
-    bias, couplings = params[b]
-    node_ids = jnp.asarray(tables.node_ids[b])
-    # what the Pallas kernels read: (source state, neighbour table, couplings) per source block
-    sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
+    couplings = params[b][1]
+    bias, node_ids, sources = kernel_operands(params, tables, b, states)
     if tables.kind == "categorical":
         if use_pallas and categorical_kernel_fits(bias, sources, seeds.shape[1]):
             return categorical_block_update(bias, node_ids, seeds[b], sources, states[b].dtype, form=forms[b])
@@ -464,10 +478,7 @@ def run_pairwise(
     else:  # the tensor kernel's products need at least 16 chains
         tile = max(16, chain_tile(chains, len(devices), TENSOR_TILE_CHAINS))
     pad = -chains % (len(devices) * tile)
-    if tables.kind == "spin":
-        states: list[Int8[Array, "n c"]] = [jnp.where(s, 1, -1).astype(jnp.int8).T for s in block_states]
-    else:  # checked in `_run`; spins among categories as categories 0 (down) and 1 (up)
-        states = [(s.astype(jnp.uint8) if spin else s).T for s, spin in zip(block_states, tables.spin_blocks)]
+    states = kernel_states(tables, block_states)  # categories checked in `_run`
     if pad:
         chain_words = jnp.concatenate([chain_words, jnp.zeros((pad, 2), jnp.uint32)])
         states = [jnp.pad(s, ((0, 0), (0, pad)), constant_values=1 if tables.kind == "spin" else 0) for s in states]
