@@ -263,8 +263,10 @@ def sample_states_batched(
             return _run_torus(key, block_states, index, *torus_weights(torus), L=torus.L, q=getattr(torus, "q", None),
                               schedule=schedule, backend=backend, devices=split)
         forms = call_forms(program, tables, jax.devices() if devices is None else devices, keep_j=False)
-        dtypes = observed_dtypes_of(program, [program.gibbs_spec.node_ids(Block(b).nodes[:1])[0] if len(Block(b)) else None
-                                              for b in nodes_to_sample])
+        dtypes = None  # spin programs' samples are bools already; categorical ones take their blocks' dtypes
+        if tables.kind == "categorical":  # one node of each sampled block (no Block() copy of a large one)
+            firsts = [(b.nodes if isinstance(b, Block) else tuple(b))[:1] for b in nodes_to_sample]
+            dtypes = observed_dtypes_of(program, [program.gibbs_spec.node_ids(f)[0] if f else None for f in firsts])
         return _run_pairwise(key, program, schedule, list(init_state_free), list(state_clamp), observed, devices, method,
                              forms, dtypes)
     block_states = chain_block_states(program, list(init_state_free), list(state_clamp), chains)

@@ -15,6 +15,7 @@ and the sums folded from them, are the same as running the phases one after the 
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import equinox as eqx
@@ -147,111 +148,118 @@ def _pad_chains(words: UInt32[Array, "chains 2"], states: list[Array], multiple:
 
 
 class _Run(NamedTuple):
-    """One run's flat state (`table_state`), its kernel blocks, its block updates in sweep order and
-    its seeds of a sweep."""
+    """One run in the lockstep loop: its state in its updates' layout, its block updates in sweep order,
+    its seeds of a sweep, `operands(state, seeds, b)` (what a paired launch takes of free block b) and
+    `update(state, seeds, b)` (block b's update alone)."""
 
-    flat: Array
-    blocks: list
+    state: PyTree
     updates: list[int]
     seeds_of: Callable
+    operands: Callable
+    update: Callable
 
 
-def _table_run(program: BlockSamplingProgram, words: UInt32[Array, "chains 2"],
-               states: list[Int8[Array, "n chains"]]) -> _Run:
+def _sweep_order(program: BlockSamplingProgram) -> list[int]:
+    return [b for members in program.gibbs_spec.sampling_order for b in members]
+
+
+def _fields(program: BlockSamplingProgram):
+    """The program's tables and each free block's field (`block_couplings`)."""
     tables = pairwise_tables(program)
-    params = [block_couplings(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
+    return tables, [block_couplings(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
+
+
+def _lockstep_samples(runs: tuple[_Run, _Run], pair: Callable, read: Callable, schedule: SamplingSchedule, backend: str,
+                      programs) -> tuple:
+    """Both runs' samples `[chains, P, n_b]` per free block: one sweep loop, the i-th update of each
+    run's sweep in one launch, `pair(operands_a, operands_b)` (None where that pair must run as two
+    updates); a run with more updates a sweep takes its last ones alone. `read(states)`: each run's
+    free rows `[free nodes, chains]`, split into blocks after the loop."""
+
+    def sweep(states, seeds):
+        states = list(states)
+        for i in range(max(len(run.updates) for run in runs)):
+            todo = [(r, run.updates[i]) for r, run in enumerate(runs) if i < len(run.updates)]
+            both = None
+            if len(todo) == 2:
+                both = pair(*(runs[r].operands(states[r], seeds[r], b) for r, b in todo))
+            if both is not None:
+                states = list(both)
+                continue
+            for r, b in todo:
+                states[r] = runs[r].update(states[r], seeds[r], b)
+        return tuple(states)
+
+    sweeps = seeded_sweeps(sweep, lambda index: tuple(run.seeds_of(index) for run in runs), backend)
+    first_seeds = tuple(run.seeds_of(jnp.uint32(0)) for run in runs)
+    samples = run_schedule((tuple(run.state for run in runs), first_seeds), schedule, sweeps,
+                           lambda carry: read(carry[0]), backend)
+    sizes = [[len(b) for b in program.gibbs_spec.free_blocks] for program in programs]
+    return tuple(jnp.split(jnp.transpose(s, (2, 0, 1)), np.cumsum(n)[:-1], axis=2) for s, n in zip(samples, sizes))
+
+
+def _table_run(program: BlockSamplingProgram, words: UInt32[Array, "chains 2"], states: list[Int8[Array, "n chains"]],
+               native: bool) -> _Run:
+    tables, params = _fields(program)
     blocks = table_blocks(tables, table_layouts(tables), params)
-    updates = [b for members in program.gibbs_spec.sampling_order for b in members]
-    return _Run(table_state(states), blocks, updates, sweep_seeds_of(words, len(params), folded=True))
+    single = table_block_update if native else table_block_update_jnp
+    return _Run(table_state(states), _sweep_order(program), sweep_seeds_of(words, len(params), folded=True),
+                lambda state, seeds, b: (blocks[b], state, seeds, b),
+                lambda state, seeds, b: single(blocks[b], state, seeds, b))
 
 
 @eqx.filter_jit
 def _paired_samples(program_a, program_b, schedule, native: bool, words_a, states_a, words_b, states_b):
-    """Both runs' samples `[chains, P, n_b]` per free block: one sweep loop, the i-th update of each
-    run's sweep in one launch (a run with more updates a sweep takes its last ones alone). The free
-    blocks are the flat state's first rows (spec-wide node ids count the free blocks first), so a
-    sample is one slice of rows, split into blocks after the loop."""
-    runs = (_table_run(program_a, words_a, states_a), _table_run(program_b, words_b, states_b))
-    single = table_block_update if native else table_block_update_jnp
+    """Both spin runs' samples on the table kernel (`native`) or its jax.numpy twin, a pair of updates
+    in one `table_pair_update`. The free blocks are the flat state's first rows (spec-wide node ids
+    count the free blocks first), so a sample is one slice of rows."""
+    programs = (program_a, program_b)
+    runs = (_table_run(program_a, words_a, states_a, native), _table_run(program_b, words_b, states_b, native))
+    n_free = [sum(len(b) for b in program.gibbs_spec.free_blocks) for program in programs]
 
-    def sweep(flats, seeds):
-        flats = list(flats)
-        for i in range(max(len(run.updates) for run in runs)):
-            todo = [(r, run.updates[i]) for r, run in enumerate(runs) if i < len(run.updates)]
-            if len(todo) == 2:
-                (_, b), (_, c) = todo
-                flats = list(table_pair_update((runs[0].blocks[b], flats[0], seeds[0], b),
-                                               (runs[1].blocks[c], flats[1], seeds[1], c), native=native))
-            else:
-                r, b = todo[0]
-                flats[r] = single(runs[r].blocks[b], flats[r], seeds[r], b)
-        return tuple(flats)
+    def read(flats):
+        return tuple(flat[:n] > 0 for flat, n in zip(flats, n_free))
 
-    backend = "pallas" if native else "jnp"
-    sweeps = seeded_sweeps(sweep, lambda index: tuple(run.seeds_of(index) for run in runs), backend)
-    sizes = [[len(b) for b in program.gibbs_spec.free_blocks] for program in (program_a, program_b)]
-
-    def read(carry):
-        return tuple(flat[: sum(n)] > 0 for flat, n in zip(carry[0], sizes))  # [free nodes, chains]
-
-    first_seeds = tuple(run.seeds_of(jnp.uint32(0)) for run in runs)
-    samples = run_schedule((tuple(run.flat for run in runs), first_seeds), schedule, sweeps, read, backend)
-    return tuple(jnp.split(jnp.transpose(s, (2, 0, 1)), np.cumsum(n)[:-1], axis=2) for s, n in zip(samples, sizes))
+    pair = functools.partial(table_pair_update, native=native)
+    return _lockstep_samples(runs, pair, read, schedule, "pallas" if native else "jnp", programs)
 
 
-class _CategoricalRun(NamedTuple):
-    """One categorical run's tables, each free block's field (`block_couplings`), its block updates in
-    sweep order and its seeds of a sweep."""
+def _categorical_run(program: BlockSamplingProgram, words: UInt32[Array, "chains 2"], states: list, native: bool) -> _Run:
+    tables, params = _fields(program)
+    general = (None,) * len(params)  # training weights are traced: the general couplings, as `run_pairwise` takes
 
-    tables: object
-    params: list
-    updates: list[int]
-    seeds_of: Callable
+    def operands(states, seeds, b):
+        """((bias, node ids, seeds, sources, dtype) of block b, the states, b)."""
+        bias, node_ids, sources = kernel_operands(params, tables, b, states)
+        return (bias, node_ids, seeds[b], sources, states[b].dtype), states, b
 
+    def update(states, seeds, b):
+        return _with_block(states, b, block_update(params, tables, b, states, seeds, native, general))
 
-def _categorical_run(program: BlockSamplingProgram, words: UInt32[Array, "chains 2"]) -> _CategoricalRun:
-    tables = pairwise_tables(program)
-    params = [block_couplings(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
-    updates = [b for members in program.gibbs_spec.sampling_order for b in members]
-    return _CategoricalRun(tables, params, updates, sweep_seeds_of(words, len(params), folded=False))
+    return _Run(tuple(states), _sweep_order(program), sweep_seeds_of(words, len(params), folded=False), operands, update)
 
 
-def _kernel_update(run: _CategoricalRun, b: int, states: list, seeds) -> tuple:
-    """Free block b's `categorical_pair_update` operands: (bias, node ids, seeds, sources, dtype)."""
-    bias, node_ids, sources = kernel_operands(run.params, run.tables, b, states)
-    return bias, node_ids, seeds[b], sources, states[b].dtype
+def _with_block(states: tuple, b: int, new: Array) -> tuple:
+    return tuple(new if i == b else s for i, s in enumerate(states))
 
 
 @eqx.filter_jit
 def _paired_categorical_samples(program_a, program_b, schedule, native: bool, words_a, states_a, words_b, states_b):
-    """Both categorical runs' samples `[chains, P, n_b]` per free block (in the flat state's dtype): one
-    sweep loop, the i-th update of each run's sweep in one launch of the categorical kernel (`native`)
-    or, for tests, the gather update of each in turn. Every update is the one `run_pairwise` makes
-    (general couplings: training weights are traced), so the samples are the same."""
-    runs = (_categorical_run(program_a, words_a), _categorical_run(program_b, words_b))
-    general = [(None,) * len(run.params) for run in runs]
+    """Both categorical runs' samples (in the states' dtype) on the categorical kernel (`native`, a pair
+    of updates in one `categorical_pair_update`) or, for tests, the gather update of each in turn.
+    Every update is the one `run_pairwise` makes, so the samples are the same."""
+    programs = (program_a, program_b)
+    runs = (_categorical_run(program_a, words_a, states_a, native), _categorical_run(program_b, words_b, states_b, native))
+    n_free = [len(program.gibbs_spec.free_blocks) for program in programs]
 
-    def sweep(all_states, seeds):
-        all_states = [list(s) for s in all_states]
-        for i in range(max(len(run.updates) for run in runs)):
-            todo = [(r, run.updates[i]) for r, run in enumerate(runs) if i < len(run.updates)]
-            operands = [_kernel_update(runs[r], b, all_states[r], seeds[r]) for r, b in todo]
-            if native and len(todo) == 2 and all(categorical_kernel_fits(op[0], op[3], op[2].shape[0]) for op in operands):
-                (_, b), (_, c) = todo
-                all_states[0][b], all_states[1][c] = categorical_pair_update(*operands)
-                continue
-            for r, b in todo:
-                all_states[r][b] = block_update(runs[r].params, runs[r].tables, b, all_states[r], seeds[r], native, general[r])
-        return tuple(tuple(s) for s in all_states)
+    def read(all_states):
+        return tuple(jnp.concatenate(states[:n]) if n > 1 else states[0] for states, n in zip(all_states, n_free))
 
-    backend = "pallas" if native else "jnp"
-    sweeps = seeded_sweeps(sweep, lambda index: tuple(run.seeds_of(index) for run in runs), backend)
-    sizes = [[len(b) for b in program.gibbs_spec.free_blocks] for program in (program_a, program_b)]
+    def pair(first, second):
+        kernel_first, kernel_second = first[0], second[0]
+        if not (native and all(categorical_kernel_fits(op[0], op[3], op[2].shape[0]) for op in (kernel_first, kernel_second))):
+            return None  # each alone (the gather update, or a block too large for the kernel's int32 indices)
+        new_first, new_second = categorical_pair_update(kernel_first, kernel_second)
+        return _with_block(*first[1:], new_first), _with_block(*second[1:], new_second)
 
-    def read(carry):  # [free nodes, chains] per run
-        return tuple(jnp.concatenate(states[: len(n)]) if len(n) > 1 else states[0] for states, n in zip(carry[0], sizes))
-
-    first_seeds = tuple(run.seeds_of(jnp.uint32(0)) for run in runs)
-    start = (tuple(tuple(s) for s in (states_a, states_b)), first_seeds)
-    samples = run_schedule(start, schedule, sweeps, read, backend)
-    return tuple(jnp.split(jnp.transpose(s, (2, 0, 1)), np.cumsum(n)[:-1], axis=2) for s, n in zip(samples, sizes))
+    return _lockstep_samples(runs, pair, read, schedule, "pallas" if native else "jnp", programs)
