@@ -23,6 +23,10 @@ per size prints, for every column, the fraction of spins up and the mean of the 
 categories after the run (they should agree within noise).
 
     .venv-bench/bin/python bench/flips_mixed.py [--L 32] [--chains 64] [--sweeps 20] [--repeats 3] [--no-thrml] [--generic]
+        [--select-tails 0 2 5]
+
+`--select-tails` adds the THRML-style call with the categorical kernel's `SELECT_TAIL` set to each
+value (sources of up to that many categories read by per-node loads and selects; 0: gathers only).
 """
 
 from __future__ import annotations
@@ -143,6 +147,15 @@ def generic(inputs: Inputs, init, chains: int, sweeps: int, repeats: int):
                         repeats)
 
 
+def with_select_tail(tail: int, inputs: Inputs, init, chains: int, sweeps: int, repeats: int):
+    """The THRML-style call with the categorical kernel reading sources of up to `tail` categories by
+    per-node loads and selects, larger ones by per-chain gathers (`pallas_categorical.SELECT_TAIL`)."""
+    from heatbath.kernels import pallas_categorical
+
+    return with_patches([(pallas_categorical, "SELECT_TAIL", tail)], thrml_style, "heatbath", inputs, init, chains, sweeps,
+                        repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--L", type=int, nargs="+", default=[32])
@@ -151,6 +164,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-thrml", action="store_true")
     parser.add_argument("--generic", action="store_true", help="also time heatbath with its fast paths off")
+    parser.add_argument("--select-tails", type=int, nargs="*", default=[],
+                        help="also time the THRML-style call with these SELECT_TAIL values of the categorical kernel")
     args = parser.parse_args()
     print(f"device {jax.devices()[0].device_kind}; {args.sweeps} sweeps; flips/ns (best of {args.repeats})", flush=True)
     for L in args.L:
@@ -165,6 +180,8 @@ def main() -> None:
             if args.generic:
                 columns["heatbath generic"] = generic(inputs, init, chains, args.sweeps, args.repeats)
             columns["heatbath batched"] = batched(inputs, init, chains, args.sweeps, args.repeats)
+            for tail in args.select_tails:
+                columns[f"vmap, selects up to {tail}"] = with_select_tail(tail, inputs, init, chains, args.sweeps, args.repeats)
             base = columns.get("THRML", (None,))[0]
             line = [f"L={L} chains={chains}"]
             for name, (seconds, _) in columns.items():

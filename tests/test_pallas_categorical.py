@@ -160,6 +160,39 @@ def test_interpreted_potts_kernel_takes_the_same_steps(case, monkeypatch):
     np.testing.assert_array_equal(np.asarray(fast), np.asarray(reference))
 
 
+def _run_mixed(method: str, chains: int):
+    """Samples of the spins and 3- and 4-state nodes of `mixed_pairwise_model` after a short schedule,
+    from fixed chain keys and random initial states (spins as categories 0 and 1)."""
+    from heatbath import BlockGibbsSpec, FactorSamplingProgram
+    from test_mixed_pairwise import _dtype, _sampler, _states_of, mixed_pairwise_model
+
+    groups, ebm = mixed_pairwise_model(np.random.default_rng(9))
+    blocks = [Block(g) for g in groups]
+    spec = BlockGibbsSpec(blocks, [], ebm.node_shape_dtypes)
+    program = FactorSamplingProgram(spec, [_sampler(b) for b in blocks], ebm.factors, [])
+    tables = pairwise_sweep.pairwise_tables(program)
+    init = random_init(jax.random.key(2), blocks, chains, [_states_of(b) for b in blocks], [_dtype(b) for b in blocks])
+    words = jnp.stack([jnp.arange(chains, dtype=jnp.uint32), jnp.full((chains,), 11, jnp.uint32)], 1)
+    observed = [jnp.asarray(spec.node_ids(b.nodes), jnp.int32) for b in blocks]
+    states = pairwise_sweep.kernel_states(tables, init)
+    return pairwise_sweep._run_local(program, SamplingSchedule(3, 1, 1), tables, words, states, observed, method)
+
+
+@pytest.mark.parametrize("select_tail", [0, 2, 4], ids=["gathers only", "spin sources by selects", "all by selects"])
+def test_interpreted_kernel_reads_spin_and_category_sources_as_jax_numpy(select_tail, monkeypatch):
+    """Spins with 3- and 4-state nodes: a source's weights read per chain by gathers, or per node and
+    picked by selects (`SELECT_TAIL`, spins by default), add the same numbers, so every path gives
+    the jax.numpy sweep's samples."""
+    from heatbath.kernels import pallas_categorical
+
+    reference = _run_mixed("gather", 96)
+    monkeypatch.setattr(pallas_categorical, "SELECT_TAIL", select_tail)
+    interpreted = functools.partial(categorical_block_update, interpret=True, tile_chains=32)
+    monkeypatch.setattr(pairwise_sweep, "categorical_block_update", interpreted)
+    for got, want in zip(_run_mixed("pallas", 96), reference):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
 def test_categorical_pallas_needs_a_gpu():
     from heatbath.errors import HeatbathError
 
@@ -188,6 +221,12 @@ def test_native_kernel_follows_the_jax_numpy_chain():
     kernel = _run(model, 5, 512, "pallas", clamp=4)
     agree = float(jnp.mean(kernel == reference))
     assert agree > 0.9999, agree
+
+
+@pytest.mark.skipif(not pallas_available(), reason="the native kernel runs on a CUDA GPU")
+def test_native_kernel_follows_the_jax_numpy_chain_of_a_mixed_program():
+    agree = [float(jnp.mean(got == want)) for got, want in zip(_run_mixed("pallas", 1024), _run_mixed("gather", 1024))]
+    assert min(agree) > 0.9999, agree
 
 
 @pytest.mark.skipif(not pallas_available(), reason="the native kernel runs on a CUDA GPU")

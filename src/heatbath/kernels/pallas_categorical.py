@@ -18,7 +18,11 @@ load per neighbour (W_d[c_d, c_d]) or none (one J for the whole block) instead o
 In general the weight W_d[k, c_d] is one gather per (slot, k) from the flat weight table at the neighbour's
 category, not the jax.numpy sweep's chain of K selects: q = 5 Potts, 1,000 chains, one H200, 97.6
 against 66.3 flips/ns. (Loading a node's K weights as one vector and splitting it in registers
-was slower still, 35-48: Triton moves the split through shared memory.)
+was slower still, 35-48: Triton moves the split through shared memory.) Sources of two categories
+(spins in a mixed program) are the exception: their K·2 weights are loaded once per node and picked
+per chain by a select, the same numbers as the gather (`SELECT_TAIL`): a torus of spins with 3- and
+5-state nodes, 256², 1,000 chains, one H200, 183 against 163 flips/ns; selects for q = 5 sources
+ran Potts at 68 against 109.
 
 Chains must be a multiple of `tile_chains` (the caller pads); node counts need not be.
 """
@@ -42,6 +46,7 @@ __all__ = ["categorical_block_update", "categorical_pair_update", "categorical_k
 TILE_NODES = 8
 TILE_CHAINS = 128
 NUM_WARPS = 4
+SELECT_TAIL = 2  # sources of up to this many categories (spins) are read by selects, not gathers
 INDEX_LIMIT = 2**31  # the kernel indexes its weight table and states with int32
 
 
@@ -75,8 +80,18 @@ def _tile(node_tile, chain_tile, widths, n, n_categories, tile_nodes, tile_chain
                 for k in range(n_categories):
                     theta[k] = theta[k] + jnp.where(category == k, weight, 0.0)
                 continue
-            # W[i, d, k, c] of the flat table: one index per element, then constant offsets k · K_tail
-            index = ((safe * width + d) * n_categories * n_tail)[:, None] + category.astype(jnp.int32)
+            base = (safe * width + d) * n_categories * n_tail  # W[i, d, k, c] of the flat table
+            if n_tail <= SELECT_TAIL:  # the node's K·T weights, one each per node, picked per chain by selects
+                picks = [category == t for t in range(n_tail - 1)]
+                for k in range(n_categories):
+                    row = [weight_ref[base + k * n_tail + t][:, None] for t in range(n_tail)]
+                    value = row[-1]
+                    for t in reversed(range(n_tail - 1)):
+                        value = jnp.where(picks[t], row[t], value)
+                    theta[k] = theta[k] + value
+                continue
+            # one index per element, then constant offsets k · K_tail
+            index = base[:, None] + category.astype(jnp.int32)
             for k in range(n_categories):
                 theta[k] = theta[k] + weight_ref[index + k * n_tail]
     u = uniform_from_words(update_words(seed_ref[chains], ids_ref[safe]))
