@@ -42,7 +42,10 @@ def test_learn_mapping_recovers_the_conditional(capsys):
 
 def test_digits_rbm_classifies_held_out_digits():
     # full training (1,000 PCD-6 steps, ~1 min on 2 CPU cores), fewer classification chains and sweeps;
-    # a long compiled loop, so at XLA's default optimisation (see optimised.py)
+    # a long compiled loop, so at XLA's default optimisation (see optimised.py). The trained model
+    # classifies about 0.92 of the 360 held-out digits (binomial error about 0.014, so a change of
+    # random stream moves it by a few hundredths); 0.85 is five such errors below and far above the
+    # 0.1 of chance, so the test fails when training breaks, not when a stream changes.
     printed, result = run_optimised(
         "import json, runpy\n"
         "main = runpy.run_path('examples/digits_rbm.py')['main']\n"
@@ -50,8 +53,8 @@ def test_digits_rbm_classifies_held_out_digits():
     )
     match = re.search(r"held-out accuracy: ([0-9.]+)", printed)
     assert match, "the example did not print 'held-out accuracy'"
-    assert float(match.group(1)) >= 0.9
-    assert result["accuracy"] >= 0.9
+    assert float(match.group(1)) >= 0.85
+    assert result["accuracy"] >= 0.85
 
 
 def test_learn_mapping_reparam_reaches_the_tv_bound(capsys):
