@@ -23,10 +23,11 @@ per size prints, for every column, the fraction of spins up and the mean of the 
 categories after the run (they should agree within noise).
 
     .venv-bench/bin/python bench/flips_mixed.py [--L 32] [--chains 64] [--sweeps 20] [--repeats 3] [--no-thrml] [--generic]
-        [--select-tails 0 2 5]
+        [--select-tails 0 2 5] [--cat-tiles 8x128x4 16x128x4]
 
 `--select-tails` adds the THRML-style call with the categorical kernel's `SELECT_TAIL` set to each
-value (sources of up to that many categories read by per-node loads and selects; 0: gathers only).
+value (sources of up to that many categories read by per-node loads and selects; 0: gathers only);
+`--cat-tiles` the same call with other tiles of the categorical kernel (nodes x chains x warps).
 """
 
 from __future__ import annotations
@@ -156,6 +157,16 @@ def with_select_tail(tail: int, inputs: Inputs, init, chains: int, sweeps: int, 
                         repeats)
 
 
+def with_tiles(tile: str, inputs: Inputs, init, chains: int, sweeps: int, repeats: int):
+    """The THRML-style call with the categorical kernel's tiles set to `tile`, "nodes x chains x warps"."""
+    from heatbath.kernels import pallas_categorical
+
+    nodes, tile_chains, warps = (int(x) for x in tile.split("x"))
+    patches = [(pallas_categorical, "TILE_NODES", nodes), (pallas_categorical, "TILE_CHAINS", tile_chains),
+               (pallas_categorical, "NUM_WARPS", warps)]
+    return with_patches(patches, thrml_style, "heatbath", inputs, init, chains, sweeps, repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--L", type=int, nargs="+", default=[32])
@@ -166,6 +177,8 @@ def main() -> None:
     parser.add_argument("--generic", action="store_true", help="also time heatbath with its fast paths off")
     parser.add_argument("--select-tails", type=int, nargs="*", default=[],
                         help="also time the THRML-style call with these SELECT_TAIL values of the categorical kernel")
+    parser.add_argument("--cat-tiles", nargs="*", default=[],
+                        help="also time the THRML-style call with these categorical kernel tiles, e.g. 8x128x4")
     args = parser.parse_args()
     print(f"device {jax.devices()[0].device_kind}; {args.sweeps} sweeps; flips/ns (best of {args.repeats})", flush=True)
     for L in args.L:
@@ -182,6 +195,8 @@ def main() -> None:
             columns["heatbath batched"] = batched(inputs, init, chains, args.sweeps, args.repeats)
             for tail in args.select_tails:
                 columns[f"vmap, selects up to {tail}"] = with_select_tail(tail, inputs, init, chains, args.sweeps, args.repeats)
+            for tile in args.cat_tiles:
+                columns[f"vmap, tiles {tile}"] = with_tiles(tile, inputs, init, chains, args.sweeps, args.repeats)
             base = columns.get("THRML", (None,))[0]
             line = [f"L={L} chains={chains}"]
             for name, (seconds, _) in columns.items():
