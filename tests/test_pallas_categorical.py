@@ -91,9 +91,10 @@ def _forms(model, k: int, clamp: int):
     return coupling_forms(program, pairwise_sweep.pairwise_tables(program))
 
 
-def _random_update(rng, n: int, k: int, chains: int, sources: list[tuple[int, int, int]], dtype):
-    """Operands of one block update: (bias, node ids, seeds, sources, dtype); each source is
-    (rows, slots, categories) of random states, neighbour slots and couplings."""
+def _random_update(rng, n: int, k: int, chains: int, sources: list[tuple[int, int, int]], dtype, spin_headed=False):
+    """Operands of one block update: (bias, node ids, seeds, sources, dtype, spin-headed); each source
+    is (rows, slots, categories) of random states, neighbour slots and couplings (k = 1 with
+    `spin_headed`: the single Δ = θ_1 − θ_0 of a spin block)."""
     made = []
     for rows, slots, tail in sources:
         state = jnp.asarray(rng.integers(0, tail, (rows, chains)), jnp.uint8)
@@ -102,18 +103,19 @@ def _random_update(rng, n: int, k: int, chains: int, sources: list[tuple[int, in
     bias = jnp.asarray(rng.normal(0, 0.5, (n, k)), jnp.float32)
     ids = jnp.asarray(rng.permutation(1000)[:n], jnp.uint32)
     seeds = jnp.asarray(rng.integers(0, 2**32, chains, dtype=np.uint64), jnp.uint32)
-    return bias, ids, seeds, made, dtype
+    return bias, ids, seeds, made, dtype, spin_headed
 
 
 def test_interpreted_pair_kernel_equals_two_launches():
     """Two block updates in one launch (unequal node tiles, chain tiles, category counts and sources;
-    one run with a single whole chain tile, the other with two) give each run its own launch's result."""
+    one run a spin block with a single whole chain tile, the other with two) give each run its own
+    launch's result."""
     rng = np.random.default_rng(6)
-    first = _random_update(rng, 13, 2, 128, [(9, 4, 3), (20, 2, 2)], jnp.uint8)
+    first = _random_update(rng, 13, 1, 128, [(9, 4, 3), (20, 2, 2)], jnp.uint8, spin_headed=True)
     second = _random_update(rng, 30, 5, 256, [(17, 3, 5)], jnp.uint8)
     paired = categorical_pair_update(first, second, interpret=True)
     for run, got in zip((first, second), paired):
-        want = categorical_block_update(*run, interpret=True)
+        want = categorical_block_update(*run[:5], spin_headed=run[5], interpret=True)
         assert got.shape == want.shape == (run[0].shape[0], run[2].shape[0])
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     assert int(paired[1].max()) == 4 and int(paired[0].max()) == 1

@@ -28,7 +28,8 @@ from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.batched import chain_block_states
 from heatbath.kernels.dispatch import key_words_of
 from heatbath.kernels.pairwise_sweep import (as_stored, block_update, chain_tile, chosen_method, kernel_operands,
-                                             kernel_states, reads_no_free_block, sweep_seeds_of, table_path_applies)
+                                             kernel_states, reads_no_free_block, spin_headed, sweep_seeds_of,
+                                             table_path_applies)
 from heatbath.kernels.pallas_categorical import TILE_CHAINS, categorical_kernel_fits, categorical_pair_update
 from heatbath.kernels.pairwise_tables import block_couplings, pairwise_kind, pairwise_tables
 from heatbath.kernels.pieces import samples_per_piece
@@ -229,9 +230,9 @@ def _categorical_run(program: BlockSamplingProgram, words: UInt32[Array, "chains
     general = (None,) * len(params)  # training weights are traced: the general couplings, as `run_pairwise` takes
 
     def operands(states, seeds, b):
-        """((bias, node ids, seeds, sources, dtype) of block b, the states, b)."""
+        """((bias, node ids, seeds, sources, dtype, spin-headed) of block b, the states, b)."""
         bias, node_ids, sources = kernel_operands(params, tables, b, states)
-        return (bias, node_ids, seeds[b], sources, states[b].dtype), states, b
+        return (bias, node_ids, seeds[b], sources, states[b].dtype, spin_headed(tables, b)), states, b
 
     def update(states, seeds, b):
         return _with_block(states, b, block_update(params, tables, b, states, seeds, native, general))

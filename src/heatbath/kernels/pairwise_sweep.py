@@ -31,7 +31,7 @@ from jaxtyping import Array, Float, UInt32
 
 from heatbath.block_sampling import CATEGORY_RANGE_MESSAGE, BlockSamplingProgram, SamplingSchedule
 from heatbath.errors import HeatbathError, StateError
-from heatbath.kernels.categorical_draw import draw_category
+from heatbath.kernels.categorical_draw import draw_category, draw_spin
 from heatbath.kernels.coupling_structure import CouplingForm
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
@@ -96,8 +96,9 @@ def _select_weight(w: Float[Array, "n K_tail"], category: Array) -> Float[Array,
     return value
 
 
-def _categories(bias, couplings, sources, states, u, dtype):
-    """Categories `[n, chains]` drawn from softmax(θ) by inverting its CDF at u.
+def _categories(bias, sources, u, dtype, spin_headed: bool):
+    """Categories `[n, chains]` drawn from softmax(θ) by inverting its CDF at u; for a spin block of a
+    mixed program (`spin_headed`, operands from `kernel_operands`), θ is the single Δ = θ_1 − θ_0.
 
     θ is kept as K separate `[n, chains]` arrays (K is small and static) and every step is
     elementwise, so XLA fuses the neighbour gathers, the softmax and the CDF inversion of a block into
@@ -105,18 +106,29 @@ def _categories(bias, couplings, sources, states, u, dtype):
     memory traffic: 24 flips/ns for q=5 Potts on an H200)."""
     n_categories = bias.shape[1]
     theta = [jnp.broadcast_to(bias[:, k, None], u.shape) for k in range(n_categories)]
-    for (source, neighbours, _), w in zip(sources, couplings):  # w: [n, D, K, K_tail]
-        gathered = _gather_rows(states[source], neighbours)
+    for state, neighbours, w in sources:  # w: [n, D, K, K_tail]
+        gathered = _gather_rows(state, neighbours)
         for d in range(neighbours.shape[1]):
             for k in range(n_categories):
                 theta[k] = theta[k] + _select_weight(w[:, d, k], gathered[:, d, :])
-    return draw_category(theta, u, dtype)
+    return draw_spin(theta[0], u, dtype) if spin_headed else draw_category(theta, u, dtype)
+
+
+def spin_headed(tables: NeighbourTables, b: int) -> bool:
+    """Whether free block b holds the spins of a categorical (mixed) program: its update needs only
+    Δ = θ_1 − θ_0 (`categorical_draw.draw_spin`)."""
+    return tables.kind == "categorical" and bool(tables.spin_blocks[b])
 
 
 def kernel_operands(params, tables: NeighbourTables, b: int, states) -> tuple:
-    """What the Pallas kernels read for free block b: `(bias, node ids, sources)`, a source being
-    `(state, neighbour table, couplings)` of one source block."""
+    """What the updates read for free block b: `(bias, node ids, sources)`, a source being `(state,
+    neighbour table, couplings)` of one source block. A spin block of a categorical program gets
+    θ_1 − θ_0 of its bias and couplings, `[n, 1]` and `[n, D, 1, K_tail]`: 2h and 2w exactly, as
+    `block_couplings` writes them [-h, h] and [-w, w]."""
     bias, couplings = params[b]
+    if spin_headed(tables, b):
+        bias = bias[:, 1:] - bias[:, :1]
+        couplings = [w[:, :, 1:] - w[:, :, :1] for w in couplings]
     sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
     return bias, jnp.asarray(tables.node_ids[b]), sources
 
@@ -132,13 +144,14 @@ def kernel_states(tables: NeighbourTables, block_states: list[Array]) -> list[Ar
 def block_update(params, tables: NeighbourTables, b: int, states, seeds, use_pallas: bool, forms: tuple):
     """New states of free block b: the fused Pallas kernels on GPU, else jax.numpy. `forms[b]`: what
     is known of block b's couplings (`coupling_structure`), which the categorical kernel uses."""
-    couplings = params[b][1]
     bias, node_ids, sources = kernel_operands(params, tables, b, states)
     if tables.kind == "categorical":
+        spin = spin_headed(tables, b)
         if use_pallas and categorical_kernel_fits(bias, sources, seeds.shape[1]):
-            return categorical_block_update(bias, node_ids, seeds[b], sources, states[b].dtype, form=forms[b])
+            return categorical_block_update(bias, node_ids, seeds[b], sources, states[b].dtype, form=forms[b], spin_headed=spin)
         u = uniform_from_words(update_words(seeds[b], node_ids))
-        return _categories(bias, couplings, tables.sources[b], states, u, states[b].dtype)
+        return _categories(bias, sources, u, states[b].dtype, spin)
+    couplings = params[b][1]
     if use_pallas and not any(tables.dense[b]):
         return pallas_block_update(bias, node_ids, seeds[b], sources)
     field = _field(bias, couplings, tables.sources[b], tables.dense[b], states, seeds.shape[1])

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int32, UInt, UInt32
 
-from heatbath.kernels.categorical_draw import draw_category
+from heatbath.kernels.categorical_draw import draw_category, draw_spin
 from heatbath.kernels.counter_rng import uniform_from_words, update_words
 from heatbath.kernels.coupling_structure import DIAGONAL, CouplingForm
 
@@ -50,14 +50,15 @@ SELECT_TAIL = 2  # sources of up to this many categories (spins) are read by sel
 INDEX_LIMIT = 2**31  # the kernel indexes its weight table and states with int32
 
 
-def _kernel(widths, n, n_categories, tile_nodes, tile_chains, form, *refs):
+def _kernel(widths, n, n_categories, tile_nodes, tile_chains, form, spin_headed, *refs):
     from jax.experimental import pallas as pl
 
-    _tile(pl.program_id(0), pl.program_id(1), widths, n, n_categories, tile_nodes, tile_chains, form, *refs)
+    _tile(pl.program_id(0), pl.program_id(1), widths, n, n_categories, tile_nodes, tile_chains, form, spin_headed, *refs)
 
 
-def _tile(node_tile, chain_tile, widths, n, n_categories, tile_nodes, tile_chains, form, *refs):
-    """One program's work: node tile `node_tile` × chain tile `chain_tile` of one block update."""
+def _tile(node_tile, chain_tile, widths, n, n_categories, tile_nodes, tile_chains, form, spin_headed, *refs):
+    """One program's work: node tile `node_tile` × chain tile `chain_tile` of one block update;
+    `spin_headed`: θ is the single Δ = θ_1 − θ_0 of a spin block (`draw_spin`)."""
     from jax.experimental import pallas as pl
 
     bias_ref, ids_ref, seed_ref = refs[:3]
@@ -95,7 +96,7 @@ def _tile(node_tile, chain_tile, widths, n, n_categories, tile_nodes, tile_chain
             for k in range(n_categories):
                 theta[k] = theta[k] + weight_ref[index + k * n_tail]
     u = uniform_from_words(update_words(seed_ref[chains], ids_ref[safe]))
-    out_ref[rows, chains] = draw_category(theta, u, out_ref.dtype)
+    out_ref[rows, chains] = draw_spin(theta[0], u, out_ref.dtype) if spin_headed else draw_category(theta, u, out_ref.dtype)
 
 
 def categorical_kernel_fits(bias: Float[Array, "n K"], sources, chains: int) -> bool:
@@ -113,6 +114,7 @@ def categorical_block_update(
     dtype,
     *,
     form: CouplingForm = None,
+    spin_headed: bool = False,
     tile_nodes: int | None = None,
     tile_chains: int | None = None,
     interpret: bool = False,
@@ -122,10 +124,11 @@ def categorical_block_update(
     of its d-th neighbour. `form` (`coupling_structure`) says what is known of those matrices: None
     (nothing: K loads per neighbour), DIAGONAL (zero off the diagonal: one load of `weights[i, d, t, t]`
     per neighbour) or a float J (J on every diagonal, no padding slot: no load). The sums, and so the
-    samples, are the same for every form that holds."""
+    samples, are the same for every form that holds. `spin_headed`: a spin block of a mixed program,
+    whose operands are the single Δ = θ_1 − θ_0 (`pairwise_sweep.kernel_operands`), drawn by `draw_spin`."""
     from jax.experimental import pallas as pl
 
-    update = _Update.of(bias, node_ids, seed, sources, dtype, form, tile_nodes, tile_chains)
+    update = _Update.of(bias, node_ids, seed, sources, dtype, spin_headed, form, tile_nodes, tile_chains)
     out = pl.pallas_call(
         functools.partial(_kernel, *update.statics),
         out_shape=update.out_shape,
@@ -137,8 +140,8 @@ def categorical_block_update(
 
 def categorical_pair_update(first: tuple, second: tuple, *, interpret: bool = False) -> tuple[Array, Array]:
     """Two block updates of two independent runs in one launch: each of `first` and `second` is
-    `(bias, node_ids, seed, sources, dtype)` as `categorical_block_update` takes them (general form, default
-    tiles). Programs below the first run's node tiles compute its tiles with exactly the arithmetic of
+    `(bias, node_ids, seed, sources, dtype, spin_headed)` as `categorical_block_update` takes them
+    (general form, default tiles). Programs below the first run's node tiles compute its tiles with exactly the arithmetic of
     its own launch, the rest the second run's, so both results equal two single updates. With few
     chains a launch is a couple of microseconds of latency whatever its size: the two phases of a
     training gradient then cost about one."""
@@ -179,12 +182,14 @@ class _Update:
 
     def __init__(self, inputs, statics, n, chains, dtype):
         self.inputs, self.statics = inputs, statics
-        tile_nodes, tile_chains = statics[3], statics[4]
+        tile_nodes, tile_chains = statics[3], statics[4]  # (widths, n, K, tile_nodes, tile_chains, form, spin_headed)
         self.n, self.node_tiles, self.chain_tiles = n, -(-n // tile_nodes), chains // tile_chains
         self.out_shape = jax.ShapeDtypeStruct((self.node_tiles * tile_nodes, chains), dtype)  # padded to whole tiles
 
     @classmethod
-    def of(cls, bias, node_ids, seed, sources, dtype, form, tile_nodes, tile_chains) -> "_Update":
+    def of(cls, bias, node_ids, seed, sources, dtype, spin_headed, form, tile_nodes, tile_chains) -> "_Update":
+        if spin_headed and form is not None:
+            raise ValueError("a spin block's couplings have no Potts form: pass form=None")
         tile_nodes, tile_chains = tile_nodes or TILE_NODES, tile_chains or TILE_CHAINS
         n, n_categories = bias.shape
         chains = seed.shape[0]
@@ -196,7 +201,7 @@ class _Update:
         for state, neighbours, weights in sources:
             table = jnp.diagonal(weights, axis1=2, axis2=3) if form == DIAGONAL else weights
             flat += [state, neighbours.astype(jnp.int32), table.reshape(-1)]
-        statics = (widths, n, n_categories, tile_nodes, tile_chains, form)
+        statics = (widths, n, n_categories, tile_nodes, tile_chains, form, bool(spin_headed))
         return cls([bias, node_ids, seed, *flat], statics, n, chains, dtype)
 
     def trimmed(self, out):
