@@ -8,7 +8,9 @@ gather of whole chain rows) and sums the couplings into the field:
 - spins: γ, then s = +1 with probability σ(2γ), written `u · (1 + e^{-2γ}) < 1` (no division);
 - categories: θ_k = bias_k + Σ_d W_d[k, c_d], then the category is found by inverting the CDF of
   softmax(θ) with the same single uniform u (one random word per node, not one per category); on
-  CUDA GPUs the same update runs as one Pallas kernel per block (`pallas_categorical`).
+  CUDA GPUs the same update runs as one Pallas kernel per block (`pallas_categorical`);
+- spins of a categorical program (a mix of spins and categories): categories 0 and 1, updated from
+  the single Δ = θ_1 − θ_0 with the spins' draw `u · (1 + e^{-Δ}) < 1` (`kernel_operands`).
 
 u comes from `counter_rng.update_words`: a pure function of the chain's own key, the sweep, the block
 and the node, so a chain's trajectory is the same whatever else runs beside it and however chains
