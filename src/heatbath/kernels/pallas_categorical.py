@@ -141,10 +141,10 @@ def categorical_block_update(
 def categorical_pair_update(first: tuple, second: tuple, *, interpret: bool = False) -> tuple[Array, Array]:
     """Two block updates of two independent runs in one launch: each of `first` and `second` is
     `(bias, node_ids, seed, sources, dtype, spin_headed)` as `categorical_block_update` takes them
-    (general form, default tiles). Programs below the first run's node tiles compute its tiles with exactly the arithmetic of
-    its own launch, the rest the second run's, so both results equal two single updates. With few
-    chains a launch is a couple of microseconds of latency whatever its size: the two phases of a
-    training gradient then cost about one."""
+    (general form, default tiles). Programs below the first run's node tiles compute its tiles with
+    exactly the arithmetic of its own launch, the rest the second run's, so both results equal two
+    single updates. With few chains a launch is a couple of microseconds of latency whatever its
+    size: the two phases of a training gradient then cost about one."""
     from jax.experimental import pallas as pl
 
     a, b = (_Update.of(*run, None, None, None) for run in (first, second))
