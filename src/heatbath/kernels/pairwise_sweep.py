@@ -10,7 +10,7 @@ gather of whole chain rows) and sums the couplings into the field:
   softmax(θ) with the same single uniform u (one random word per node, not one per category); on
   CUDA GPUs the same update runs as one Pallas kernel per block (`pallas_categorical`);
 - spins of a categorical program (a mix of spins and categories): categories 0 and 1, updated from
-  the single Δ = θ_1 − θ_0 with the spins' draw `u · (1 + e^{-Δ}) < 1` (`kernel_operands`).
+  the single Δ = θ_1 − θ_0 (`block_couplings`) with the spins' draw `u · (1 + e^{-Δ}) < 1`.
 
 u comes from `counter_rng.update_words`: a pure function of the chain's own key, the sweep, the block
 and the node, so a chain's trajectory is the same whatever else runs beside it and however chains
@@ -100,7 +100,7 @@ def _select_weight(w: Float[Array, "n K_tail"], category: Array) -> Float[Array,
 
 def _categories(bias, sources, u, dtype, spin_headed: bool):
     """Categories `[n, chains]` drawn from softmax(θ) by inverting its CDF at u; for a spin block of a
-    mixed program (`spin_headed`, operands from `kernel_operands`), θ is the single Δ = θ_1 − θ_0.
+    mixed program (`spin_headed`), θ is the single Δ = θ_1 − θ_0 (`block_couplings`).
 
     θ is kept as K separate `[n, chains]` arrays (K is small and static) and every step is
     elementwise, so XLA fuses the neighbour gathers, the softmax and the CDF inversion of a block into
@@ -117,20 +117,16 @@ def _categories(bias, sources, u, dtype, spin_headed: bool):
 
 
 def spin_headed(tables: NeighbourTables, b: int) -> bool:
-    """Whether free block b holds the spins of a categorical (mixed) program: its update needs only
-    Δ = θ_1 − θ_0 (`categorical_draw.draw_spin`)."""
+    """Whether free block b holds the spins of a categorical (mixed) program: its couplings are the
+    single Δ = θ_1 − θ_0 (`block_couplings`), drawn by `categorical_draw.draw_spin`."""
     return tables.kind == "categorical" and bool(tables.spin_blocks[b])
 
 
 def kernel_operands(params, tables: NeighbourTables, b: int, states) -> tuple:
     """What the updates read for free block b: `(bias, node ids, sources)`, a source being `(state,
-    neighbour table, couplings)` of one source block. A spin block of a categorical program gets
-    θ_1 − θ_0 of its bias and couplings, `[n, 1]` and `[n, D, 1, K_tail]`: 2h and 2w exactly, as
-    `block_couplings` writes them [-h, h] and [-w, w]."""
+    neighbour table, couplings)` of one source block (a spin block of a categorical program: the
+    single Δ = θ_1 − θ_0 that `block_couplings` writes for it)."""
     bias, couplings = params[b]
-    if spin_headed(tables, b):
-        bias = bias[:, 1:] - bias[:, :1]
-        couplings = [w[:, :, 1:] - w[:, :, :1] for w in couplings]
     sources = [(states[src], jnp.asarray(nb), w) for (src, nb, _), w in zip(tables.sources[b], couplings)]
     return bias, jnp.asarray(tables.node_ids[b]), sources
 

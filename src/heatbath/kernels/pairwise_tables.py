@@ -242,10 +242,11 @@ def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: i
 
     Spins: bias `[n]`, couplings `[n, D]`. Categories: bias `[n, K]`, couplings `[n, D, K, K_tail]`
     (the head's categories, then the neighbour's; K_tail is `tables.tail_widths[b][i]`). Spins of a
-    categorical program are categories 0 (down, -1) and 1 (up, +1): a spin's bias h becomes [-h, h] and
-    a coupling J s_i s_j becomes J σ(k) σ(t), σ(0) = -1 and σ(1) = +1, so exp(θ_k) is the spin's own
-    Boltzmann weight. Taken from the program's (possibly traced) weights, so new weights need no new
-    tables."""
+    categorical program are categories 0 (down, σ = -1) and 1 (up, σ = +1). As a neighbour, a spin's
+    coupling w gets the tail axis w σ(t). As the head, a spin block needs only Δ = θ_1 − θ_0
+    (`categorical_draw.draw_spin`), so its head axis has one entry, σ(1) − σ(0) = 2 times the weight:
+    bias `[n, 1]` = 2h, couplings `[n, D, 1, K_tail]` = 2w σ(t) or 2w[t] (exact in float32). Taken
+    from the program's (possibly traced) weights, so new weights need no new tables."""
     n = tables.block_sizes[b]
     weights = program.per_block_interactions[b]
     active = program.per_block_interaction_active[b]
@@ -256,13 +257,13 @@ def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: i
         w = weights[j].weights.astype(jnp.float32)
         mask = active[j].reshape(active[j].shape + (1,) * (w.ndim - 2))
         w = jnp.where(mask, w, 0)
-        if head_spin:  # the head's category axis: σ(k) w
-            w = jnp.stack([-w, w], axis=2)
+        if head_spin:  # the head's axis, one entry: σ(1) w − σ(0) w
+            w = 2 * w[:, :, None]
         if categorical and weights[j].n_spin:  # a spin tail's category axis: w σ(t)
             w = jnp.stack([-w, w], axis=-1)
         return w
 
-    bias = jnp.zeros((n, tables.categories[b]) if categorical else (n,), jnp.float32)
+    bias = jnp.zeros((n, 1 if head_spin else tables.categories[b]) if categorical else (n,), jnp.float32)
     for j in tables.bias_interactions[b]:
         bias = bias + masked(j).sum(1)
     if not tables.pair_interactions[b]:

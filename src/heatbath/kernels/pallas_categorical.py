@@ -125,7 +125,7 @@ def categorical_block_update(
     (nothing: K loads per neighbour), DIAGONAL (zero off the diagonal: one load of `weights[i, d, t, t]`
     per neighbour) or a float J (J on every diagonal, no padding slot: no load). The sums, and so the
     samples, are the same for every form that holds. `spin_headed`: a spin block of a mixed program,
-    whose operands are the single Δ = θ_1 − θ_0 (`pairwise_sweep.kernel_operands`), drawn by `draw_spin`."""
+    whose operands are the single Δ = θ_1 − θ_0 (`pairwise_tables.block_couplings`), drawn by `draw_spin`."""
     from jax.experimental import pallas as pl
 
     update = _Update.of(bias, node_ids, seed, sources, dtype, spin_headed, form, tile_nodes, tile_chains)
