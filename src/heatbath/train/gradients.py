@@ -272,8 +272,8 @@ def estimate_kl_grad(
     `spec.ebm` (e.g. `grads.biases`, `grads.factors[i].weights`) and equals
     `positive_stats.grad − negative_stats.grad` = E_data[∂E/∂θ] − E_model[∂E/∂θ]; descend along it.
     Works under `jit`: the programs are built from the (possibly traced) model here. On one CUDA GPU
-    the two phases of a spin model share their kernel launches (`kernels.paired_runs`), with the
-    same samples as one phase after the other.
+    the two phases of a spin, categorical or mixed model share their kernel launches
+    (`kernels.paired_runs`), with the same samples as one phase after the other.
     """
     data, cond, init_pos, init_neg = _check_inputs(
         spec, data, conditioning_values, init_state_positive, init_state_negative
