@@ -32,7 +32,7 @@ from jaxtyping import Array, Float, Int8, Int32, UInt32
 
 from heatbath.kernels.counter_rng import uniform_from_words, update_words
 from heatbath.kernels.pairwise_tables import NeighbourTables
-from heatbath.kernels.tensor_tables import DIGIT_WEIGHTS, BlockTiles, coupling_digits, tiles_apply
+from heatbath.kernels.tensor_tables import BlockTiles, combine_digits, coupling_digits, tiles_apply
 
 __all__ = ["TILE_CHAINS", "TensorBlock", "tensor_blocks", "tensor_block_update", "tensor_block_update_jnp"]
 
@@ -75,10 +75,6 @@ def _spins(field: Float[Array, "R C"], seed: UInt32[Array, " C"], ids: UInt32[Ar
     return jnp.where(u * (1 + jnp.exp(-2 * field)) < 1, 1, -1).astype(jnp.int8)
 
 
-def _combine(acc: list[Int32[Array, "R C"]]) -> Int32[Array, "R C"]:
-    return acc[0] * DIGIT_WEIGHTS[0] + acc[1] * DIGIT_WEIGHTS[1] + acc[2]
-
-
 def _kernel(chunks, tile_chains, union_ref, digits_ref, scale_ref, bias_ref, rows_ref, ids_ref, seed_ref, state_ref, out_ref):
     from jax.experimental import pallas as pl
 
@@ -90,7 +86,7 @@ def _kernel(chunks, tile_chains, union_ref, digits_ref, scale_ref, bias_ref, row
         for d in range(3):
             part = jnp.dot(digits_ref[t, d, :, pl.ds(k0, kc)], g, preferred_element_type=jnp.int32)
             acc[d] = part if acc[d] is None else acc[d] + part
-    field = _combine(acc).astype(jnp.float32) * scale_ref[t, :][:, None] + bias_ref[t, :][:, None]
+    field = combine_digits(acc).astype(jnp.float32) * scale_ref[t, :][:, None] + bias_ref[t, :][:, None]
     out_ref[rows_ref[t, :], chains] = _spins(field, seed_ref[chains], ids_ref[t, :])
 
 
@@ -131,6 +127,6 @@ def tensor_block_update_jnp(
     union, digits, scale, bias, rows, ids, _ = block
     g = state[union].astype(jnp.int32)  # [T, K, chains]
     acc = [jnp.einsum("trk,tkc->trc", digits[:, d].astype(jnp.int32), g) for d in range(3)]
-    field = _combine(acc).astype(jnp.float32) * scale[:, :, None] + bias[:, :, None]
+    field = combine_digits(acc).astype(jnp.float32) * scale[:, :, None] + bias[:, :, None]
     new = jax.vmap(_spins, in_axes=(0, None, 0))(field, seed, ids)
     return state.at[rows.reshape(-1)].set(new.reshape(-1, state.shape[1]))

@@ -35,7 +35,8 @@ from jaxtyping import Array, Float, Int8
 
 from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours, real_slots
 
-__all__ = ["TILE_ROWS", "MAX_UNION", "LARGEST_CODE", "BlockTiles", "greedy_tiles", "block_tiles", "tensor_tiles", "coupling_digits", "tiles_apply"]
+__all__ = ["TILE_ROWS", "MAX_UNION", "LARGEST_CODE", "BlockTiles", "greedy_tiles", "block_tiles", "tensor_tiles", "coupling_digits", "fixed_point_digits",
+           "combine_digits", "tiles_apply"]
 
 TILE_ROWS = 16  # nodes per tile: the smallest row count of an int8 tensor-core product
 K_MULTIPLE = 32  # neighbour slots come in multiples of one int8 product's depth
@@ -162,16 +163,30 @@ def coupling_digits(
     slots), in the order `block_tiles` was given."""
     shape = (tiles.n_tiles, TILE_ROWS, tiles.union.shape[1])
     dense = jnp.zeros(shape, jnp.float32).at[tiles.slot_tile, tiles.slot_row, tiles.slot_col].add(couplings)
-    top = jnp.max(jnp.abs(dense), axis=2)
-    total = jnp.sum(jnp.abs(dense), axis=2)
+    return fixed_point_digits(dense)
+
+
+def fixed_point_digits(
+    couplings: Float[Array, "*lead R K"],
+) -> tuple[Int8[Array, "*lead 3 R K"], Float[Array, "*lead R"]]:
+    """Each row of `couplings` in fixed point, scaled to the row (module docstring), as three int8
+    digits stacked before the last two axes, and the per-row scale: row i is
+    `scale_i · Σ_d DIGIT_WEIGHTS[d] · digits[..., d, i, :]` to within half a code."""
+    top = jnp.max(jnp.abs(couplings), axis=-1)
+    total = jnp.sum(jnp.abs(couplings), axis=-1)
     scale = jnp.maximum(top / LARGEST_CODE, total / FIELD_CODE_LIMIT)  # Σ|q| < 2**31: no int32 overflow
     scale = jnp.where(top > 0, scale, 1.0).astype(jnp.float32)
-    q = jnp.round(dense / scale[:, :, None]).astype(jnp.int32)
+    q = jnp.round(couplings / scale[..., None]).astype(jnp.int32)
     d2 = ((q + 128) & 255) - 128
     q1 = (q - d2) >> 8
     d1 = ((q1 + 128) & 255) - 128
     d0 = (q1 - d1) >> 8
-    return jnp.stack([d0, d1, d2], axis=1).astype(jnp.int8), scale
+    return jnp.stack([d0, d1, d2], axis=-3).astype(jnp.int8), scale
+
+
+def combine_digits(acc: list[Array]) -> Array:
+    """Σ_d DIGIT_WEIGHTS[d] · acc[d]: the integer field from the three digits' int32 products."""
+    return acc[0] * DIGIT_WEIGHTS[0] + acc[1] * DIGIT_WEIGHTS[1] + acc[2]
 
 
 def tiles_apply(tiles: BlockTiles, values: Array, fill) -> Array:
