@@ -199,13 +199,23 @@ def test_pairwise_categorical_clamped_through_vmap_matches_enumeration():
     check_against_exact(ebm, spins, cats, 3, clamp_nodes=cats[:2], seed=59)  # jit(vmap(sample_states))
 
 
-def test_dense_bipartite_layer_runs_as_a_matrix_product_and_matches_exact():
+@pytest.mark.parametrize("float16_parts", [False, True], ids=["platform-product", "float16-parts"])
+def test_dense_bipartite_layer_runs_as_a_matrix_product_and_matches_exact(float16_parts, monkeypatch):
     """An RBM with 6 visible and 40 hidden spins: the visible block reads the hidden layer through a
     dense matrix product. p(v) is exact with the hidden units summed out analytically:
-    p(v) ∝ exp(b·v) Π_j 2 cosh(c_j + Σ_i W_ij v_i)."""
+    p(v) ∝ exp(b·v) Π_j 2 cosh(c_j + Σ_i W_ij v_i). "float16-parts" runs the CUDA GPUs' product
+    (`dense_product.float16_parts_product`) wherever the test runs."""
+    from heatbath.kernels import dense_product, pairwise_sweep
     from heatbath.models import IsingEBM, IsingSamplingProgram
     from heatbath.kernels.pairwise_tables import pairwise_tables
     from stats_helpers import Z_LIMIT, chi_square_z
+
+    traced = []
+    if float16_parts:
+        def parts(w, states):
+            traced.append(w.shape)
+            return dense_product.float16_parts_product(w, states)
+        monkeypatch.setattr(pairwise_sweep, "dense_field", parts)
 
     rng = np.random.default_rng(61)
     n_v, n_h = 6, 40
@@ -232,6 +242,7 @@ def test_dense_bipartite_layer_runs_as_a_matrix_product_and_matches_exact():
     index = (v * (1 << np.arange(n_v)[::-1])).sum(1)
     z = chi_square_z(np.bincount(index, minlength=2**n_v), probs)
     assert z < Z_LIMIT, z
+    assert bool(traced) == float16_parts  # the forced product really ran
 
 
 def test_nested_vmap_and_plain_jit_agree_with_a_flat_vmap():

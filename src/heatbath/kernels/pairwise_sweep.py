@@ -37,6 +37,7 @@ from heatbath.kernels.categorical_draw import draw_category, draw_spin
 from heatbath.kernels.coupling_structure import CouplingForm
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
+from heatbath.kernels.dense_product import dense_field
 from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
 from heatbath.kernels.pallas_backend import pallas_runs_on
 from heatbath.kernels.schedule_loop import run_schedule, seeded_sweeps
@@ -65,8 +66,8 @@ def _gather_rows(state, neighbours: np.ndarray):
 def _field(bias, couplings, sources, dense, states, chains: int):
     acc = jnp.broadcast_to(bias[:, None], (bias.shape[0], chains))
     for (source, neighbours, _), w, is_dense in zip(sources, couplings, dense):
-        if is_dense:  # full float32 precision: TF32 would change the conditional probabilities
-            acc = acc + jnp.matmul(w, states[source].astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+        if is_dense:  # float32 accuracy: TF32 would change the conditional probabilities
+            acc = acc + dense_field(w, states[source])
             continue
         gathered = _gather_rows(states[source], neighbours)
         for d in range(neighbours.shape[1]):
