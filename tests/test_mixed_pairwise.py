@@ -125,13 +125,14 @@ def test_one_chain_eager_call_equals_the_vmapped_chain():
         np.testing.assert_array_equal(np.asarray(e), np.asarray(v[0]))
 
 
-def dense_layer_model(rng, scale=0.3):
+def dense_layer_model(rng, scale=0.3, grey_states=THREE):
     """Three hidden spins, two 3-state nodes and a 4-state label, free, reading 40 clamped spins and 32
-    clamped 3-state nodes through every pair (dense layers, as an RBM's hidden units read its pixels),
-    the label coupled to the hidden spins and the 3-state nodes. 2^3 · 3^2 · 4 = 288 free states."""
+    clamped `grey_states`-state nodes through every pair (dense layers, as an RBM's hidden units read
+    its pixels), the label coupled to the hidden spins and the 3-state nodes. 2^3 · 3^2 · 4 = 288 free
+    states."""
     hidden, cats = [SpinNode(f"h{i}") for i in range(3)], [CategoricalNode(f"c{i}", num_states=THREE) for i in range(2)]
     label = CategoricalNode("y", num_states=FOUR)
-    pixels, grey = [SpinNode(f"p{i}") for i in range(40)], [CategoricalNode(f"g{i}", num_states=THREE) for i in range(32)]
+    pixels, grey = [SpinNode(f"p{i}") for i in range(40)], [CategoricalNode(f"g{i}", num_states=grey_states) for i in range(32)]
     w = lambda *shape: jnp.asarray(rng.normal(0, scale, shape), jnp.float32)  # noqa: E731
     every = lambda heads, tails: (Block([h for h in heads for _ in tails]), Block([t for _ in heads for t in tails]))  # noqa: E731
     hp, hg, cp, cg = every(hidden, pixels), every(hidden, grey), every(cats, pixels), every(cats, grey)
@@ -140,28 +141,52 @@ def dense_layer_model(rng, scale=0.3):
         CategoricalEBMFactor([Block(cats)], w(2, THREE)),
         CategoricalEBMFactor([Block([label])], w(1, FOUR)),
         SpinEBMFactor(list(hp), w(len(hp[0]))),
-        DiscreteEBMFactor([hg[0]], [hg[1]], w(len(hg[0]), THREE)),
+        DiscreteEBMFactor([hg[0]], [hg[1]], w(len(hg[0]), grey_states)),
         DiscreteEBMFactor([cp[1]], [cp[0]], w(len(cp[0]), THREE)),
-        CategoricalEBMFactor(list(cg), w(len(cg[0]), THREE, THREE)),
+        CategoricalEBMFactor(list(cg), w(len(cg[0]), THREE, grey_states)),
         DiscreteEBMFactor([Block(hidden)], [Block([label] * 3)], w(3, FOUR) * 3),
         CategoricalEBMFactor([Block(cats), Block([label] * 2)], w(2, THREE, FOUR) * 3),
     ]
     return (hidden, cats, [label], pixels, grey), FactorizedEBM(factors)
 
 
-def test_mixed_dense_layers_stay_on_the_generic_loop():
-    """Nodes of a mixed program reading more than MAX_MIXED_NEIGHBOURS neighbours (an RBM-like dense
-    layer) would unroll every slot in the categorical update: such programs keep the generic loop, which
-    still samples them exactly."""
-    (hidden, cats, label, pixels, grey), ebm = dense_layer_model(np.random.default_rng(13))
+@pytest.mark.parametrize("sample,float16_parts,grey_states",
+                         [(_thrml_style, False, THREE), (_batched, False, THREE), (_batched, True, THREE), (_batched, False, 2)],
+                         ids=["thrml-style vmap", "batched", "batched, float16 parts", "batched, binary grey nodes"])
+def test_mixed_dense_layers_run_as_matrix_products_and_match_enumeration(sample, float16_parts, grey_states, monkeypatch):
+    """Nodes of a mixed program reading whole blocks (an RBM-like dense layer) read them through matrix
+    products (`pairwise_sweep._dense_logits`): the spins' one difference and the 3-state nodes' logits
+    from spin sources (one product a category) and from 3-state sources (one per source category); with
+    binary grey nodes, two-category sources whose couplings have a mean as well as a difference.
+    "float16 parts" runs the CUDA GPUs' product (`dense_product.float16_parts_product`) on the CPU."""
+    from heatbath.kernels import dense_product, pairwise_sweep
+
+    traced = []
+    if float16_parts:
+        def parts(w, states):
+            traced.append(w.shape)
+            return dense_product.float16_parts_product(w, states)
+        monkeypatch.setattr(pairwise_sweep, "dense_field", parts)
+    (hidden, cats, label, pixels, grey), ebm = dense_layer_model(np.random.default_rng(13), grey_states=grey_states)
     free, clamped = [Block(hidden), Block(cats), Block(label)], [Block(pixels), Block(grey)]
-    kind, why = pairwise_kind(_program(ebm, free, clamped))
-    assert kind is None and "more than 32 neighbours" in why
-    rng = np.random.default_rng(13)
-    clamp_values = [jnp.asarray(rng.integers(0, _states_of(b), len(b))).astype(_dtype(b)) for b in clamped]
-    init = random_init(jax.random.key(14), free, N_CHAINS, [_states_of(b) for b in free], [_dtype(b) for b in free])
-    samples = _thrml_style(_program(ebm, free, clamped), init, free, clamp_values, 15)
-    assert_matches_exact(samples, exact_distribution(ebm, free, clamped_blocks=clamped, clamped_state=clamp_values))
+    tables = pairwise_tables(_program(ebm, free, clamped))
+    dense = {b: dict(zip([src for src, _, _ in tables.sources[b]], tables.dense[b])) for b in range(3)}
+    assert dense[0] == dense[1] == {2: False, 3: True, 4: True} and not any(dense[2].values())
+    _check(free, clamped, ebm, sample, seed=13)
+    assert bool(traced) == float16_parts  # the forced product really ran
+
+
+def test_mixed_programs_with_wide_gathered_neighbourhoods_stay_on_the_generic_loop():
+    """A node of a mixed program reading more than MAX_MIXED_NEIGHBOURS nodes of a block too large to
+    be a dense layer (40 of 100 pixels) would unroll every slot in the categorical update: such
+    programs keep the generic loop."""
+    hidden, label = SpinNode("h"), CategoricalNode("y", num_states=THREE)
+    pixels = [SpinNode(f"p{i}") for i in range(100)]
+    w = lambda *shape: jnp.full(shape, 0.1, jnp.float32)  # noqa: E731
+    ebm = FactorizedEBM([SpinEBMFactor([Block([hidden] * 40), Block(pixels[:40])], w(40)),
+                         DiscreteEBMFactor([Block([hidden])], [Block([label])], w(1, THREE))])
+    kind, why = pairwise_kind(_program(ebm, [Block([hidden]), Block([label])], [Block(pixels)]))
+    assert kind is None and "more than 32 neighbours outside dense layers" in why
 
 
 def test_mixed_samples_do_not_depend_on_chain_count_or_devices():

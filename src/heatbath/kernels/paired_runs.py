@@ -230,7 +230,10 @@ def _categorical_run(program: BlockSamplingProgram, words: UInt32[Array, "chains
     general = (None,) * len(params)  # training weights are traced: the general couplings, as `run_pairwise` takes
 
     def operands(states, seeds, b):
-        """((bias, node ids, seeds, sources, dtype, spin-headed) of block b, the states, b)."""
+        """((bias, node ids, seeds, sources, dtype, spin-headed) of block b, the states, b); None in
+        place of the first for a block with dense sources, which the kernel does not take."""
+        if any(tables.dense[b]):
+            return None, states, b
         bias, node_ids, sources = kernel_operands(params, tables, b, states)
         return (bias, node_ids, seeds[b], sources, states[b].dtype, spin_headed(tables, b)), states, b
 
@@ -258,8 +261,10 @@ def _paired_categorical_samples(program_a, program_b, schedule, native: bool, wo
 
     def pair(first, second):
         kernel_first, kernel_second = first[0], second[0]
-        if not (native and all(categorical_kernel_fits(op[0], op[3], op[2].shape[0]) for op in (kernel_first, kernel_second))):
-            return None  # each alone (the gather update, or a block too large for the kernel's int32 indices)
+        if not native or kernel_first is None or kernel_second is None:
+            return None  # each alone: the gather update, or a block with dense sources
+        if not all(categorical_kernel_fits(op[0], op[3], op[2].shape[0]) for op in (kernel_first, kernel_second)):
+            return None  # each alone: a block too large for the kernel's int32 indices
         new_first, new_second = categorical_pair_update(kernel_first, kernel_second)
         return _with_block(*first[1:], new_first), _with_block(*second[1:], new_second)
 

@@ -99,22 +99,40 @@ def _select_weight(w: Float[Array, "n K_tail"], category: Array) -> Float[Array,
     return value
 
 
-def _categories(bias, sources, u, dtype, spin_headed: bool):
+def _categories(bias, sources, u, dtype, spin_headed: bool, dense: tuple[bool, ...] = ()):
     """Categories `[n, chains]` drawn from softmax(θ) by inverting its CDF at u; for a spin block of a
     mixed program (`spin_headed`), θ is the single Δ = θ_1 − θ_0 (`block_couplings`).
 
     θ is kept as K separate `[n, chains]` arrays (K is small and static) and every step is
     elementwise, so XLA fuses the neighbour gathers, the softmax and the CDF inversion of a block into
     one loop instead of materialising `[n, chains, K]` intermediates (which made the update bound by
-    memory traffic: 24 flips/ns for q=5 Potts on an H200)."""
+    memory traffic: 24 flips/ns for q=5 Potts on an H200). Dense sources (`dense[i]`) add matrix
+    products instead (`_dense_logits`)."""
     n_categories = bias.shape[1]
     theta = [jnp.broadcast_to(bias[:, k, None], u.shape) for k in range(n_categories)]
-    for state, neighbours, w in sources:  # w: [n, D, K, K_tail]
+    for i, (state, neighbours, w) in enumerate(sources):  # w: [n, D, K, K_tail]
+        if dense and dense[i]:
+            theta = [t + term for t, term in zip(theta, _dense_logits(w, state))]
+            continue
         gathered = _gather_rows(state, neighbours)
         for d in range(neighbours.shape[1]):
             for k in range(n_categories):
                 theta[k] = theta[k] + _select_weight(w[:, d, k], gathered[:, d, :])
     return draw_spin(theta[0], u, dtype) if spin_headed else draw_category(theta, u, dtype)
+
+
+def _dense_logits(w: Float[Array, "n m K T"], state: Array) -> list[Float[Array, "n chains"]]:
+    """Σ_j w[i, j, k, c_j] for every head category k, as matrix products over the whole source block
+    (`dense_product.dense_field`). A two-category source (spins, or binary categories) takes one
+    product a category: w[.., c] = mean + half-difference · σ with σ = 2c − 1 = ±1. Wider sources
+    take one product per source category with its 0/1 indicator."""
+    if w.shape[-1] == 2:
+        sigma = (2 * state.astype(jnp.int8) - 1).astype(jnp.int8)
+        mean = jnp.sum(w[..., 0] + w[..., 1], axis=1) * 0.5  # [n, K]
+        half = (w[..., 1] - w[..., 0]) * 0.5
+        return [mean[:, k, None] + dense_field(half[:, :, k], sigma) for k in range(w.shape[2])]
+    onehots = [(state == t).astype(jnp.int8) for t in range(w.shape[-1])]
+    return [sum(dense_field(w[:, :, k, t], onehots[t]) for t in range(w.shape[-1])) for k in range(w.shape[2])]
 
 
 def spin_headed(tables: NeighbourTables, b: int) -> bool:
@@ -146,10 +164,10 @@ def block_update(params, tables: NeighbourTables, b: int, states, seeds, use_pal
     bias, node_ids, sources = kernel_operands(params, tables, b, states)
     if tables.kind == "categorical":
         spin = spin_headed(tables, b)
-        if use_pallas and categorical_kernel_fits(bias, sources, seeds.shape[1]):
+        if use_pallas and not any(tables.dense[b]) and categorical_kernel_fits(bias, sources, seeds.shape[1]):
             return categorical_block_update(bias, node_ids, seeds[b], sources, states[b].dtype, form=forms[b], spin_headed=spin)
         u = uniform_from_words(update_words(seeds[b], node_ids))
-        return _categories(bias, sources, u, states[b].dtype, spin)
+        return _categories(bias, sources, u, states[b].dtype, spin, tables.dense[b])
     couplings = params[b][1]
     if use_pallas and not any(tables.dense[b]):
         return pallas_block_update(bias, node_ids, seeds[b], sources)

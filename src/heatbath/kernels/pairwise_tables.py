@@ -31,8 +31,9 @@ __all__ = ["NeighbourTables", "pairwise_tables", "pairwise_kind", "block_couplin
 
 MAX_CATEGORIES = 16  # the categorical update unrolls K x K_tail selects per neighbour
 # Programs mixing spins or category counts run on the categorical update, which unrolls every
-# neighbour slot; nodes with more neighbours (an RBM-like dense layer) are faster on the generic loop
-# (the digits RBM: 2.6x slower training on a 2-core CPU with its 65 slots a hidden unit unrolled).
+# neighbour slot it gathers; nodes with more such neighbours are faster on the generic loop (the
+# digits RBM: 2.6x slower training on a 2-core CPU with its 65 slots a hidden unit unrolled). Dense
+# sources (below) are matrix products and do not count.
 MAX_MIXED_NEIGHBOURS = 32
 DENSE_MIN_SOURCE = 32  # below this a gather of the padded table is as cheap as a matrix product
 
@@ -47,8 +48,9 @@ class NeighbourTables:
     - `bias_interactions[b]`, `pair_interactions[b]`: which interactions of b are biases (no tails)
       and which are pairwise couplings (one tail), in the column order of the coupling table.
     - `node_ids[b]`: spec-wide ids of the nodes of block b, used to key their random words.
-    - `dense[b][i]`: whether spin block b reads its i-th source through a dense `[n_b, n_source]`
-      coupling matrix and a matrix product (dense bipartite layers, as in RBMs) instead of a gather.
+    - `dense[b][i]`: whether free block b reads its i-th source through a dense coupling matrix and
+      matrix products (dense bipartite layers, as in RBMs) instead of a gather: `[n_b, n_source]`
+      for spins, `[n_b, n_source, K, K_tail]` for categories (`block_couplings`).
     - `categories[b]`, `tail_widths[b][i]`: in a categorical program, the category counts of free block
       b and of what its i-th source's coupling table indexes (2 for spin blocks, which run as
       categories 0 = down and 1 = up).
@@ -120,13 +122,26 @@ def _pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
                 return None, f"free block {b} reads neighbours with more than {MAX_CATEGORIES} categories"
     mixed = any(spins) or len({s.n_categories for s in program.samplers}) > 1
     if kind == "categorical" and mixed:
+        owners = _owners(spec)
         for b in range(len(spec.free_blocks)):
-            entries = [e for e in program.tables.per_block[b] if e.tail_sd]
-            slots = sum(np.asarray(e.active, bool).sum(1) for e in entries) if entries else 0
-            if np.max(slots, initial=0) > MAX_MIXED_NEIGHBOURS:
+            if np.max(_gathered_slots(program, b, owners), initial=0) > MAX_MIXED_NEIGHBOURS:
                 return None, (f"free block {b} of a program mixing spins or category counts has nodes with more than "
-                              f"{MAX_MIXED_NEIGHBOURS} neighbours (a dense layer: the generic loop's products are faster)")
+                              f"{MAX_MIXED_NEIGHBOURS} neighbours outside dense layers (the generic loop is faster)")
     return kind, ""
+
+
+def _gathered_slots(program: BlockSamplingProgram, b: int, owners) -> np.ndarray | int:
+    """Per node of free block b, its neighbours in source blocks read by a gather (not dense)."""
+    per_source: dict[int, np.ndarray] = {}
+    for entry in program.tables.per_block[b]:
+        if entry.tail_sd:
+            block = owners[entry.tail_sd[0]][0][entry.tail_positions[0]]
+            active = np.asarray(entry.active, bool)
+            for source in np.unique(block[active]):
+                per_source[int(source)] = per_source.get(int(source), 0) + (active & (block == source)).sum(1)
+    sizes = [len(block) for block in program.gibbs_spec.blocks]
+    gathered = [count for source, count in per_source.items() if not _is_dense(int(np.max(count)), sizes[source])]
+    return sum(gathered) if gathered else 0
 
 
 def _state_leaves(spec, b: int) -> list:
@@ -205,7 +220,7 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
                 widths.append(int(np.max(np.asarray(column_width)[np.any(hit, axis=0)])))
         sources.append(tuple(per_source))
         tail_widths.append(tuple(widths))
-        dense.append(tuple(_is_dense(kind, width.shape[1], len(spec.blocks[src])) for src, width, _ in per_source))
+        dense.append(tuple(_is_dense(width.shape[1], len(spec.blocks[src])) for src, width, _ in per_source))
         biases.append(tuple(bias_j))
         pairs.append(tuple(pair_j))
         zero_columns.append(zero_column)
@@ -218,9 +233,9 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
     )
 
 
-def _is_dense(kind: str, width: int, n_source: int) -> bool:
+def _is_dense(width: int, n_source: int) -> bool:
     """A padded table at least half as wide as its source is cheaper as a matrix product."""
-    return kind == "spin" and n_source >= DENSE_MIN_SOURCE and 2 * width >= n_source
+    return n_source >= DENSE_MIN_SOURCE and 2 * width >= n_source
 
 
 def flat_neighbours(tables: NeighbourTables, b: int) -> np.ndarray:
@@ -241,7 +256,9 @@ def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: i
     """The field of free block b as (bias, one coupling table per source block).
 
     Spins: bias `[n]`, couplings `[n, D]`. Categories: bias `[n, K]`, couplings `[n, D, K, K_tail]`
-    (the head's categories, then the neighbour's; K_tail is `tables.tail_widths[b][i]`). Spins of a
+    (the head's categories, then the neighbour's; K_tail is `tables.tail_widths[b][i]`). A dense
+    source (`tables.dense`) has its couplings scattered over the whole source block instead, D being
+    the source's size. Spins of a
     categorical program are categories 0 (down, σ = -1) and 1 (up, σ = +1). As a neighbour, a spin's
     coupling w gets the tail axis w σ(t). As the head, a spin block needs only Δ = θ_1 − θ_0
     (`categorical_draw.draw_spin`), so its head axis has one entry, σ(1) − σ(0) = 2 times the weight:
@@ -279,8 +296,8 @@ def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: i
         w = jnp.take_along_axis(concatenated, jnp.asarray(columns).reshape(columns.shape + extra), 1)
         if categorical:
             w = w[..., : tables.tail_widths[b][i]]
-        if dense:  # scatter into [n, n_source]; padding adds 0 to column 0
+        if dense:  # scatter into [n, n_source (, K, K_tail)]; padding adds 0 to column 0
             rows = np.broadcast_to(np.arange(n)[:, None], neighbours.shape)
-            w = jnp.zeros((n, tables.block_sizes[source]), jnp.float32).at[rows, neighbours].add(w)
+            w = jnp.zeros((n, tables.block_sizes[source]) + w.shape[2:], jnp.float32).at[rows, neighbours].add(w)
         out.append(w)
     return bias, out
