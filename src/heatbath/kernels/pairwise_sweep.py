@@ -122,17 +122,21 @@ def _categories(bias, sources, u, dtype, spin_headed: bool, dense: tuple[bool, .
 
 
 def _dense_logits(w: Float[Array, "n m K T"], state: Array) -> list[Float[Array, "n chains"]]:
-    """Σ_j w[i, j, k, c_j] for every head category k, as matrix products over the whole source block
-    (`dense_product.dense_field`). A two-category source (spins, or binary categories) takes one
-    product a category: w[.., c] = mean + half-difference · σ with σ = 2c − 1 = ±1. Wider sources
-    take one product per source category with its 0/1 indicator."""
-    if w.shape[-1] == 2:
+    """Σ_j w[i, j, k, c_j] for every head category k, from one matrix product over the whole source
+    block (`dense_product.dense_field`), the K categories' rows stacked. A two-category source
+    (spins, or binary categories) is read as σ = 2c − 1 = ±1: w[.., c] = mean + half-difference · σ.
+    A wider one is read as its T 0/1 indicators stacked along the product's depth."""
+    n, m, n_categories, n_tail = w.shape
+    if n_tail == 2:
         sigma = (2 * state.astype(jnp.int8) - 1).astype(jnp.int8)
         mean = jnp.sum(w[..., 0] + w[..., 1], axis=1) * 0.5  # [n, K]
-        half = (w[..., 1] - w[..., 0]) * 0.5
-        return [mean[:, k, None] + dense_field(half[:, :, k], sigma) for k in range(w.shape[2])]
-    onehots = [(state == t).astype(jnp.int8) for t in range(w.shape[-1])]
-    return [sum(dense_field(w[:, :, k, t], onehots[t]) for t in range(w.shape[-1])) for k in range(w.shape[2])]
+        half = jnp.transpose(w[..., 1] - w[..., 0], (2, 0, 1)) * 0.5  # [K, n, m]
+        stacked = dense_field(half.reshape(n_categories * n, m), sigma).reshape(n_categories, n, -1)
+        return [mean[:, k, None] + stacked[k] for k in range(n_categories)]
+    onehots = jnp.concatenate([(state == t).astype(jnp.int8) for t in range(n_tail)])  # [T m, chains]
+    wide = jnp.transpose(w, (2, 0, 3, 1)).reshape(n_categories * n, n_tail * m)  # [(k, i), (t, j)]
+    stacked = dense_field(wide, onehots).reshape(n_categories, n, -1)
+    return [stacked[k] for k in range(n_categories)]
 
 
 def spin_headed(tables: NeighbourTables, b: int) -> bool:
