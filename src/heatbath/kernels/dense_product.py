@@ -1,18 +1,19 @@
-"""The field of a dense layer: a coupling matrix times its source block's ±1 states.
+"""The field of a dense layer: a coupling matrix times its source block's states, ±1 spins or the
+0/1 indicators of a category (`pairwise_sweep._dense_logits`).
 
 Dense bipartite layers (an RBM's visible–hidden couplings, `pairwise_tables.DENSE_MIN_SOURCE`) read
 their source through a matrix product, about 2 · n_source multiply-adds per flip, so on a GPU the
 product sets the speed of a sweep. A float32 product runs at the GPU's non-tensor float32 rate
 (TF32 tensor cores would round the couplings to 11 bits and change the conditional probabilities).
 
-The states are ±1, exact in float16, so only the couplings need care. On CUDA GPUs
+The states are small integers, exact in float16, so only the couplings need care. On CUDA GPUs
 `float16_parts_product` writes each row of `w`, scaled by a power of two `up_i` so that its largest
 entry lies in (2^13, 2^14], as two float16 parts,
 
     w_ij · up_i = a_ij + b_ij / 2048,   a = w · up rounded to 11 bits,   b = fp16((w · up − a) · 2048),
 
 and takes two float16 tensor-core products with float32 accumulation: Σ_j w_ij s_j =
-(Σ_j a_ij s_j + Σ_j b_ij s_j / 2048) / up_i. The products of parts and spins are exact, the
+(Σ_j a_ij s_j + Σ_j b_ij s_j / 2048) / up_i. The products of parts and states are exact, the
 scalings are powers of two, and each coupling is represented to within 2^-23 of its row's largest
 |w_ij| (b keeps 11 bits of a residual of at most half a unit of a's last place; tiny couplings lose
 relative precision, never absolute, as in `tensor_tables`). So the field carries float32-sized
@@ -38,7 +39,7 @@ HALF_UNIT = np.uint32(0x1000)  # half a unit of the last bit kept
 
 
 def dense_field(w: Float[Array, "n m"], states: Int8[Array, "m chains"]) -> Float[Array, "n chains"]:
-    """w @ states for ±1 int8 states: two float16 parts on CUDA GPUs, a float32 product elsewhere.
+    """w @ states for int8 states (±1 or 0/1): two float16 parts on CUDA GPUs, a float32 product elsewhere.
 
     The choice is made when the computation is lowered for its devices (`jax.lax.platform_dependent`),
     so a program placed on CPU devices of a machine with a GPU takes the CPU product."""
@@ -59,9 +60,9 @@ def float16_parts_product(w: Float[Array, "n m"], states: Int8[Array, "m chains"
     head = float16_head(scaled)
     first = head.astype(jnp.float16)
     second = ((scaled - head) * RESIDUAL_SCALE).astype(jnp.float16)
-    spins = states.astype(jnp.float16)
-    a = jnp.matmul(first, spins, preferred_element_type=jnp.float32)
-    b = jnp.matmul(second, spins, preferred_element_type=jnp.float32)
+    values = states.astype(jnp.float16)  # exact: small integers
+    a = jnp.matmul(first, values, preferred_element_type=jnp.float32)
+    b = jnp.matmul(second, values, preferred_element_type=jnp.float32)
     return (a + b * (1.0 / RESIDUAL_SCALE)) / up
 
 
