@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from flips_mixed import _library  # noqa: E402
-from timing import best_time, with_patches  # noqa: E402
+from timing import best_time, print_rates, with_patches  # noqa: E402
 
 LABELS = 10
 
@@ -118,12 +118,7 @@ def main() -> None:
         if args.generic:
             columns["heatbath generic"] = generic(n_v, n_h, init, chains, args.sweeps, args.repeats)
         columns["heatbath batched"] = batched(n_v, n_h, init, chains, args.sweeps, args.repeats)
-        base = columns.get("THRML", (None,))[0]
-        line = [f"chains={chains}"]
-        for name, (seconds, _) in columns.items():
-            ratio = f" ({base / seconds:.1f}x)" if base and name != "THRML" else ""
-            line.append(f"{name} {flips / seconds / 1e9:.3f}{ratio}")
-        print("   ".join(line), flush=True)
+        print_rates(f"chains={chains}", columns, flips)
         sanity = "; ".join(f"{name} {float(jnp.mean(out[1][:, -1].astype(jnp.float32))):.3f} / "
                            f"{float(jnp.mean(out[0][:, -1].astype(jnp.float32))):.3f}" for name, (_, out) in columns.items())
         print(f"   hidden up / mean label: {sanity}", flush=True)

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from timing import best_time, with_patches  # noqa: E402
+from timing import best_time, print_rates, with_patches  # noqa: E402
 
 COUNTS = (3, 5)  # categories of the categorical sites on even and on odd rows
 
@@ -197,12 +197,7 @@ def main() -> None:
                 columns[f"vmap, selects up to {tail}"] = with_select_tail(tail, inputs, init, chains, args.sweeps, args.repeats)
             for tile in args.cat_tiles:
                 columns[f"vmap, tiles {tile}"] = with_tiles(tile, inputs, init, chains, args.sweeps, args.repeats)
-            base = columns.get("THRML", (None,))[0]
-            line = [f"L={L} chains={chains}"]
-            for name, (seconds, _) in columns.items():
-                ratio = f" ({base / seconds:.1f}x)" if base and name != "THRML" else ""
-                line.append(f"{name} {flips / seconds / 1e9:.3f}{ratio}")
-            print("   ".join(line), flush=True)
+            print_rates(f"L={L} chains={chains}", columns, flips)
             sanity = "; ".join(f"{name} " + " / ".join(f"{v:.3f}" for v in summary(out)) for name, (_, out) in columns.items())
             print(f"   spins up / mean 3-state / mean 5-state: {sanity}", flush=True)
 

@@ -58,6 +58,17 @@ def batched_time(built, states, sweeps: int, repeats: int, **options):
     return best_time(run, repeats)
 
 
+def print_rates(label: str, columns: dict, flips: int) -> None:
+    """One line: `label`, then each column's flips/ns (`columns[name] = (seconds, samples)`) and its
+    ratio against the "THRML" column where there is one."""
+    base = columns.get("THRML", (None,))[0]
+    line = [label]
+    for name, (seconds, _) in columns.items():
+        ratio = f" ({base / seconds:.1f}x)" if base and name != "THRML" else ""
+        line.append(f"{name} {flips / seconds / 1e9:.3f}{ratio}")
+    print("   ".join(line), flush=True)
+
+
 def with_patches(patches, run, *args):
     """`run(*args)` (a timing function) with attributes replaced while it is traced, given as
     (module, name, replacement); caches are cleared around it, so no compiled call of the other

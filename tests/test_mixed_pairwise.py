@@ -159,14 +159,9 @@ def test_mixed_dense_layers_run_as_matrix_products_and_match_enumeration(sample,
     from spin sources (one product a category) and from 3-state sources (one per source category); with
     binary grey nodes, two-category sources whose couplings have a mean as well as a difference.
     "float16 parts" runs the CUDA GPUs' product (`dense_product.float16_parts_product`) on the CPU."""
-    from heatbath.kernels import dense_product, pairwise_sweep
+    from forced_routes import force_float16_parts
 
-    traced = []
-    if float16_parts:
-        def parts(w, states):
-            traced.append(w.shape)
-            return dense_product.float16_parts_product(w, states)
-        monkeypatch.setattr(pairwise_sweep, "dense_field", parts)
+    traced = force_float16_parts(monkeypatch) if float16_parts else []
     (hidden, cats, label, pixels, grey), ebm = dense_layer_model(np.random.default_rng(13), grey_states=grey_states)
     free, clamped = [Block(hidden), Block(cats), Block(label)], [Block(pixels), Block(grey)]
     tables = pairwise_tables(_program(ebm, free, clamped))

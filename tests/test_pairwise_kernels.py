@@ -205,17 +205,12 @@ def test_dense_bipartite_layer_runs_as_a_matrix_product_and_matches_exact(float1
     dense matrix product. p(v) is exact with the hidden units summed out analytically:
     p(v) ∝ exp(b·v) Π_j 2 cosh(c_j + Σ_i W_ij v_i). "float16-parts" runs the CUDA GPUs' product
     (`dense_product.float16_parts_product`) wherever the test runs."""
-    from heatbath.kernels import dense_product, pairwise_sweep
+    from forced_routes import force_float16_parts
     from heatbath.models import IsingEBM, IsingSamplingProgram
     from heatbath.kernels.pairwise_tables import pairwise_tables
     from stats_helpers import Z_LIMIT, chi_square_z
 
-    traced = []
-    if float16_parts:
-        def parts(w, states):
-            traced.append(w.shape)
-            return dense_product.float16_parts_product(w, states)
-        monkeypatch.setattr(pairwise_sweep, "dense_field", parts)
+    traced = force_float16_parts(monkeypatch) if float16_parts else []
 
     rng = np.random.default_rng(61)
     n_v, n_h = 6, 40
