@@ -201,3 +201,24 @@ def test_mixed_samples_do_not_depend_on_chain_count_or_devices():
         for other in runs[1:]:
             np.testing.assert_array_equal(np.asarray(runs[0][b]), np.asarray(other[b]))
         np.testing.assert_array_equal(np.asarray(runs[0][b][:3]), np.asarray(few[b]))
+
+
+@pytest.mark.parametrize("float16_parts", [False, True], ids=["platform-product", "float16-parts"])
+def test_mixed_dense_layers_give_the_same_samples_on_any_number_of_devices(float16_parts, monkeypatch):
+    """The matrix products of dense layers see a device's share of the chains: the samples must not
+    depend on how many devices share them (clamped values differ per chain)."""
+    from forced_routes import force_float16_parts
+
+    traced = force_float16_parts(monkeypatch) if float16_parts else []
+    (hidden, cats, label, pixels, grey), ebm = dense_layer_model(np.random.default_rng(17))
+    free, clamped = [Block(hidden), Block(cats), Block(label)], [Block(pixels), Block(grey)]
+    program = _program(ebm, free, clamped)
+    rng = np.random.default_rng(18)
+    clamp_values = [jnp.asarray(rng.integers(0, _states_of(b), (8, len(b)))).astype(_dtype(b)) for b in clamped]
+    init = random_init(jax.random.key(0), free, 8, [_states_of(b) for b in free], [_dtype(b) for b in free])
+    runs = [sample_states_batched(jax.random.key(2), program, SamplingSchedule(4, 3, 2), init, clamp_values, free,
+                                  devices=jax.devices("cpu")[:d]) for d in (1, 2, 4)]
+    for b in range(len(free)):
+        for other in runs[1:]:
+            np.testing.assert_array_equal(np.asarray(runs[0][b]), np.asarray(other[b]))
+    assert bool(traced) == float16_parts
