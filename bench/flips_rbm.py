@@ -2,7 +2,8 @@
 
 Visible and hidden spins with every visible–hidden coupling (N(0, 0.05²)) and N(0, 0.5²) biases,
 β = 1, two blocks (visible, hidden), built identically in THRML and heatbath with the model code of
-`bench/flips_pegasus.py`; heatbath reads the dense layer through a float32 matrix product. Flips/ns
+`bench/flips_pegasus.py`; heatbath reads the dense layer through matrix products of float32 accuracy
+(`kernels.dense_product`: float32 on CPUs, two float16 parts on CUDA GPUs). Flips/ns
 = sweeps × (visible + hidden) × chains / seconds, best of `--repeats` after a compiling call.
 
     python3 bench/flips_rbm.py [--visible 784] [--hidden 500] [--chains 100 1000] [--sweeps 50]

@@ -184,6 +184,32 @@ def test_mixed_programs_with_wide_gathered_neighbourhoods_stay_on_the_generic_lo
     assert kind is None and "more than 32 neighbours outside dense layers" in why
 
 
+def test_the_neighbour_limit_counts_the_slots_the_update_unrolls():
+    """Two hidden spins, one reading 30 nodes of block X and 2 of block Y, the other 2 of X and 30 of
+    Y: no node has more than 32 neighbours, but the padded tables are 30 + 30 slots wide, and that
+    is what the categorical update unrolls."""
+    h, label = [SpinNode(f"h{i}") for i in range(2)], CategoricalNode("y", num_states=THREE)
+    x, y = [SpinNode(f"x{i}") for i in range(100)], [SpinNode(f"y{i}") for i in range(100)]
+    pairs = [(h[0], x[i]) for i in range(30)] + [(h[0], y[i]) for i in range(2)]
+    pairs += [(h[1], x[i]) for i in range(2)] + [(h[1], y[i]) for i in range(30)]
+    ebm = FactorizedEBM([SpinEBMFactor([Block([a for a, _ in pairs]), Block([b for _, b in pairs])],
+                                       jnp.full(len(pairs), 0.1, jnp.float32)),
+                         DiscreteEBMFactor([Block(h)], [Block([label, label])], jnp.full((2, THREE), 0.1, jnp.float32))])
+    kind, why = pairwise_kind(_program(ebm, [Block(h), Block([label])], [Block(x), Block(y)]))
+    assert kind is None and "more than 32 neighbours outside dense layers" in why
+
+
+def test_programs_of_one_category_count_keep_their_gathers():
+    """Only mixed programs read dense layers through products: a program of 3-state nodes only (a
+    Potts RBM) keeps the gathers that the Pallas kernel reads with its Potts forms."""
+    visible = [CategoricalNode(f"v{i}", num_states=THREE) for i in range(40)]
+    hidden = [CategoricalNode(f"h{i}", num_states=THREE) for i in range(40)]
+    every = (Block([v for v in visible for _ in hidden]), Block([h for _ in visible for h in hidden]))
+    ebm = FactorizedEBM([CategoricalEBMFactor(list(every), jnp.ones((len(every[0]), THREE, THREE), jnp.float32))])
+    tables = pairwise_tables(_program(ebm, [Block(visible), Block(hidden)], []))
+    assert tables.kind == "categorical" and tables.dense == ((False,), (False,))
+
+
 def test_mixed_samples_do_not_depend_on_chain_count_or_devices():
     """Same seed, same samples on 1, 2 or 4 devices, and for the first chains of a larger call."""
     groups, ebm = mixed_pairwise_model(np.random.default_rng(19))
@@ -221,4 +247,44 @@ def test_mixed_dense_layers_give_the_same_samples_on_any_number_of_devices(float
     for b in range(len(free)):
         for other in runs[1:]:
             np.testing.assert_array_equal(np.asarray(runs[0][b]), np.asarray(other[b]))
+    assert bool(traced) == float16_parts
+
+
+@pytest.mark.parametrize("float16_parts", [False, True], ids=["platform-product", "float16-parts"])
+def test_labelled_rbm_reading_a_free_hidden_layer_matches_the_exact_marginal(float16_parts, monkeypatch):
+    """The digits example's model, small: 4 spin pixels and a 3-state label (visible, one sampling
+    group) read 40 free hidden spins through matrix products. With the hidden units summed out,
+    p(v, y) ∝ exp(a·v + b_y) Π_j 2 cosh(c_j + Σ_i W_ij v_i + U_j[y]) over 2^4 · 3 = 48 states."""
+    from forced_routes import force_float16_parts
+    from stats_helpers import Z_LIMIT, chi_square_z
+
+    traced = force_float16_parts(monkeypatch) if float16_parts else []
+    rng = np.random.default_rng(23)
+    n_v, n_h = 4, 40
+    pixels, hidden = [SpinNode(f"v{i}") for i in range(n_v)], [SpinNode(f"h{j}") for j in range(n_h)]
+    label = CategoricalNode("y", num_states=THREE)
+    a, c = rng.normal(0, 0.5, n_v), rng.normal(0, 0.5, n_h)
+    b, W, U = rng.normal(0, 0.5, THREE), rng.normal(0, 0.3, (n_v, n_h)), rng.normal(0, 0.3, (n_h, THREE))
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    ebm = FactorizedEBM([
+        SpinEBMFactor([Block(pixels)], f32(a)), SpinEBMFactor([Block(hidden)], f32(c)),
+        CategoricalEBMFactor([Block([label])], f32(b[None])),
+        SpinEBMFactor([Block([p for p in pixels for _ in hidden]), Block([h for _ in pixels for h in hidden])], f32(W.reshape(-1))),
+        DiscreteEBMFactor([Block(hidden)], [Block([label] * n_h)], f32(U)),
+    ])
+    visible = (Block(pixels), Block([label]))
+    program = _program(ebm, [visible, Block(hidden)], [])
+    tables = pairwise_tables(program)
+    assert tables.kind == "categorical" and tables.dense[0] == tables.dense[1] == (True,)  # both read the hidden layer
+
+    init = random_init(jax.random.key(24), [Block(pixels), Block([label]), Block(hidden)], N_CHAINS, [2, THREE, 2],
+                       [jnp.bool_, jnp.uint8, jnp.bool_])
+    v, y = _batched(program, init, list(visible), [], 25)
+    spins = 2.0 * ((np.arange(2**n_v)[:, None] >> np.arange(n_v)) & 1) - 1  # state index = Σ_i v_i 2^i
+    log_p = (spins @ a)[:, None] + b[None, :] + np.log(2 * np.cosh(c + (spins @ W)[:, None, :] + U.T[None])).sum(-1)
+    probs = np.exp(log_p - log_p.max()).ravel()  # index (v, y) = v_index · 3 + y
+    probs /= probs.sum()
+    index = (v.astype(np.int64) << np.arange(n_v)).sum(1) * THREE + y[:, 0].astype(np.int64)
+    z = chi_square_z(np.bincount(index, minlength=probs.size), probs)
+    assert z < Z_LIMIT, z
     assert bool(traced) == float16_parts

@@ -17,9 +17,11 @@ and takes two float16 tensor-core products with float32 accumulation: Σ_j w_ij 
 scalings are powers of two, and each coupling is represented to within 2^-23 of its row's largest
 |w_ij| (b keeps 11 bits of a residual of at most half a unit of a's last place; tiny couplings lose
 relative precision, never absolute, as in `tensor_tables`). So the field carries float32-sized
-errors: measured against float64 on the 784 × 500 RBM layer, 2.2e-6 at worst against 3.4e-6 to
-1.1e-5 for XLA's float32 product, and on an H200 it is 2.4–3.1× faster at 10,000–40,000 chains
-(`bench/dense_product_probe.py`, BENCHMARKS.md). On CPUs the float32 product is faster and stays.
+errors: measured against float64 on the 784 × 500 RBM layer, 2.2e-6 to 2.4e-6 at worst against
+3.4e-6 to 1.1e-5 for XLA's float32 product. On an H200 the two products took 2.4–3.1× less time than
+the float32 one at 10,000–40,000 chains, and RBM sampling ran 1.9–2.5× faster
+(`bench/dense_product_probe.py`, `bench/flips_rbm.py`, BENCHMARKS.md). On CPUs the float32 product
+is faster and stays.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ gather of whole chain rows) and sums the couplings into the field:
 - spins: γ, then s = +1 with probability σ(2γ), written `u · (1 + e^{-2γ}) < 1` (no division);
 - categories: θ_k = bias_k + Σ_d W_d[k, c_d], then the category is found by inverting the CDF of
   softmax(θ) with the same single uniform u (one random word per node, not one per category); on
-  CUDA GPUs the same update runs as one Pallas kernel per block (`pallas_categorical`);
+  CUDA GPUs the same update runs as one Pallas kernel per block (`pallas_categorical`), except for
+  blocks of mixed programs that read dense layers (matrix products, `_dense_logits`);
 - spins of a categorical program (a mix of spins and categories): categories 0 and 1, updated from
   the single Δ = θ_1 − θ_0 (`block_couplings`) with the spins' draw `u · (1 + e^{-Δ}) < 1`.
 
@@ -476,7 +477,7 @@ def run_pairwise(
     where `tensor_path_applies` and the call has at least TENSOR_MIN_CHAINS chains, else the gather
     sweep; on CPUs the CPU kernel), "gather" (the jax.numpy sweep everywhere), "pallas" (the fused
     gather kernels: `pallas_spin` or `pallas_categorical`, the latter except for blocks too large
-    for its int32 indices), "table" (the pattern-table kernel), "tensor" (the tensor-core kernel),
+    for its int32 indices or reading dense layers), "table" (the pattern-table kernel), "tensor" (the tensor-core kernel),
     or for tests "table-jnp", "tensor-jnp" / "tensor-interpret". The categorical kernel takes the
     jax.numpy sweep's steps up to the GPU's rounding of exp at a near-tie. The table and tensor-core
     fields round differently from the gather sweep, so a chain can take a different step where a

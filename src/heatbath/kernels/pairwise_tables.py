@@ -50,7 +50,9 @@ class NeighbourTables:
     - `node_ids[b]`: spec-wide ids of the nodes of block b, used to key their random words.
     - `dense[b][i]`: whether free block b reads its i-th source through a dense coupling matrix and
       matrix products (dense bipartite layers, as in RBMs) instead of a gather: `[n_b, n_source]`
-      for spins, `[n_b, n_source, K, K_tail]` for categories (`block_couplings`).
+      for spins, `[n_b, n_source, K, K_tail]` in programs mixing spins or category counts
+      (`block_couplings`). Programs of one category count keep their gathers, which the Pallas
+      kernel reads (with its Potts forms); dense categorical layers there are not measured.
     - `categories[b]`, `tail_widths[b][i]`: in a categorical program, the category counts of free block
       b and of what its i-th source's coupling table indexes (2 for spin blocks, which run as
       categories 0 = down and 1 = up).
@@ -120,18 +122,23 @@ def _pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
                 return None, f"free block {b} has weights for another category count (the generic path explains)"
             if tail_axes and np.shape(interaction.weights)[-1] > MAX_CATEGORIES:
                 return None, f"free block {b} reads neighbours with more than {MAX_CATEGORIES} categories"
-    mixed = any(spins) or len({s.n_categories for s in program.samplers}) > 1
-    if kind == "categorical" and mixed:
+    if kind == "categorical" and _mixed(program, spins):
         owners = _owners(spec)
         for b in range(len(spec.free_blocks)):
-            if np.max(_gathered_slots(program, b, owners), initial=0) > MAX_MIXED_NEIGHBOURS:
+            if _gathered_slots(program, b, owners) > MAX_MIXED_NEIGHBOURS:
                 return None, (f"free block {b} of a program mixing spins or category counts has nodes with more than "
                               f"{MAX_MIXED_NEIGHBOURS} neighbours outside dense layers (the generic loop is faster)")
     return kind, ""
 
 
-def _gathered_slots(program: BlockSamplingProgram, b: int, owners) -> np.ndarray | int:
-    """Per node of free block b, its neighbours in source blocks read by a gather (not dense)."""
+def _mixed(program: BlockSamplingProgram, spins) -> bool:
+    """Whether a categorical program mixes spins (`spins`: per block) or category counts."""
+    return any(spins) or len({s.n_categories for s in program.samplers}) > 1
+
+
+def _gathered_slots(program: BlockSamplingProgram, b: int, owners) -> int:
+    """The neighbour slots free block b's update unrolls: for each source block read by a gather (not
+    dense), its widest node's count of neighbours there, summed over such sources."""
     per_source: dict[int, np.ndarray] = {}
     for entry in program.tables.per_block[b]:
         if entry.tail_sd:
@@ -140,8 +147,8 @@ def _gathered_slots(program: BlockSamplingProgram, b: int, owners) -> np.ndarray
             for source in np.unique(block[active]):
                 per_source[int(source)] = per_source.get(int(source), 0) + (active & (block == source)).sum(1)
     sizes = [len(block) for block in program.gibbs_spec.blocks]
-    gathered = [count for source, count in per_source.items() if not _is_dense(int(np.max(count)), sizes[source])]
-    return sum(gathered) if gathered else 0
+    widths = [int(np.max(count)) for source, count in per_source.items()]
+    return sum(width for width, source in zip(widths, per_source) if not _is_dense(width, sizes[source]))
 
 
 def _state_leaves(spec, b: int) -> list:
@@ -190,6 +197,7 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
     owners = _owners(spec)
     starts = np.cumsum([0] + [len(block) for block in spec.blocks])
     spins = tuple(np.dtype(_state_leaves(spec, b)[0].dtype).kind == "b" for b in range(len(spec.blocks)))
+    dense_ok = kind == "spin" or _mixed(program, spins)  # pure categorical programs keep the Pallas kernel's gathers
     sources, biases, pairs, dense, zero_columns, tail_widths = [], [], [], [], [], []
     for b in range(len(spec.free_blocks)):
         tail_block, tail_local, active, bias_j, pair_j, column_width = [], [], [], [], [], []
@@ -220,7 +228,7 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
                 widths.append(int(np.max(np.asarray(column_width)[np.any(hit, axis=0)])))
         sources.append(tuple(per_source))
         tail_widths.append(tuple(widths))
-        dense.append(tuple(_is_dense(width.shape[1], len(spec.blocks[src])) for src, width, _ in per_source))
+        dense.append(tuple(dense_ok and _is_dense(width.shape[1], len(spec.blocks[src])) for src, width, _ in per_source))
         biases.append(tuple(bias_j))
         pairs.append(tuple(pair_j))
         zero_columns.append(zero_column)
