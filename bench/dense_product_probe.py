@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.lax import DotAlgorithmPreset
 
-from heatbath.kernels.dense_product import TOP_EXPONENT, float16_head, float16_parts_product
+from heatbath.kernels.dense_product import float16_head, float16_parts_product, row_scale
 from heatbath.kernels.tensor_tables import combine_digits, fixed_point_digits
 
 ALGORITHMS = {"HIGHEST (float32)": jax.lax.Precision.HIGHEST, "TF32_TF32_F32_X3": DotAlgorithmPreset.TF32_TF32_F32_X3,
@@ -70,8 +70,7 @@ def _fp16_parts(w):  # the library's GPU product (`dense_product.float16_parts_p
 
 
 def _fp16_deep(w):  # its two parts side by side, the states twice: one product sums them (less accurate)
-    top = jnp.max(jnp.abs(w), axis=1, keepdims=True)
-    up = jnp.exp2(TOP_EXPONENT - jnp.ceil(jnp.log2(jnp.where(top > 0, top, 1.0))))
+    up = row_scale(w)
     head = float16_head(w * up)
     wide = jnp.concatenate([head, w * up - head], axis=1).astype(jnp.float16)
     return lambda s: jnp.matmul(wide, jnp.tile(s.astype(jnp.float16), (2, 1)), preferred_element_type=jnp.float32) / up

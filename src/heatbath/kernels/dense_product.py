@@ -32,7 +32,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int8
 
 __all__ = ["TOP_EXPONENT", "RESIDUAL_SCALE", "dense_field", "float32_product", "float16_parts_product",
-           "float16_head"]
+           "row_scale", "float16_head"]
 
 TOP_EXPONENT = 14  # a row's largest |w| · up lies in (2^13, 2^14]: float16 holds up to 65,504
 RESIDUAL_SCALE = 2048.0  # 2^11: a's rounding residual (at most 4) scaled into float16's normal range
@@ -55,9 +55,7 @@ def float32_product(w: Float[Array, "n m"], states: Int8[Array, "m chains"]) -> 
 
 def float16_parts_product(w: Float[Array, "n m"], states: Int8[Array, "m chains"]) -> Float[Array, "n chains"]:
     """w @ states from two float16 parts of each row of w (module docstring), accumulated in float32."""
-    top = jnp.max(jnp.abs(w), axis=1, keepdims=True)
-    exponent = TOP_EXPONENT - jnp.ceil(jnp.log2(jnp.where(top > 0, top, 1.0)))
-    up = jnp.exp2(jnp.clip(exponent, -120.0, 120.0))  # float32 holds 2^±126: extreme rows stay finite
+    up = row_scale(w)
     scaled = w * up
     head = float16_head(scaled)
     first = head.astype(jnp.float16)
@@ -66,6 +64,13 @@ def float16_parts_product(w: Float[Array, "n m"], states: Int8[Array, "m chains"
     a = jnp.matmul(first, values, preferred_element_type=jnp.float32)
     b = jnp.matmul(second, values, preferred_element_type=jnp.float32)
     return (a + b * (1.0 / RESIDUAL_SCALE)) / up
+
+
+def row_scale(w: Float[Array, "n m"]) -> Float[Array, "n 1"]:
+    """Per row of w, the power of two `up` that puts its largest |w| in (2^13, 2^14] (1 for a zero row)."""
+    top = jnp.max(jnp.abs(w), axis=1, keepdims=True)
+    exponent = TOP_EXPONENT - jnp.ceil(jnp.log2(jnp.where(top > 0, top, 1.0)))
+    return jnp.exp2(jnp.clip(exponent, -120.0, 120.0))  # float32 holds 2^±126: extreme rows stay finite
 
 
 def float16_head(x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:

@@ -27,10 +27,10 @@ from jaxtyping import Array, Int8, Key, PyTree, UInt32
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.batched import chain_block_states
 from heatbath.kernels.dispatch import key_words_of
-from heatbath.kernels.pairwise_sweep import (as_stored, block_update, chain_tile, chosen_method, kernel_operands,
-                                             kernel_states, reads_no_free_block, spin_headed, sweep_seeds_of,
-                                             table_path_applies)
-from heatbath.kernels.pallas_categorical import TILE_CHAINS, categorical_kernel_fits, categorical_pair_update
+from heatbath.kernels.pairwise_sweep import (as_stored, block_update, categorical_kernel_takes, chain_tile, chosen_method,
+                                             kernel_operands, kernel_states, reads_no_free_block, spin_headed,
+                                             sweep_seeds_of, table_path_applies)
+from heatbath.kernels.pallas_categorical import TILE_CHAINS, categorical_pair_update
 from heatbath.kernels.pairwise_tables import block_couplings, pairwise_kind, pairwise_tables
 from heatbath.kernels.pieces import samples_per_piece
 from heatbath.kernels.schedule_loop import run_schedule, seeded_sweeps
@@ -231,10 +231,10 @@ def _categorical_run(program: BlockSamplingProgram, words: UInt32[Array, "chains
 
     def operands(states, seeds, b):
         """((bias, node ids, seeds, sources, dtype, spin-headed) of block b, the states, b); None in
-        place of the first for a block with dense sources, which the kernel does not take."""
-        if any(tables.dense[b]):
-            return None, states, b
+        place of the first where the kernel does not take block b (`categorical_kernel_takes`)."""
         bias, node_ids, sources = kernel_operands(params, tables, b, states)
+        if not categorical_kernel_takes(tables, b, bias, sources, seeds.shape[1]):
+            return None, states, b
         return (bias, node_ids, seeds[b], sources, states[b].dtype, spin_headed(tables, b)), states, b
 
     def update(states, seeds, b):
@@ -262,9 +262,7 @@ def _paired_categorical_samples(program_a, program_b, schedule, native: bool, wo
     def pair(first, second):
         kernel_first, kernel_second = first[0], second[0]
         if not native or kernel_first is None or kernel_second is None:
-            return None  # each alone: the gather update, or a block with dense sources
-        if not all(categorical_kernel_fits(op[0], op[3], op[2].shape[0]) for op in (kernel_first, kernel_second)):
-            return None  # each alone: a block too large for the kernel's int32 indices
+            return None  # each alone: the gather update, or a block the kernel does not take
         new_first, new_second = categorical_pair_update(kernel_first, kernel_second)
         return _with_block(*first[1:], new_first), _with_block(*second[1:], new_second)
 

@@ -129,7 +129,7 @@ def _dense_logits(w: Float[Array, "n m K T"], state: Array) -> list[Float[Array,
     A wider one is read as its T 0/1 indicators stacked along the product's depth."""
     n, m, n_categories, n_tail = w.shape
     if n_tail == 2:
-        sigma = (2 * state.astype(jnp.int8) - 1).astype(jnp.int8)
+        sigma = 2 * state.astype(jnp.int8) - 1
         mean = jnp.sum(w[..., 0] + w[..., 1], axis=1) * 0.5  # [n, K]
         half = jnp.transpose(w[..., 1] - w[..., 0], (2, 0, 1)) * 0.5  # [K, n, m]
         stacked = dense_field(half.reshape(n_categories * n, m), sigma).reshape(n_categories, n, -1)
@@ -144,6 +144,12 @@ def spin_headed(tables: NeighbourTables, b: int) -> bool:
     """Whether free block b holds the spins of a categorical (mixed) program: its couplings are the
     single Δ = θ_1 − θ_0 (`block_couplings`), drawn by `categorical_draw.draw_spin`."""
     return tables.kind == "categorical" and bool(tables.spin_blocks[b])
+
+
+def categorical_kernel_takes(tables: NeighbourTables, b: int, bias, sources, chains: int) -> bool:
+    """Whether the categorical Pallas kernel can update free block b: it gathers, so not a block that
+    reads dense layers, and its int32 indices must reach every table (`categorical_kernel_fits`)."""
+    return not any(tables.dense[b]) and categorical_kernel_fits(bias, sources, chains)
 
 
 def kernel_operands(params, tables: NeighbourTables, b: int, states) -> tuple:
@@ -169,7 +175,7 @@ def block_update(params, tables: NeighbourTables, b: int, states, seeds, use_pal
     bias, node_ids, sources = kernel_operands(params, tables, b, states)
     if tables.kind == "categorical":
         spin = spin_headed(tables, b)
-        if use_pallas and not any(tables.dense[b]) and categorical_kernel_fits(bias, sources, seeds.shape[1]):
+        if use_pallas and categorical_kernel_takes(tables, b, bias, sources, seeds.shape[1]):
             return categorical_block_update(bias, node_ids, seeds[b], sources, states[b].dtype, form=forms[b], spin_headed=spin)
         u = uniform_from_words(update_words(seeds[b], node_ids))
         return _categories(bias, sources, u, states[b].dtype, spin, tables.dense[b])

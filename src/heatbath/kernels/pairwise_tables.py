@@ -139,16 +139,21 @@ def _mixed(program: BlockSamplingProgram, spins) -> bool:
 def _gathered_slots(program: BlockSamplingProgram, b: int, owners) -> int:
     """The neighbour slots free block b's update unrolls: for each source block read by a gather (not
     dense), its widest node's count of neighbours there, summed over such sources."""
-    per_source: dict[int, np.ndarray] = {}
-    for entry in program.tables.per_block[b]:
-        if entry.tail_sd:
-            block = owners[entry.tail_sd[0]][0][entry.tail_positions[0]]
-            active = np.asarray(entry.active, bool)
-            for source in np.unique(block[active]):
-                per_source[int(source)] = per_source.get(int(source), 0) + (active & (block == source)).sum(1)
+    entries = [entry for entry in program.tables.per_block[b] if entry.tail_sd]
+    if not entries:
+        return 0
+    tail_block = np.concatenate([owners[e.tail_sd[0]][0][e.tail_positions[0]] for e in entries], 1)
+    active = np.concatenate([np.asarray(e.active, bool) for e in entries], 1)
     sizes = [len(block) for block in program.gibbs_spec.blocks]
-    widths = [int(np.max(count)) for source, count in per_source.items()]
-    return sum(width for width, source in zip(widths, per_source) if not _is_dense(width, sizes[source]))
+    return sum(width for source, _, width in _source_hits(tail_block, active) if not _is_dense(width, sizes[source]))
+
+
+def _source_hits(tail_block: np.ndarray, active: np.ndarray):
+    """For each source block that a free block's slots `[n, D]` read: (source, which slots read it
+    `[n, D]`, and the widest node's count of them: the width of that source's padded table)."""
+    for source in np.unique(tail_block[active]):
+        hit = active & (tail_block == source)
+        yield int(source), hit, int(hit.sum(1).max())
 
 
 def _state_leaves(spec, b: int) -> list:
@@ -217,14 +222,12 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
             tail_block, tail_local = np.concatenate(tail_block, 1), np.concatenate(tail_local, 1)
             active = np.concatenate(active, 1)
             zero_column = tail_block.shape[1]
-            for source in np.unique(tail_block[active]):
-                hit = active & (tail_block == source)
-                width = int(hit.sum(1).max())
+            for source, hit, width in _source_hits(tail_block, active):
                 order = np.argsort(~hit, axis=1, kind="stable")[:, :width]
                 used = np.take_along_axis(hit, order, 1)
                 neighbours = np.where(used, np.take_along_axis(tail_local, order, 1), 0).astype(np.int32)
                 columns = np.where(used, order, zero_column).astype(np.int32)
-                per_source.append((int(source), neighbours, columns))
+                per_source.append((source, neighbours, columns))
                 widths.append(int(np.max(np.asarray(column_width)[np.any(hit, axis=0)])))
         sources.append(tuple(per_source))
         tail_widths.append(tuple(widths))
