@@ -13,7 +13,7 @@ from heatbath import Block, BlockGibbsSpec, CategoricalNode, FactorSamplingProgr
 from heatbath import sample_states
 from heatbath.exact import exact_distribution
 from heatbath.kernels.batched import sample_states_batched
-from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
+from heatbath.kernels.pairwise_tables import block_couplings, pairwise_kind, pairwise_tables
 from heatbath.models import (CategoricalEBMFactor, CategoricalGibbsConditional, DiscreteEBMFactor, FactorizedEBM,
                              SpinEBMFactor, SpinGibbsConditional)
 from stats_helpers import assert_matches_exact, final_states, random_init
@@ -288,3 +288,33 @@ def test_labelled_rbm_reading_a_free_hidden_layer_matches_the_exact_marginal(flo
     z = chi_square_z(np.bincount(index, minlength=probs.size), probs)
     assert z < Z_LIMIT, z
     assert bool(traced) == float16_parts
+
+
+def test_pairs_coupled_twice_in_a_dense_layer_add_their_couplings():
+    """A dense layer whose pairs are coupled by two factors (every hidden–pixel pair once more, and the
+    3-state nodes' pairs with the first 20 pixels a second time) is read as the sum of both weights
+    (`pairwise_tables._dense_columns` gathers each extra coupling of a pair in a layer of its own): the
+    matrix equals the sum built by hand, and the samples match enumeration."""
+    rng = np.random.default_rng(29)
+    (hidden, cats, label, pixels, grey), ebm = dense_layer_model(rng)
+    again_h = [Block([h for h in hidden for _ in pixels]), Block([p for _ in hidden for p in pixels])]
+    few = pixels[:20]
+    again_c = [Block([c for c in cats for _ in few]), Block([p for _ in cats for p in few])]
+    w_h = jnp.asarray(rng.normal(0, 0.3, len(again_h[0])), jnp.float32)
+    w_c = jnp.asarray(rng.normal(0, 0.3, (len(again_c[0]), THREE)), jnp.float32)
+    ebm = FactorizedEBM(list(ebm.factors) + [SpinEBMFactor(again_h, w_h), DiscreteEBMFactor([again_c[1]], [again_c[0]], w_c)])
+    free, clamped = [Block(hidden), Block(cats), Block(label)], [Block(pixels), Block(grey)]
+    program = _program(ebm, free, clamped)
+    assert pairwise_kind(program) == ("categorical", "")
+    tables = pairwise_tables(program)
+    assert [len(tables.dense_columns[b][1]) for b in (0, 1)] == [2, 2]  # pixels: two layers of columns
+    # Hidden spins as heads: one entry, 2 w σ(t), so the matrix's up-minus-down tail is 4 × the summed w
+    _, couplings = block_couplings(program, tables, 0)
+    first = np.asarray(ebm.factors[3].weights).reshape(3, 40)
+    got = np.asarray(couplings[1])[:, :, 0]
+    np.testing.assert_allclose(got[..., 1] - got[..., 0], 4 * (first + np.asarray(w_h).reshape(3, 40)), rtol=1e-6)
+    _, couplings = block_couplings(program, tables, 1)  # 3-state heads: w[k] for up, −w[k] for down
+    summed = np.array(ebm.factors[5].weights).reshape(2, 40, THREE)
+    summed[:, :20] += np.asarray(w_c).reshape(2, 20, THREE)
+    np.testing.assert_allclose(np.asarray(couplings[1])[..., 1], summed, rtol=1e-6)
+    _check(free, clamped, ebm, _batched, seed=29)

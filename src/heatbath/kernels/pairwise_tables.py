@@ -56,6 +56,8 @@ class NeighbourTables:
     - `categories[b]`, `tail_widths[b][i]`: in a categorical program, the category counts of free block
       b and of what its i-th source's coupling table indexes (2 for spin blocks, which run as
       categories 0 = down and 1 = up).
+    - `dense_columns[b][i]`: for a dense source, which column of the coupling table feeds each entry
+      of the dense matrix (`dense_columns`); None for gathered sources.
     """
 
     sources: tuple[tuple[tuple[int, np.ndarray, np.ndarray], ...], ...]
@@ -70,6 +72,7 @@ class NeighbourTables:
     spin_blocks: tuple[bool, ...] = ()  # per block (free, then clamped): whether it holds spins
     categories: tuple[int, ...] = ()  # per free block: its category count (2 for spins)
     tail_widths: tuple[tuple[int, ...], ...] = ()  # per free block and source: the source's categories in the tables
+    dense_columns: tuple[tuple[np.ndarray | None, ...], ...] = ()  # per free block and dense source (`dense_columns`)
 
 
 def pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
@@ -203,7 +206,7 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
     starts = np.cumsum([0] + [len(block) for block in spec.blocks])
     spins = tuple(np.dtype(_state_leaves(spec, b)[0].dtype).kind == "b" for b in range(len(spec.blocks)))
     dense_ok = kind == "spin" or _mixed(program, spins)  # pure categorical programs keep the Pallas kernel's gathers
-    sources, biases, pairs, dense, zero_columns, tail_widths = [], [], [], [], [], []
+    sources, biases, pairs, dense, zero_columns, tail_widths, dense_columns = [], [], [], [], [], [], []
     for b in range(len(spec.free_blocks)):
         tail_block, tail_local, active, bias_j, pair_j, column_width = [], [], [], [], [], []
         for j, entry in enumerate(program.tables.per_block[b]):
@@ -231,7 +234,9 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
                 widths.append(int(np.max(np.asarray(column_width)[np.any(hit, axis=0)])))
         sources.append(tuple(per_source))
         tail_widths.append(tuple(widths))
-        dense.append(tuple(dense_ok and _is_dense(width.shape[1], len(spec.blocks[src])) for src, width, _ in per_source))
+        dense.append(tuple(dense_ok and _is_dense(nb.shape[1], len(spec.blocks[src])) for src, nb, _ in per_source))
+        dense_columns.append(tuple(_dense_columns(nb, cols, len(spec.blocks[src]), zero_column) if is_dense else None
+                                   for (src, nb, cols), is_dense in zip(per_source, dense[-1])))
         biases.append(tuple(bias_j))
         pairs.append(tuple(pair_j))
         zero_columns.append(zero_column)
@@ -241,7 +246,28 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
     return NeighbourTables(
         tuple(sources), tuple(biases), tuple(pairs), node_ids, tuple(len(block) for block in spec.blocks),
         kind, n_categories, tuple(dense), tuple(zero_columns), spins, categories, tuple(tail_widths),
+        tuple(dense_columns),
     )
+
+
+def _dense_columns(neighbours: np.ndarray, columns: np.ndarray, n_source: int, zero_column: int) -> np.ndarray:
+    """The coupling-table columns `[L, n, n_source]` (int32) that make a dense source's matrix: entry
+    (i, k) is the sum over l of column `[l, i, k]` of row i, the zero column where fewer than l + 1
+    of row i's slots read node k (L is the most slots any row has on one node, 1 unless a program
+    couples a pair twice). Built once per structure, so each call makes the matrix by L gathers of
+    the weights (a scatter-add of them cost seconds of constant folding for a 784 x 500 layer with
+    concrete weights, and time on every call with traced ones)."""
+    n = neighbours.shape[0]
+    real = columns != zero_column
+    rows, slots = np.nonzero(real)
+    targets = rows * n_source + neighbours[rows, slots].astype(np.int64)
+    order = np.argsort(targets, kind="stable")
+    targets, picked = targets[order], columns[rows, slots][order]
+    starts = np.searchsorted(targets, targets, side="left")
+    layer = np.arange(len(targets)) - starts  # 0 for a target's first slot, 1 for its second, ...
+    out = np.full((int(layer.max(initial=0)) + 1, n * n_source), zero_column, np.int32)
+    out[layer, targets] = picked
+    return out.reshape(-1, n, n_source)
 
 
 def _is_dense(width: int, n_source: int) -> bool:
@@ -268,9 +294,8 @@ def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: i
 
     Spins: bias `[n]`, couplings `[n, D]`. Categories: bias `[n, K]`, couplings `[n, D, K, K_tail]`
     (the head's categories, then the neighbour's; K_tail is `tables.tail_widths[b][i]`). A dense
-    source (`tables.dense`) has its couplings scattered over the whole source block instead, D being
-    the source's size. Spins of a
-    categorical program are categories 0 (down, σ = -1) and 1 (up, σ = +1). As a neighbour, a spin's
+    source (`tables.dense`) has its couplings laid over the whole source block instead, D being the
+    source's size. Spins of a categorical program are categories 0 (down, σ = -1) and 1 (up, σ = +1). As a neighbour, a spin's
     coupling w gets the tail axis w σ(t). As the head, a spin block needs only Δ = θ_1 − θ_0
     (`categorical_draw.draw_spin`), so its head axis has one entry, σ(1) − σ(0) = 2 times the weight:
     bias `[n, 1]` = 2h, couplings `[n, D, 1, K_tail]` = 2w σ(t) or 2w[t] (exact in float32). Taken
@@ -304,11 +329,13 @@ def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: i
     extra = (1,) * (concatenated.ndim - 2)
     out = []
     for i, ((source, neighbours, columns), dense) in enumerate(zip(tables.sources[b], tables.dense[b])):
-        w = jnp.take_along_axis(concatenated, jnp.asarray(columns).reshape(columns.shape + extra), 1)
+        if dense:  # [n, n_source (, K, K_tail)] by gathers of whole columns (`_dense_columns`)
+            layers = [jnp.take_along_axis(concatenated, jnp.asarray(c).reshape(c.shape + extra), 1)
+                      for c in tables.dense_columns[b][i]]
+            w = sum(layers[1:], layers[0])
+        else:
+            w = jnp.take_along_axis(concatenated, jnp.asarray(columns).reshape(columns.shape + extra), 1)
         if categorical:
             w = w[..., : tables.tail_widths[b][i]]
-        if dense:  # scatter into [n, n_source (, K, K_tail)]; padding adds 0 to column 0
-            rows = np.broadcast_to(np.arange(n)[:, None], neighbours.shape)
-            w = jnp.zeros((n, tables.block_sizes[source]) + w.shape[2:], jnp.float32).at[rows, neighbours].add(w)
         out.append(w)
     return bias, out
