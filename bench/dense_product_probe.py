@@ -3,8 +3,8 @@ algorithms, and two exact-input splits, on a GPU: microseconds per jitted call (
 calls, so small sizes include the dispatch) and the largest error against float64.
 
 The splits use that the states are ±1, exact in any format: "fp16 parts x 2" is the library's GPU
-product (`dense_product.float16_parts_product`: two float16 parts of each row, scaled by a power of
-two) and "fp16 2K deep" the same parts in one product twice as deep; "int8 digits" multiplies the
+product (`dense_product.float16_parts_product`: two integer float16 digits of each row, scaled by a
+power of two) and "fp16 2K deep" the same digits in one product twice as deep; "int8 digits" multiplies the
 couplings' three fixed-point int8 digits (`tensor_tables.fixed_point_digits`) by the int8 states,
 exactly in int32 (three products, or one of 3n rows); "bf16 parts" multiplies three bfloat16 parts
 of the couplings by bfloat16 states (three products, or one three times as deep), accumulating in
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.lax import DotAlgorithmPreset
 
-from heatbath.kernels.dense_product import float16_head, float16_parts_product, row_scale
+from heatbath.kernels.dense_product import SECOND_DIGIT_SCALE, float16_digits, float16_parts_product
 from heatbath.kernels.tensor_tables import combine_digits, fixed_point_digits
 
 ALGORITHMS = {"HIGHEST (float32)": jax.lax.Precision.HIGHEST, "TF32_TF32_F32_X3": DotAlgorithmPreset.TF32_TF32_F32_X3,
@@ -69,10 +69,9 @@ def _fp16_parts(w):  # the library's GPU product (`dense_product.float16_parts_p
     return lambda s: float16_parts_product(w, s)
 
 
-def _fp16_deep(w):  # its two parts side by side, the states twice: one product sums them (less accurate)
-    up = row_scale(w)
-    head = float16_head(w * up)
-    wide = jnp.concatenate([head, w * up - head], axis=1).astype(jnp.float16)
+def _fp16_deep(w):  # its two digits side by side, the states twice: one product sums them (less accurate)
+    a, b, up = float16_digits(w)
+    wide = jnp.concatenate([a, b * jnp.float16(1 / SECOND_DIGIT_SCALE)], axis=1)  # b / 4096: exact in float16
     return lambda s: jnp.matmul(wide, jnp.tile(s.astype(jnp.float16), (2, 1)), preferred_element_type=jnp.float32) / up
 
 

@@ -1,14 +1,15 @@
-"""The dense layer's product from two float16 parts (`kernels.dense_product`, the CUDA GPU route)
-carries float32-sized errors for rows of any scale, and the platform choice picks the float32
-product on CPUs."""
+"""The dense layer's product from two float16 digits (`kernels.dense_product`, the CUDA GPU route)
+carries float32-sized errors for rows of any scale, gives the same bits whatever the chains it runs
+with, and the platform choice picks the float32 product on CPUs."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from heatbath.kernels.dense_product import dense_field, float16_head, float16_parts_product, float32_product
+from heatbath.kernels.dense_product import DEPTH_CHUNK, dense_field, float16_digits, float16_parts_product, float32_product
 
 
 def _rows_of_many_scales(rng, m):
@@ -55,15 +56,67 @@ def test_dense_field_takes_the_float32_product_on_cpu():
                                   np.asarray(jax.jit(float32_product)(w, states)))
 
 
-def test_float16_head_keeps_eleven_significant_bits_and_rounds_to_nearest():
-    """The head is exact in float16 (where float16 is normal) and within half its last unit of x, so
-    the residual x − head is what the second part carries; under jit, where XLA could drop a
-    float32 → float16 → float32 round trip."""
-    rng = np.random.default_rng(8)
-    x = (rng.normal(0, 1, 4096) * 2.0 ** rng.integers(-14, 15, 4096)).astype(np.float32)
-    head = np.asarray(jax.jit(float16_head)(jnp.asarray(x)))
-    normal = np.abs(head) >= 2.0**-14  # float16's smallest normal number
-    np.testing.assert_array_equal(head[normal].astype(np.float16).astype(np.float32), head[normal])
-    half_unit = 2.0 ** (np.floor(np.log2(np.abs(x.astype(np.float64)))) - 11)
-    assert np.all(np.abs(head.astype(np.float64) - x) <= half_unit)
-    assert np.mean(head != x) > 0.99  # the residual is not zero
+def test_float16_digits_are_integers_that_float16_holds_and_represent_each_coupling_to_2_pow_minus_23():
+    """w · up = a + b / 4096 to within 2^-13 with integer digits of at most 2048 (exact in float16),
+    the row's largest |w · up| in (2^10, 2^11]: each coupling within 2^-23 of its row's largest."""
+    w = _rows_of_many_scales(np.random.default_rng(8), 512)
+    a, b, up = (np.asarray(x, np.float64) for x in jax.jit(float16_digits)(jnp.asarray(w)))
+    for digit in (a, b):
+        np.testing.assert_array_equal(digit, np.round(digit))
+        assert np.abs(digit).max() <= 2048
+    top = np.abs(w).max(axis=1, keepdims=True) * up
+    assert np.all((top[top > 0] > 2.0**10) & (top[top > 0] <= 2.0**11))
+    assert np.abs(a + b / 4096 - w.astype(np.float64) * up).max() <= 2.0**-13
+    assert np.mean(b[:6] != 0) > 0.99  # the second digit carries the first's rounding (rows 6, 7: zero, tiny)
+
+
+def _integer_reference(w, states):
+    """The product as the module defines it, from exact int64 sums of the digits: what every GPU
+    algorithm, chunking and order of the additions must give, bit for bit."""
+    a, b, up = (np.asarray(x) for x in jax.jit(float16_digits)(jnp.asarray(w)))
+    s = states.astype(np.int64)
+    first, second = (np.float32(d.astype(np.int64) @ s) for d in (a, b))
+    return (first + second * np.float32(1 / 4096)) / up
+
+
+@pytest.mark.parametrize("depth,values", [(784, (-1, 1)), (784, (0, 1)), (DEPTH_CHUNK + 904, (-1, 1))],
+                         ids=["spins", "indicators", "deeper than a chunk"])
+def test_float16_digits_give_the_same_field_bits_for_any_chains(depth, values):
+    """The field is a fixed function of w and the states (exact integer sums), so a chain's field has
+    the same bits whichever chains share the product: what makes a chain's samples independent of
+    the number of chains and devices where cuBLAS picks its algorithm by shape."""
+    rng = np.random.default_rng(9)
+    w = (rng.normal(0, 0.05, (96, depth)) * 10.0 ** rng.uniform(-3, 0, (96, 1))).astype(np.float32)
+    states = rng.choice(np.array(values, np.int8), (depth, 300))
+    product = jax.jit(float16_parts_product)
+    full = np.asarray(product(jnp.asarray(w), jnp.asarray(states)))
+    np.testing.assert_array_equal(full, _integer_reference(w, states))
+    for chains in (slice(0, 1), slice(3, 10), slice(41, 241)):
+        np.testing.assert_array_equal(np.asarray(product(jnp.asarray(w), jnp.asarray(states[:, chains]))),
+                                      full[:, chains])
+
+
+def test_a_chains_rbm_samples_do_not_depend_on_how_many_chains_share_the_products():
+    """An RBM (both layers read as matrix products, on a GPU through the float16 digits): three chains
+    sampled alone and among 2,000 give the same samples, where the products' shapes, and so cuBLAS's
+    algorithms, differ."""
+    from heatbath import Block, SamplingSchedule, SpinNode
+    from heatbath.kernels.batched import sample_states_batched
+    from heatbath.kernels.pairwise_tables import pairwise_tables
+    from heatbath.models import IsingEBM, IsingSamplingProgram
+
+    rng = np.random.default_rng(10)
+    n_v, n_h = 48, 64
+    visible, hidden = [SpinNode() for _ in range(n_v)], [SpinNode() for _ in range(n_h)]
+    edges = [(v, h) for v in visible for h in hidden]
+    ebm = IsingEBM(visible + hidden, edges, jnp.asarray(rng.normal(0, 0.5, n_v + n_h), jnp.float32),
+                   jnp.asarray(rng.normal(0, 0.2, len(edges)), jnp.float32), jnp.asarray(1.0))
+    blocks = [Block(visible), Block(hidden)]
+    program = IsingSamplingProgram(ebm, blocks, [])
+    assert pairwise_tables(program).dense == ((True,), (True,))
+    init = [jnp.asarray(rng.random((2000, n)) < 0.5) for n in (n_v, n_h)]
+    run = lambda states: sample_states_batched(jax.random.key(4), program, SamplingSchedule(5, 4, 3), states, [],  # noqa: E731
+                                               blocks)
+    many, few = run(init), run([x[:3] for x in init])
+    for m, f in zip(many, few):
+        np.testing.assert_array_equal(np.asarray(m[:3]), np.asarray(f))

@@ -8,40 +8,45 @@ product sets the speed of a sweep. A float32 product runs at the GPU's non-tenso
 
 The states are small integers, exact in float16, so only the couplings need care. On CUDA GPUs
 `float16_parts_product` writes each row of `w`, scaled by a power of two `up_i` so that its largest
-entry lies in (2^13, 2^14], as two float16 parts,
+entry lies in (2^10, 2^11], as two integer digits, each exact in float16 (|digit| ≤ 2048):
 
-    w_ij · up_i = a_ij + b_ij / 2048,   a = w · up rounded to 11 bits,   b = fp16((w · up − a) · 2048),
+    w_ij · up_i ≈ a_ij + b_ij / 4096,   a = round(w · up),   b = round((w · up − a) · 4096),
 
-and takes two float16 tensor-core products with float32 accumulation: Σ_j w_ij s_j =
-(Σ_j a_ij s_j + Σ_j b_ij s_j / 2048) / up_i. The products of parts and states are exact, the
-scalings are powers of two, and each coupling is represented to within 2^-23 of its row's largest
-|w_ij| (b keeps 11 bits of a residual of at most half a unit of a's last place; tiny couplings lose
-relative precision, never absolute, as in `tensor_tables`). So the field carries float32-sized
-errors: measured against float64 on the 784 × 500 RBM layer, 2.2e-6 to 2.4e-6 at worst against
-3.4e-6 to 1.1e-5 for XLA's float32 product. On an H200 the two products took 2.4–3.1× less time than
-the float32 one at 10,000–40,000 chains, and RBM sampling ran 1.9–2.5× faster
-(`bench/dense_product_probe.py`, `bench/flips_rbm.py`, BENCHMARKS.md). On CPUs the float32 product
-is faster and stays.
+and takes two float16 tensor-core products with float32 accumulation: Σ_j w_ij s_j ≈
+(A_i + B_i / 4096) / up_i with A = a · s and B = b · s. Each coupling is represented to within
+2^-23 of its row's largest |w_ij| (tiny couplings lose relative precision, never absolute, as in
+`tensor_tables`), so the field carries float32-sized errors: measured against float64 on the 784 ×
+500 RBM layer, about the float32 product's (tests/test_dense_product.py).
+
+The sums A and B are integers, and are computed exactly: every partial sum of a product of depth at
+most DEPTH_CHUNK is an integer below 2^23, exact in float32 whatever the order of the additions
+(cuBLAS picks its order, and its split of the depth, by shape; tensor cores align the terms of a sum
+to the largest, which drops no bit of an integer below 2^24). Deeper products add their chunks' sums
+in int32 (sources of 2^20 nodes or more take the float32 product). So the field is a fixed function of w and the states: the same bits for any number of
+chains, any split over devices and any GPU algorithm, and a chain's samples do not depend on them.
+
+On an H200 the two products took 2.4–3.1× less time than the float32 one at 10,000–40,000 chains,
+and RBM sampling ran 1.9–2.5× faster (`bench/dense_product_probe.py`, `bench/flips_rbm.py`,
+BENCHMARKS.md). On CPUs the float32 product is faster and stays.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, Int8
 
-__all__ = ["TOP_EXPONENT", "RESIDUAL_SCALE", "dense_field", "float32_product", "float16_parts_product",
-           "row_scale", "float16_head"]
+__all__ = ["TOP_EXPONENT", "SECOND_DIGIT_SCALE", "DEPTH_CHUNK", "dense_field", "float32_product",
+           "float16_parts_product", "float16_digits", "row_scale", "MAX_EXACT_DEPTH"]
 
-TOP_EXPONENT = 14  # a row's largest |w| · up lies in (2^13, 2^14]: float16 holds up to 65,504
-RESIDUAL_SCALE = 2048.0  # 2^11: a's rounding residual (at most 4) scaled into float16's normal range
-HEAD_MASK = np.uint32(0xFFFFE000)  # sign, exponent and the top 10 of float32's 23 fraction bits
-HALF_UNIT = np.uint32(0x1000)  # half a unit of the last bit kept
+TOP_EXPONENT = 11  # a row's largest |w| · up lies in (2^10, 2^11]: its rounding, at most 2048, is exact in float16
+SECOND_DIGIT_SCALE = 4096.0  # 2^12: the first digit's rounding error (at most 1/2) as an integer of at most 2048
+DEPTH_CHUNK = 4096  # |partial sums| ≤ 2048 · 4096 = 2^23: exact in float32 in any order
+MAX_EXACT_DEPTH = 2**20  # the chunks' int32 sum, at most 2048 · depth, stays below 2^31
 
 
 def dense_field(w: Float[Array, "n m"], states: Int8[Array, "m chains"]) -> Float[Array, "n chains"]:
-    """w @ states for int8 states (±1 or 0/1): two float16 parts on CUDA GPUs, a float32 product elsewhere.
+    """w @ states for int8 states (±1 or 0/1): two float16 digits on CUDA GPUs, a float32 product elsewhere.
 
     The choice is made when the computation is lowered for its devices (`jax.lax.platform_dependent`),
     so a program placed on CPU devices of a machine with a GPU takes the CPU product."""
@@ -54,31 +59,44 @@ def float32_product(w: Float[Array, "n m"], states: Int8[Array, "m chains"]) -> 
 
 
 def float16_parts_product(w: Float[Array, "n m"], states: Int8[Array, "m chains"]) -> Float[Array, "n chains"]:
-    """w @ states from two float16 parts of each row of w (module docstring), accumulated in float32."""
+    """w @ states from two integer float16 digits of each row of w (module docstring), summed exactly.
+    Sources of MAX_EXACT_DEPTH nodes or more, whose int32 sums could overflow, take the float32 product."""
+    if w.shape[1] >= MAX_EXACT_DEPTH:
+        return float32_product(w, states)
+    a, b, up = float16_digits(w)
+    values = states.astype(jnp.float16)  # exact: small integers
+    first, second = _exact_integer_product(a, values), _exact_integer_product(b, values)
+    return (first + second * (1.0 / SECOND_DIGIT_SCALE)) / up
+
+
+def float16_digits(w: Float[Array, "n m"]) -> tuple[Float[Array, "n m"], Float[Array, "n m"], Float[Array, "n 1"]]:
+    """(a, b, up): the rows of w as `w · up ≈ a + b / 4096`, a and b integers of at most 2048 in
+    float16, up a power of two per row (`row_scale`)."""
     up = row_scale(w)
     scaled = w * up
-    head = float16_head(scaled)
-    first = head.astype(jnp.float16)
-    second = ((scaled - head) * RESIDUAL_SCALE).astype(jnp.float16)
-    values = states.astype(jnp.float16)  # exact: small integers
-    a = jnp.matmul(first, values, preferred_element_type=jnp.float32)
-    b = jnp.matmul(second, values, preferred_element_type=jnp.float32)
-    return (a + b * (1.0 / RESIDUAL_SCALE)) / up
+    first = jnp.round(scaled)  # |scaled| ≤ 2048: an integer float16 holds exactly
+    second = jnp.round((scaled - first) * SECOND_DIGIT_SCALE)  # scaled − first is exact in float32
+    return first.astype(jnp.float16), second.astype(jnp.float16), up
+
+
+def _exact_integer_product(digits: Float[Array, "n m"], values: Float[Array, "m chains"]) -> Float[Array, "n chains"]:
+    """digits @ values for integer float16 operands, in float32 with no rounding: one product while
+    its depth keeps every partial sum below 2^23, else chunks of DEPTH_CHUNK summed in int32."""
+    n, m = digits.shape
+    if m <= DEPTH_CHUNK:
+        return jnp.matmul(digits, values, preferred_element_type=jnp.float32)
+    chunks = -(-m // DEPTH_CHUNK)
+    pad = chunks * DEPTH_CHUNK - m  # zero digits add nothing
+    d = jnp.pad(digits, ((0, 0), (0, pad))).reshape(n, chunks, DEPTH_CHUNK)
+    v = jnp.pad(values, ((0, pad), (0, 0))).reshape(chunks, DEPTH_CHUNK, values.shape[1])
+    sums = jnp.einsum("nck,ckh->cnh", d, v, preferred_element_type=jnp.float32)
+    return jnp.sum(sums.astype(jnp.int32), axis=0).astype(jnp.float32)  # |sum| ≤ 2048 m < 2^31
 
 
 def row_scale(w: Float[Array, "n m"]) -> Float[Array, "n 1"]:
-    """Per row of w, the power of two `up` that puts its largest |w| in (2^13, 2^14] (1 for a zero row)."""
+    """Per row of w, the power of two `up` that puts its largest |w| in (2^10, 2^11] (1 for a zero row)."""
     top = jnp.max(jnp.abs(w), axis=1, keepdims=True)
     exponent = TOP_EXPONENT - jnp.ceil(jnp.log2(jnp.where(top > 0, top, 1.0)))
-    return jnp.exp2(jnp.clip(exponent, -120.0, 120.0))  # float32 holds 2^±126: extreme rows stay finite
-
-
-def float16_head(x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-    """x rounded to float16's 11 significant bits, by integer operations on its float32 bits.
-
-    Not `x.astype(float16).astype(float32)`: XLA may drop such a round trip of conversions (its
-    excess-precision rewrite does on GPUs), which made the residual x − head zero and the product
-    float16-accurate only (seen on an H200). Adding half a unit of the 12th bit to the bits rounds
-    the magnitude to nearest (ties away from zero); a carry into the exponent is still right."""
-    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
-    return jax.lax.bitcast_convert_type((bits + HALF_UNIT) & HEAD_MASK, jnp.float32)
+    exponent = jnp.clip(exponent, -120.0, 120.0).astype(jnp.int32)  # float32 holds 2^±126: extreme rows stay finite
+    # made from its bits: XLA:CPU's exp2 of an integer is not always an exact power of two
+    return jax.lax.bitcast_convert_type((exponent + 127) << 23, jnp.float32)
