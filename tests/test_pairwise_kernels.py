@@ -251,3 +251,31 @@ def test_nested_vmap_and_plain_jit_agree_with_a_flat_vmap():
     nested = np.asarray(jax.jit(jax.vmap(jax.vmap(run)))(keys.reshape(2, 3)))
     np.testing.assert_array_equal(nested.reshape(flat.shape), flat)
     np.testing.assert_array_equal(np.asarray(jax.jit(run)(keys[4])), flat[4])
+
+
+def test_dense_layers_listed_in_any_order_give_the_same_coupling_matrix():
+    """An RBM layer's pairs listed visible by visible (each row's couplings in source order: the matrix
+    is a slice of the coupling table) or shuffled (gathered by `pairwise_tables._dense_columns`) give
+    the same matrices."""
+    from heatbath.models import IsingEBM, IsingSamplingProgram
+    from heatbath.kernels.pairwise_tables import block_couplings, pairwise_tables
+
+    rng = np.random.default_rng(67)
+    n_v, n_h = 40, 36
+    visible, hidden = [SpinNode() for _ in range(n_v)], [SpinNode() for _ in range(n_h)]
+    W = rng.normal(0, 0.3, (n_v, n_h)).astype(np.float32)
+    bias = jnp.asarray(rng.normal(0, 0.5, n_v + n_h), jnp.float32)
+    pairs = [(i, j) for i in range(n_v) for j in range(n_h)]
+    matrices, layouts = [], []
+    for order in (np.arange(len(pairs)), rng.permutation(len(pairs))):
+        edges = [(visible[pairs[e][0]], hidden[pairs[e][1]]) for e in order]
+        weights = jnp.asarray([W[pairs[e]] for e in order], jnp.float32)
+        program = IsingSamplingProgram(IsingEBM(visible + hidden, edges, bias, weights, jnp.asarray(1.0)),
+                                       [Block(visible), Block(hidden)], [])
+        tables = pairwise_tables(program)
+        layouts.append([type(tables.dense_columns[b][0]) for b in (0, 1)])
+        matrices.append([np.asarray(block_couplings(program, tables, b)[1][0]) for b in (0, 1)])
+    assert layouts == [[int, int], [np.ndarray, np.ndarray]]
+    for in_order, shuffled, expected in zip(*matrices, (W, W.T)):
+        np.testing.assert_array_equal(in_order, shuffled)
+        np.testing.assert_allclose(in_order, expected, rtol=1e-6)  # spin tables hold w itself

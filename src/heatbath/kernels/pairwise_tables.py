@@ -56,8 +56,8 @@ class NeighbourTables:
     - `categories[b]`, `tail_widths[b][i]`: in a categorical program, the category counts of free block
       b and of what its i-th source's coupling table indexes (2 for spin blocks, which run as
       categories 0 = down and 1 = up).
-    - `dense_columns[b][i]`: for a dense source, which column of the coupling table feeds each entry
-      of the dense matrix (`dense_columns`); None for gathered sources.
+    - `dense_columns[b][i]`: for a dense source, which columns of the coupling table make its matrix
+      (`_dense_columns`); None for gathered sources.
     """
 
     sources: tuple[tuple[tuple[int, np.ndarray, np.ndarray], ...], ...]
@@ -72,7 +72,7 @@ class NeighbourTables:
     spin_blocks: tuple[bool, ...] = ()  # per block (free, then clamped): whether it holds spins
     categories: tuple[int, ...] = ()  # per free block: its category count (2 for spins)
     tail_widths: tuple[tuple[int, ...], ...] = ()  # per free block and source: the source's categories in the tables
-    dense_columns: tuple[tuple[np.ndarray | None, ...], ...] = ()  # per free block and dense source (`dense_columns`)
+    dense_columns: tuple[tuple[np.ndarray | int | None, ...], ...] = ()  # per free block and dense source
 
 
 def pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
@@ -250,13 +250,16 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
     )
 
 
-def _dense_columns(neighbours: np.ndarray, columns: np.ndarray, n_source: int, zero_column: int) -> np.ndarray:
-    """The coupling-table columns `[L, n, n_source]` (int32) that make a dense source's matrix: entry
-    (i, k) is the sum over l of column `[l, i, k]` of row i, the zero column where fewer than l + 1
-    of row i's slots read node k (L is the most slots any row has on one node, 1 unless a program
-    couples a pair twice). Built once per structure, so each call makes the matrix by L gathers of
-    the weights (a scatter-add of them cost seconds of constant folding for a 784 x 500 layer with
-    concrete weights, and time on every call with traced ones)."""
+def _dense_columns(neighbours: np.ndarray, columns: np.ndarray, n_source: int, zero_column: int) -> np.ndarray | int:
+    """The coupling-table columns that make a dense source's matrix, `[L, n, n_source]` (int32):
+    entry (i, k) is the sum over l of column `[l, i, k]` of row i, the zero column where fewer than
+    l + 1 of row i's slots read node k (L is the most slots any row has on one node, 1 unless a
+    program couples a pair twice). Or an int c where every row's slots read the source in order from
+    column c (an RBM layer listed pair by pair): the matrix is then the columns c to c + n_source.
+
+    Built once per structure, so each call makes the matrix by a slice or L gathers of the weights
+    (a scatter-add cost seconds of constant folding for a 784 x 500 layer with concrete weights;
+    with traced ones, the gathers cost about 15 ms a call on a 2-core CPU where the slice is free)."""
     n = neighbours.shape[0]
     real = columns != zero_column
     rows, slots = np.nonzero(real)
@@ -267,7 +270,9 @@ def _dense_columns(neighbours: np.ndarray, columns: np.ndarray, n_source: int, z
     layer = np.arange(len(targets)) - starts  # 0 for a target's first slot, 1 for its second, ...
     out = np.full((int(layer.max(initial=0)) + 1, n * n_source), zero_column, np.int32)
     out[layer, targets] = picked
-    return out.reshape(-1, n, n_source)
+    out = out.reshape(-1, n, n_source)
+    in_order = out.shape[0] == 1 and bool(np.all(out[0] == out[0, 0, 0] + np.arange(n_source)))
+    return int(out[0, 0, 0]) if in_order else out
 
 
 def _is_dense(width: int, n_source: int) -> bool:
@@ -329,9 +334,11 @@ def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: i
     extra = (1,) * (concatenated.ndim - 2)
     out = []
     for i, ((source, neighbours, columns), dense) in enumerate(zip(tables.sources[b], tables.dense[b])):
-        if dense:  # [n, n_source (, K, K_tail)] by gathers of whole columns (`_dense_columns`)
-            layers = [jnp.take_along_axis(concatenated, jnp.asarray(c).reshape(c.shape + extra), 1)
-                      for c in tables.dense_columns[b][i]]
+        layout = tables.dense_columns[b][i] if dense else None
+        if isinstance(layout, int):  # [n, n_source (, K, K_tail)]: the columns in order (`_dense_columns`)
+            w = concatenated[:, layout : layout + tables.block_sizes[source]]
+        elif dense:  # by gathers of whole columns
+            layers = [jnp.take_along_axis(concatenated, jnp.asarray(c).reshape(c.shape + extra), 1) for c in layout]
             w = sum(layers[1:], layers[0])
         else:
             w = jnp.take_along_axis(concatenated, jnp.asarray(columns).reshape(columns.shape + extra), 1)
