@@ -38,7 +38,7 @@ from heatbath.kernels.categorical_draw import draw_category, draw_spin
 from heatbath.kernels.coupling_structure import CouplingForm
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
-from heatbath.kernels.dense_product import dense_field
+from heatbath.kernels.dense_product import DenseCouplings, dense_field, prepare_dense
 from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
 from heatbath.kernels.pallas_backend import pallas_runs_on
 from heatbath.kernels.schedule_loop import run_schedule, seeded_sweeps
@@ -122,22 +122,50 @@ def _categories(bias, sources, u, dtype, spin_headed: bool, dense: tuple[bool, .
     return draw_spin(theta[0], u, dtype) if spin_headed else draw_category(theta, u, dtype)
 
 
-def _dense_logits(w: Float[Array, "n m K T"], state: Array) -> list[Float[Array, "n chains"]]:
-    """Σ_j w[i, j, k, c_j] for every head category k, from one matrix product over the whole source
-    block (`dense_product.dense_field`), the K categories' rows stacked. A two-category source
-    (spins, or binary categories) is read as σ = 2c − 1 = ±1: w[.., c] = mean + half-difference · σ.
-    A wider one is read as its T 0/1 indicators stacked along the product's depth."""
+class DenseLogits(eqx.Module):
+    """A dense source of a categorical block as `_dense_logits` reads it: one matrix whose rows are the
+    head's K categories stacked (`prepare_dense_logits`), and for a two-category source the mean part."""
+
+    matrix: DenseCouplings  # [(K n), m] for two-category sources, else [(K n), (T m)]
+    mean: Float[Array, "n K"] | None
+    n_categories: int = eqx.field(static=True)
+    n_tail: int = eqx.field(static=True)
+
+
+def prepare_dense_logits(w: Float[Array, "n m K T"]) -> DenseLogits:
+    """The couplings of a dense source, `[n, m, K, T]`, laid out for one product per update (once per
+    call, outside the sweep loop). A two-category source (spins, or binary categories) is read as
+    σ = 2c − 1 = ±1: w[.., c] = mean + half-difference · σ. A wider one is read as its T 0/1
+    indicators stacked along the product's depth."""
     n, m, n_categories, n_tail = w.shape
     if n_tail == 2:
-        sigma = 2 * state.astype(jnp.int8) - 1
         mean = jnp.sum(w[..., 0] + w[..., 1], axis=1) * 0.5  # [n, K]
         half = jnp.transpose(w[..., 1] - w[..., 0], (2, 0, 1)) * 0.5  # [K, n, m]
-        stacked = dense_field(half.reshape(n_categories * n, m), sigma).reshape(n_categories, n, -1)
-        return [mean[:, k, None] + stacked[k] for k in range(n_categories)]
-    onehots = jnp.concatenate([(state == t).astype(jnp.int8) for t in range(n_tail)])  # [T m, chains]
+        return DenseLogits(prepare_dense(half.reshape(n_categories * n, m)), mean, n_categories, n_tail)
     wide = jnp.transpose(w, (2, 0, 3, 1)).reshape(n_categories * n, n_tail * m)  # [(k, i), (t, j)]
-    stacked = dense_field(wide, onehots).reshape(n_categories, n, -1)
+    return DenseLogits(prepare_dense(wide), None, n_categories, n_tail)
+
+
+def _dense_logits(source: DenseLogits, state: Array) -> list[Float[Array, "n chains"]]:
+    """Σ_j w[i, j, k, c_j] for every head category k, from one matrix product over the whole source
+    block (`dense_product.dense_field`)."""
+    n_categories = source.n_categories
+    if source.n_tail == 2:
+        sigma = 2 * state.astype(jnp.int8) - 1
+        stacked = dense_field(source.matrix, sigma).reshape(n_categories, -1, state.shape[1])
+        return [source.mean[:, k, None] + stacked[k] for k in range(n_categories)]
+    onehots = jnp.concatenate([(state == t).astype(jnp.int8) for t in range(source.n_tail)])  # [T m, chains]
+    stacked = dense_field(source.matrix, onehots).reshape(n_categories, -1, state.shape[1])
     return [stacked[k] for k in range(n_categories)]
+
+
+def sweep_params(program, tables: NeighbourTables, b: int) -> tuple:
+    """Free block b's (bias, couplings per source) as the updates read them: `block_couplings`, with
+    each dense source prepared for its products (`prepare_dense`, `prepare_dense_logits`). Made once
+    per call, before the sweep loop, so that nothing derived from the weights is recomputed in it."""
+    bias, couplings = block_couplings(program, tables, b)
+    prepare = prepare_dense_logits if tables.kind == "categorical" else prepare_dense
+    return bias, [prepare(w) if dense else w for w, dense in zip(couplings, tables.dense[b])]
 
 
 def spin_headed(tables: NeighbourTables, b: int) -> bool:
@@ -236,7 +264,7 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
     "tensor-interpret" (the tensor-core field on the flat state; its jax.numpy twin; interpreted).
     `forms`: per free block, what is known of its couplings (`coupling_structure`; the categorical
     kernel uses it)."""
-    params = [block_couplings(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
+    params = [sweep_params(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
     order = program.gibbs_spec.sampling_order
     if method.startswith("tensor"):
         blocks = tensor_blocks(tables, tensor_tiles(tables), params)
