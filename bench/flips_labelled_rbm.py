@@ -20,7 +20,10 @@ Flips/ns = sweeps × (visible + 1 + hidden) × chains / seconds, best of `--repe
 call; a sanity line prints the fraction of hidden units up and the mean label per column.
 
     .venv-bench/bin/python bench/flips_labelled_rbm.py [--visible 64] [--hidden 100] [--chains 1000] [--sweeps 20]
-        [--repeats 3] [--no-thrml] [--generic]
+        [--repeats 3] [--no-thrml] [--generic] [--first-call]
+
+`--first-call` also prints each library's first THRML-style call with a freshly built program, in
+seconds: compiling included, which is what a script that samples once pays.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -70,11 +74,23 @@ def initial_states(n_v: int, n_h: int, chains: int) -> list:
 
 
 def thrml_style(lib: str, n_v: int, n_h: int, init, chains: int, sweeps: int, repeats: int):
+    run, keys = _thrml_style_call(lib, n_v, n_h, chains, sweeps)
+    return best_time(lambda i: run(keys, init), repeats)
+
+
+def _thrml_style_call(lib: str, n_v: int, n_h: int, chains: int, sweeps: int):
     program, blocks, SamplingSchedule, sample_states = build(lib, n_v, n_h)
     schedule = SamplingSchedule(sweeps, 1, 1)
     run = jax.jit(jax.vmap(lambda k, s: sample_states(k, program, schedule, s, [], blocks[1:])))
-    keys = jax.random.split(jax.random.key(1), chains)
-    return best_time(lambda i: run(keys, init), repeats)
+    return run, jax.random.split(jax.random.key(1), chains)
+
+
+def first_call_seconds(lib: str, n_v: int, n_h: int, init, chains: int, sweeps: int) -> float:
+    """Seconds of the first THRML-style call of a freshly built program: compiling included."""
+    run, keys = _thrml_style_call(lib, n_v, n_h, chains, sweeps)
+    start = time.perf_counter()
+    jax.block_until_ready(run(keys, init))
+    return time.perf_counter() - start
 
 
 def batched(n_v: int, n_h: int, init, chains: int, sweeps: int, repeats: int):
@@ -104,6 +120,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-thrml", action="store_true")
     parser.add_argument("--generic", action="store_true", help="also time heatbath with its fast paths off")
+    parser.add_argument("--first-call", action="store_true",
+                        help="also print each library's first THRML-style call (compiling included), in seconds")
     args = parser.parse_args()
     n_v, n_h = args.visible, args.hidden
     print(f"labelled RBM {n_v} pixels + {LABELS}-state label x {n_h} hidden; device {jax.devices()[0].device_kind}; "
@@ -111,6 +129,10 @@ def main() -> None:
     for chains in args.chains:
         init = initial_states(n_v, n_h, chains)
         flips = args.sweeps * (n_v + 1 + n_h) * chains
+        if args.first_call:
+            libraries = ["heatbath"] + ([] if args.no_thrml else ["thrml"])
+            firsts = {lib: first_call_seconds(lib, n_v, n_h, init, chains, args.sweeps) for lib in libraries}
+            print(f"chains={chains}   first call (s): " + "   ".join(f"{k} {v:.2f}" for k, v in firsts.items()), flush=True)
         columns = {}
         if not args.no_thrml:
             columns["THRML"] = thrml_style("thrml", n_v, n_h, init, chains, args.sweeps, args.repeats)

@@ -213,8 +213,9 @@ def sample_states_batched(
     Pairwise programs (Ising models, Boltzmann machines, RBMs; Potts and pairwise categorical EBMs)
     run the pairwise kernels (`kernels.pairwise_sweep`), with the chains split over `devices`
     (default: every device of the default backend); chain c's samples are the same for any number
-    of devices, and of chains (see `method`). Other discrete programs run a general batched sweep
-    on one device.
+    of devices, and of chains (see `method`; on CPUs dense layers excepted, whose float32 product
+    XLA:CPU rounds differently for other numbers of chains, which can change a step at a near-tie).
+    Other discrete programs run a general batched sweep on one device.
 
     `method` chooses the pairwise update: "auto" (on CUDA GPUs the fused categorical kernel, and for
     spins the pattern-table CUDA kernel where NVRTC is found, else the tensor-core field from 4,096
