@@ -22,8 +22,9 @@ The sums A and B are integers, and are computed exactly: every partial sum of a 
 most DEPTH_CHUNK is an integer below 2^23, exact in float32 whatever the order of the additions
 (cuBLAS picks its order, and its split of the depth, by shape; tensor cores align the terms of a sum
 to the largest, which drops no bit of an integer below 2^24). Deeper products add their chunks' sums
-in int32 (sources of 2^20 nodes or more take the float32 product). So the field is a fixed function of w and the states: the same bits for any number of
-chains, any split over devices and any GPU algorithm, and a chain's samples do not depend on them.
+in int32 (sources of 2^20 nodes or more take the float32 product). So the field is a fixed function
+of w and the states: the same bits for any number of chains, any split over devices and any GPU
+algorithm, and a chain's samples do not depend on them.
 
 On an H200 the two products took 2.4–3.1× less time than the float32 one at 10,000–40,000 chains,
 and RBM sampling ran 1.9–2.5× faster (`bench/dense_product_probe.py`, `bench/flips_rbm.py`,

@@ -300,8 +300,8 @@ def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: i
     Spins: bias `[n]`, couplings `[n, D]`. Categories: bias `[n, K]`, couplings `[n, D, K, K_tail]`
     (the head's categories, then the neighbour's; K_tail is `tables.tail_widths[b][i]`). A dense
     source (`tables.dense`) has its couplings laid over the whole source block instead, D being the
-    source's size. Spins of a categorical program are categories 0 (down, σ = -1) and 1 (up, σ = +1). As a neighbour, a spin's
-    coupling w gets the tail axis w σ(t). As the head, a spin block needs only Δ = θ_1 − θ_0
+    source's size. Spins of a categorical program are categories 0 (down, σ = -1) and 1 (up, σ = +1).
+    As a neighbour, a spin's coupling w gets the tail axis w σ(t). As the head, a spin block needs only Δ = θ_1 − θ_0
     (`categorical_draw.draw_spin`), so its head axis has one entry, σ(1) − σ(0) = 2 times the weight:
     bias `[n, 1]` = 2h, couplings `[n, D, 1, K_tail]` = 2w σ(t) or 2w[t] (exact in float32). Taken
     from the program's (possibly traced) weights, so new weights need no new tables."""
