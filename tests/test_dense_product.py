@@ -1,5 +1,5 @@
 """The dense layer's product from two float16 digits (`kernels.dense_product`, the CUDA GPU route)
-carries float32-sized errors for rows of any scale, gives the same bits whatever the chains it runs
+carries float32-sized errors for rows of scales from 1e-30 to 1e28, gives the same bits whatever the chains it runs
 with, and the platform choice picks the float32 product on CPUs."""
 
 from __future__ import annotations
@@ -97,10 +97,34 @@ def test_float16_digits_give_the_same_field_bits_for_any_chains(depth, values):
                                       full[:, chains])
 
 
-def test_a_chains_rbm_samples_do_not_depend_on_how_many_chains_share_the_products():
-    """An RBM (both layers read as matrix products, on a GPU through the float16 digits): three chains
-    sampled alone and among 2,000 give the same samples, where the products' shapes, and so cuBLAS's
-    algorithms, differ."""
+def test_sums_beyond_float32s_integers_are_made_exactly_in_chunks():
+    """The worst case for a float32 accumulator: 9,001 couplings whose digits are all 2047, all states
+    +1. The exact sum, 18,425,047, is odd and above 2^24; the chunks' int32 sum rounds it once, to
+    the nearest float32. A float32 sum of all 9,001 terms would round at every step past 2^24 (which
+    XLA:CPU's float16 product happens not to do, so without the chunks this fails on GPUs only)."""
+    w = np.full((4, 9001), 2047.0, np.float32) * np.array([1.0, -1.0, 2.0**-40, 2.0**30], np.float32)[:, None]
+    states = np.ones((9001, 3), np.int8)
+    field = np.asarray(jax.jit(float16_parts_product)(jnp.asarray(w), jnp.asarray(states)), np.float64)
+    exact = np.float32(2047 * 9001) * np.array([1.0, -1.0, 2.0**-40, 2.0**30])
+    np.testing.assert_array_equal(field, np.broadcast_to(exact[:, None], field.shape))
+
+
+def test_a_nan_or_inf_coupling_gives_its_row_a_nan_field_on_every_route():
+    """A diverged training's NaN must reach the sampler's field, not vanish in an int32 chunk sum."""
+    w = np.ones((3, DEPTH_CHUNK + 10), np.float32)
+    w[0, 0], w[1, 5] = np.nan, np.inf
+    states = np.ones((w.shape[1], 2), np.int8)
+    for depth in (w.shape[1], 100):
+        field = np.asarray(jax.jit(float16_parts_product)(jnp.asarray(w[:, :depth]), jnp.asarray(states[:depth])))
+        assert np.isnan(field[:2]).all() and np.isfinite(field[2]).all(), (depth, field)
+
+
+def test_a_chains_rbm_samples_do_not_depend_on_how_many_chains_share_the_products(monkeypatch):
+    """An RBM (both layers read as matrix products through the GPUs' float16 digits, forced here on
+    any platform): three chains sampled alone and among 2,000 give the same samples, where the
+    products' shapes, and so cuBLAS's algorithms, differ. (XLA:CPU's float32 product, the CPU route,
+    rounds differently for other numbers of columns: README.)"""
+    from forced_routes import force_float16_parts
     from heatbath import Block, SamplingSchedule, SpinNode
     from heatbath.kernels.batched import sample_states_batched
     from heatbath.kernels.pairwise_tables import pairwise_tables
@@ -118,6 +142,8 @@ def test_a_chains_rbm_samples_do_not_depend_on_how_many_chains_share_the_product
     init = [jnp.asarray(rng.random((2000, n)) < 0.5) for n in (n_v, n_h)]
     run = lambda states: sample_states_batched(jax.random.key(4), program, SamplingSchedule(5, 4, 3), states, [],  # noqa: E731
                                                blocks)
+    traced = force_float16_parts(monkeypatch)
     many, few = run(init), run([x[:3] for x in init])
     for m, f in zip(many, few):
         np.testing.assert_array_equal(np.asarray(m[:3]), np.asarray(f))
+    assert traced  # the forced product really ran

@@ -19,7 +19,7 @@ and takes two float16 tensor-core products with float32 accumulation: Σ_j w_ij 
 500 RBM layer, about the float32 product's (tests/test_dense_product.py).
 
 The sums A and B are integers, and are computed exactly: every partial sum of a product of depth at
-most DEPTH_CHUNK is an integer below 2^23, exact in float32 whatever the order of the additions
+most DEPTH_CHUNK is an integer of at most 2^23, exact in float32 whatever the order of the additions
 (cuBLAS picks its order, and its split of the depth, by shape; tensor cores align the terms of a sum
 to the largest, which drops no bit of an integer below 2^24). Deeper products add their chunks' sums
 in int32 (sources of 2^20 nodes or more take the float32 product). So the field is a fixed function
@@ -96,8 +96,10 @@ def digits_product(couplings: DenseCouplings, states: Int8[Array, "m chains"]) -
 
 def float16_digits(w: Float[Array, "n m"]) -> tuple[Float[Array, "n m"], Float[Array, "n m"], Float[Array, "n 1"]]:
     """(a, b, up): the rows of w as `w · up ≈ a + b / 4096`, a and b integers of at most 2048 in
-    float16, up a power of two per row (`row_scale`)."""
-    up = row_scale(w)
+    float16, up a power of two per row (`row_scale`). A row holding NaN or ±inf gets up = NaN, so its
+    field is NaN whatever the route (int32 chunk sums would turn a NaN into a finite number)."""
+    finite = jnp.all(jnp.isfinite(w), axis=1, keepdims=True)  # (XLA's max reduction may drop a NaN)
+    up = jnp.where(finite, row_scale(w), jnp.nan)  # a NaN or inf coupling: its row's field is NaN
     scaled = w * up
     first = jnp.round(scaled)  # |scaled| ≤ 2048: an integer float16 holds exactly
     second = jnp.round((scaled - first) * SECOND_DIGIT_SCALE)  # scaled − first is exact in float32
@@ -106,7 +108,7 @@ def float16_digits(w: Float[Array, "n m"]) -> tuple[Float[Array, "n m"], Float[A
 
 def _exact_integer_product(digits: Float[Array, "n m"], values: Float[Array, "m chains"]) -> Float[Array, "n chains"]:
     """digits @ values for integer float16 operands, in float32 with no rounding: one product while
-    its depth keeps every partial sum below 2^23, else chunks of DEPTH_CHUNK summed in int32."""
+    its depth keeps every partial sum within 2^23, else chunks of DEPTH_CHUNK summed in int32."""
     n, m = digits.shape
     if m <= DEPTH_CHUNK:
         return jnp.matmul(digits, values, preferred_element_type=jnp.float32)
@@ -119,7 +121,9 @@ def _exact_integer_product(digits: Float[Array, "n m"], values: Float[Array, "m 
 
 
 def row_scale(w: Float[Array, "n m"]) -> Float[Array, "n 1"]:
-    """Per row of w, the power of two `up` that puts its largest |w| in (2^10, 2^11] (1 for a zero row)."""
+    """Per row of w, the power of two `up` that puts its largest |w| in (2^10, 2^11] (2^11 for a zero
+    row, whose digits are 0). Clipped to 2^±120: rows whose largest |w| is below about 1e-33 keep
+    only float32's own absolute accuracy, not 2^-23 of their largest."""
     top = jnp.max(jnp.abs(w), axis=1, keepdims=True)
     exponent = TOP_EXPONENT - jnp.ceil(jnp.log2(jnp.where(top > 0, top, 1.0)))
     exponent = jnp.clip(exponent, -120.0, 120.0).astype(jnp.int32)  # float32 holds 2^±126: extreme rows stay finite

@@ -147,7 +147,8 @@ def _tables(layout: TableLayout, bias: Float[Array, " n"], couplings: Float[Arra
 def table_blocks(
     tables: NeighbourTables, layouts: tuple[TableLayout, ...], params: list[tuple[Array, list[Array]]]
 ) -> list[TableBlock]:
-    """Kernel inputs of every free block from `(bias, coupling tables)` of `block_couplings`."""
+    """Kernel inputs of every free block from `(bias, coupling tables)` of `block_couplings` (as
+    `sweep_params` passes them: these blocks read no dense layer)."""
     offsets = np.cumsum([0] + list(tables.block_sizes))
     out = []
     for b, (layout, (bias, couplings)) in enumerate(zip(layouts, params)):

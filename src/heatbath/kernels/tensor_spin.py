@@ -55,7 +55,8 @@ class TensorBlock(NamedTuple):
 def tensor_blocks(
     tables: NeighbourTables, tiles: tuple[BlockTiles, ...], params: list[tuple[Array, list[Array]]]
 ) -> list[TensorBlock]:
-    """Kernel inputs of every free block from `(bias, coupling tables)` of `block_couplings`."""
+    """Kernel inputs of every free block from `(bias, coupling tables)` of `block_couplings` (as
+    `sweep_params` passes them: these blocks read no dense layer)."""
     offsets = np.cumsum([0] + list(tables.block_sizes))
     scratch = int(offsets[-1])
     out = []
