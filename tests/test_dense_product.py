@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from heatbath.kernels.dense_product import (DEPTH_CHUNK, dense_field, float16_digits, float16_parts_product, float32_product,
-                                           prepare_dense)
+from heatbath.kernels.dense_product import DEPTH_CHUNK, dense_field, float16_digits, float16_parts_product, float32_product
 
 
 def _rows_of_many_scales(rng, m):
@@ -53,7 +52,7 @@ def test_dense_field_takes_the_float32_product_on_cpu():
     states = jnp.asarray(rng.choice(np.array([-1, 1], np.int8), (96, 16)))
     cpu = jax.devices("cpu")[0]
     w, states = jax.device_put(w, cpu), jax.device_put(states, cpu)
-    np.testing.assert_array_equal(np.asarray(jax.jit(lambda w, s: dense_field(prepare_dense(w), s))(w, states)),
+    np.testing.assert_array_equal(np.asarray(jax.jit(dense_field)(w, states)),
                                   np.asarray(jax.jit(float32_product)(w, states)))
 
 

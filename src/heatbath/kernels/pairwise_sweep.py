@@ -38,7 +38,7 @@ from heatbath.kernels.categorical_draw import draw_category, draw_spin
 from heatbath.kernels.coupling_structure import CouplingForm
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
-from heatbath.kernels.dense_product import DenseCouplings, dense_field, prepare_dense
+from heatbath.kernels.dense_product import dense_field
 from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
 from heatbath.kernels.pallas_backend import pallas_runs_on
 from heatbath.kernels.schedule_loop import run_schedule, seeded_sweeps
@@ -126,7 +126,7 @@ class DenseLogits(eqx.Module):
     """A dense source of a categorical block as `_dense_logits` reads it: one matrix whose rows are the
     head's K categories stacked (`prepare_dense_logits`), and for a two-category source the mean part."""
 
-    matrix: DenseCouplings  # [(K n), m] for two-category sources, else [(K n), (T m)]
+    matrix: Float[Array, "Kn depth"]  # [(K n), m] for two-category sources, else [(K n), (T m)]
     mean: Float[Array, "n K"] | None
     n_categories: int = eqx.field(static=True)
     n_tail: int = eqx.field(static=True)
@@ -141,9 +141,9 @@ def prepare_dense_logits(w: Float[Array, "n m K T"]) -> DenseLogits:
     if n_tail == 2:
         mean = jnp.sum(w[..., 0] + w[..., 1], axis=1) * 0.5  # [n, K]
         half = jnp.transpose(w[..., 1] - w[..., 0], (2, 0, 1)) * 0.5  # [K, n, m]
-        return DenseLogits(prepare_dense(half.reshape(n_categories * n, m)), mean, n_categories, n_tail)
+        return DenseLogits(half.reshape(n_categories * n, m), mean, n_categories, n_tail)
     wide = jnp.transpose(w, (2, 0, 3, 1)).reshape(n_categories * n, n_tail * m)  # [(k, i), (t, j)]
-    return DenseLogits(prepare_dense(wide), None, n_categories, n_tail)
+    return DenseLogits(wide, None, n_categories, n_tail)
 
 
 def _dense_logits(source: DenseLogits, state: Array) -> list[Float[Array, "n chains"]]:
@@ -161,11 +161,12 @@ def _dense_logits(source: DenseLogits, state: Array) -> list[Float[Array, "n cha
 
 def sweep_params(program, tables: NeighbourTables, b: int) -> tuple:
     """Free block b's (bias, couplings per source) as the updates read them: `block_couplings`, with
-    each dense source prepared for its products (`prepare_dense`, `prepare_dense_logits`). Made once
-    per call, before the sweep loop, so that nothing derived from the weights is recomputed in it."""
+    each dense source of a categorical block laid out for one product (`prepare_dense_logits`), once
+    per call before the sweep loop. (The float16 digits of GPUs' products are made in `dense_field`.)"""
     bias, couplings = block_couplings(program, tables, b)
-    prepare = prepare_dense_logits if tables.kind == "categorical" else prepare_dense
-    return bias, [prepare(w) if dense else w for w, dense in zip(couplings, tables.dense[b])]
+    if tables.kind != "categorical":
+        return bias, couplings
+    return bias, [prepare_dense_logits(w) if dense else w for w, dense in zip(couplings, tables.dense[b])]
 
 
 def spin_headed(tables: NeighbourTables, b: int) -> bool:
