@@ -301,10 +301,10 @@ def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: i
     (the head's categories, then the neighbour's; K_tail is `tables.tail_widths[b][i]`). A dense
     source (`tables.dense`) has its couplings laid over the whole source block instead, D being the
     source's size. Spins of a categorical program are categories 0 (down, σ = -1) and 1 (up, σ = +1).
-    As a neighbour, a spin's coupling w gets the tail axis w σ(t). As the head, a spin block needs only Δ = θ_1 − θ_0
-    (`categorical_draw.draw_spin`), so its head axis has one entry, σ(1) − σ(0) = 2 times the weight:
-    bias `[n, 1]` = 2h, couplings `[n, D, 1, K_tail]` = 2w σ(t) or 2w[t] (exact in float32). Taken
-    from the program's (possibly traced) weights, so new weights need no new tables."""
+    As a neighbour, a spin's coupling w gets the tail axis w σ(t). As the head, a spin block needs
+    only Δ = θ_1 − θ_0 (`categorical_draw.draw_spin`), so its head axis has one entry, σ(1) − σ(0) =
+    2 times the weight: bias `[n, 1]` = 2h, couplings `[n, D, 1, K_tail]` = 2w σ(t) or 2w[t] (exact
+    in float32). Taken from the program's (possibly traced) weights, so new weights need no new tables."""
     n = tables.block_sizes[b]
     weights = program.per_block_interactions[b]
     active = program.per_block_interaction_active[b]
@@ -333,7 +333,7 @@ def block_couplings(program: BlockSamplingProgram, tables: NeighbourTables, b: i
     concatenated = jnp.concatenate(pairs + [jnp.zeros_like(pairs[0][:, :1])], axis=1)
     extra = (1,) * (concatenated.ndim - 2)
     out = []
-    for i, ((source, neighbours, columns), dense) in enumerate(zip(tables.sources[b], tables.dense[b])):
+    for i, ((source, _, columns), dense) in enumerate(zip(tables.sources[b], tables.dense[b])):
         layout = tables.dense_columns[b][i] if dense else None
         if isinstance(layout, int):  # [n, n_source (, K, K_tail)]: the columns in order (`_dense_columns`)
             w = concatenated[:, layout : layout + tables.block_sizes[source]]
