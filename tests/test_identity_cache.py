@@ -57,3 +57,50 @@ def test_read_remembers_jax_arrays_only():
         for _ in range(2):
             cache.read(owner, arrays, lambda: reads.append(1) or len(reads))
     assert len(reads) == 3  # jax arrays once, numpy arrays (mutable) on every call
+
+
+def test_an_entry_goes_with_its_object_and_frees_its_value():
+    cache = IdentityCache(4)
+    x, value = np.arange(4), np.ones(1000)
+    cache.get((x,), lambda: value)
+    freed = weakref.ref(value)
+    del x, value
+    gc.collect()
+    assert len(cache) == 0 and freed() is None  # the value (say, the dead program's arrays) is not kept
+    y = np.arange(4)
+    cache.get((y,), lambda: "first")
+    assert cache.get((y,), lambda: "again") == "first"  # a live object's entry stays
+
+
+def test_remember_can_refuse_a_value():
+    cache, calls = IdentityCache(4), []
+    x = np.zeros(1)
+    for _ in range(2):
+        cache.get((x,), lambda: calls.append(1) or "traced", remember=lambda v: v != "traced")
+    assert len(calls) == 2 and len(cache) == 0
+
+
+def test_program_splits_are_remembered_outside_traces_only():
+    import equinox as eqx
+    import jax
+
+    from heatbath.kernels.program_structure import _SPLITS, split_program
+
+    class Program(eqx.Module):
+        w: jax.Array
+        name: str
+
+    program = Program(jnp.ones(3), "a")
+    assert split_program(program) is split_program(program)
+    assert split_program(Program(jnp.ones(3), "a")) is not split_program(program)  # another object
+    held = len(_SPLITS)
+
+    @jax.jit
+    def traced(w):
+        inner = Program(w, "a")
+        first, second = split_program(inner), split_program(inner)
+        assert first is not second  # a split holding tracers is never remembered
+        return second[1][0]
+
+    traced(jnp.ones(3))
+    assert len(_SPLITS) == held

@@ -55,7 +55,15 @@ __all__ = ["sample_states_batched", "supports_batched", "chain_block_states", "c
 
 
 def supports_batched(program: BlockSamplingProgram) -> str | None:
-    """None if the fast path can run `program`, else the reason it cannot."""
+    """None if the fast path can run `program`, else the reason it cannot. The answer rests on types
+    and shapes alone, so it is remembered per program object."""
+    return _SUPPORT.get((program,), lambda: _unsupported_because(program))
+
+
+_SUPPORT: IdentityCache[str | None] = IdentityCache(32)
+
+
+def _unsupported_because(program: BlockSamplingProgram) -> str | None:
     for b, sampler in enumerate(program.samplers):
         if type(sampler) not in (SpinGibbsConditional, CategoricalGibbsConditional):
             return f"free block {b} uses {type(sampler).__name__}; the fast path runs the built-in Gibbs conditionals"

@@ -5,8 +5,10 @@ of a program's structure, the lattice layout of a torus, what concrete weights s
 uniform Ising torus), the ids of a sampled block. A loop that calls `sample_states_batched` or an
 eager `sample_states` with one program should pay them once. Keys are the objects' identities, so
 nothing needs to be hashable, and a hit is confirmed by identity (an id can be reused once its object
-is gone): objects that take weak references (jax and numpy arrays, most classes) are held weakly, so
-a cache entry never keeps GPU memory alive; others (tuples) are held, which keeps their ids unique.
+is gone): objects that take weak references (jax and numpy arrays, most classes) are held weakly, and
+an entry is dropped as soon as one of them is collected, so neither its key objects nor its value
+(which may hold the dead object's arrays) keep memory alive; others (tuples) are held, which keeps
+their ids unique.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ __all__ = ["IdentityCache", "immutable_arrays"]
 V = TypeVar("V")
 
 
-def _reference(x: object) -> Callable[[], object]:
+def _reference(x: object, on_death: Callable[[object], None]) -> Callable[[], object]:
     try:
-        return weakref.ref(x)
+        return weakref.ref(x, on_death)
     except TypeError:  # no weak references (tuples, ints): hold it
         return lambda: x
 
@@ -36,19 +38,31 @@ class IdentityCache(Generic[V]):
 
     def __init__(self, size: int):
         self.size = size
-        self._entries: dict[tuple, tuple[list[Callable[[], object]], V]] = {}
+        self._entries: dict[tuple, tuple[list[Callable[[], object]], V, object]] = {}
 
-    def get(self, held: Sequence[object], compute: Callable[[], V], extra: Hashable = None) -> V:
-        """The value remembered for exactly these objects (and `extra`), else `compute()`, remembered."""
+    def get(self, held: Sequence[object], compute: Callable[[], V], extra: Hashable = None,
+            remember: Callable[[V], bool] | None = None) -> V:
+        """The value remembered for exactly these objects (and `extra`), else `compute()`, remembered
+        unless `remember(value)` says not (a value holding tracers must not outlive its trace)."""
         key = (extra, *map(id, held))
         hit = self._entries.get(key)
         if hit is not None and all(ref() is x for ref, x in zip(hit[0], held)):
             return hit[1]
         value = compute()
         self._entries.pop(key, None)
+        if remember is not None and not remember(value):
+            return value
         while len(self._entries) >= self.size:
             self._entries.pop(next(iter(self._entries)))
-        self._entries[key] = ([_reference(x) for x in held], value)
+        token = object()  # marks this entry; the callbacks hold it, not the entry (no reference cycle)
+        cache = weakref.ref(self)  # nor the cache
+
+        def drop(_dead) -> None:  # one of the held objects was collected: its entry can never hit again
+            live = cache()
+            if live is not None and live._entries.get(key, (None, None, None))[2] is token:
+                del live._entries[key]
+
+        self._entries[key] = ([_reference(x, drop) for x in held], value, token)
         return value
 
     def read(self, owner: object, arrays: Sequence[object], compute: Callable[[], V]) -> V:

@@ -4,6 +4,8 @@ A compiled call that closes over a program's structure (its PyTree definition an
 and takes the program's arrays as arguments serves every program of that structure: a training loop
 that replaces the weights compiles nothing new. Looking the call up costs a hash of the structure,
 about a microsecond, where `eqx.filter_jit` flattens and hashes the whole program on every call.
+The split itself is remembered per program object (`IdentityCache`): flattening a labelled RBM's
+program took 60-250 us, a quarter of a 1,000-chain batched call's overhead on an H200 host.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any, Callable
 import equinox as eqx
 import jax
 
+from heatbath.kernels.identity_cache import IdentityCache
+
 __all__ = ["ProgramStructure", "split_program", "join_program", "remembered"]
 
 ARRAY = object()  # marks a program leaf that a compiled call takes as an argument
@@ -20,9 +24,25 @@ ARRAY = object()  # marks a program leaf that a compiled call takes as an argume
 ProgramStructure = tuple[Any, tuple]  # (treedef, non-array leaves with ARRAY in each array's place): hashable
 
 
+_SPLITS: IdentityCache[tuple[ProgramStructure, list]] = IdentityCache(16)
+
+
 def split_program(program) -> tuple[ProgramStructure, list]:
     """`(structure, arrays)` of `program`; `join_program` puts them back together. The structure is
-    hashable when every non-array leaf is (`hash` raises TypeError otherwise)."""
+    hashable when every non-array leaf is (`hash` raises TypeError otherwise).
+
+    Remembered while `program` lives, for programs (equinox modules are immutable) that take weak
+    references and hold no tracers: a split made inside a trace must not outlive it."""
+    if not hasattr(type(program), "__weakref__"):
+        return _split(program)
+    return _SPLITS.get((program,), lambda: _split(program), remember=_holds_no_tracer)
+
+
+def _holds_no_tracer(split: tuple[ProgramStructure, list]) -> bool:
+    return not any(isinstance(x, jax.core.Tracer) for x in split[1])
+
+
+def _split(program) -> tuple[ProgramStructure, list]:
     leaves, treedef = jax.tree.flatten(program)
     statics = tuple(ARRAY if eqx.is_array(x) else x for x in leaves)
     return (treedef, statics), [x for x, static in zip(leaves, statics) if static is ARRAY]
