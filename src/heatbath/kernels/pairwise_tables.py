@@ -50,9 +50,8 @@ class NeighbourTables:
     - `node_ids[b]`: spec-wide ids of the nodes of block b, used to key their random words.
     - `dense[b][i]`: whether free block b reads its i-th source through a dense coupling matrix and
       matrix products (dense bipartite layers, as in RBMs) instead of a gather: `[n_b, n_source]`
-      for spins, `[n_b, n_source, K, K_tail]` in programs mixing spins or category counts
-      (`block_couplings`). Programs of one category count keep their gathers, which the Pallas
-      kernel reads (with its Potts forms); dense categorical layers there are not measured.
+      for spins, `[n_b, n_source, K, K_tail]` in categorical programs (`block_couplings`). Sparse
+      graphs (a Potts lattice) have no dense source and keep their gathers (the GPUs' Pallas kernel).
     - `categories[b]`, `tail_widths[b][i]`: in a categorical program, the category counts of free block
       b and of what its i-th source's coupling table indexes (2 for spin blocks, which run as
       categories 0 = down and 1 = up).
@@ -205,7 +204,6 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
     owners = _owners(spec)
     starts = np.cumsum([0] + [len(block) for block in spec.blocks])
     spins = tuple(np.dtype(_state_leaves(spec, b)[0].dtype).kind == "b" for b in range(len(spec.blocks)))
-    dense_ok = kind == "spin" or _mixed(program, spins)  # pure categorical programs keep the Pallas kernel's gathers
     sources, biases, pairs, dense, zero_columns, tail_widths, dense_columns = [], [], [], [], [], [], []
     for b in range(len(spec.free_blocks)):
         tail_block, tail_local, active, bias_j, pair_j, column_width = [], [], [], [], [], []
@@ -234,7 +232,7 @@ def _build(program: BlockSamplingProgram) -> NeighbourTables:
                 widths.append(int(np.max(np.asarray(column_width)[np.any(hit, axis=0)])))
         sources.append(tuple(per_source))
         tail_widths.append(tuple(widths))
-        dense.append(tuple(dense_ok and _is_dense(nb.shape[1], len(spec.blocks[src])) for src, nb, _ in per_source))
+        dense.append(tuple(_is_dense(nb.shape[1], len(spec.blocks[src])) for src, nb, _ in per_source))
         dense_columns.append(tuple(_dense_columns(nb, cols, len(spec.blocks[src]), zero_column) if is_dense else None
                                    for (src, nb, cols), is_dense in zip(per_source, dense[-1])))
         biases.append(tuple(bias_j))
