@@ -9,7 +9,7 @@ gather of whole chain rows) and sums the couplings into the field:
 - categories: θ_k = bias_k + Σ_d W_d[k, c_d], then the category is found by inverting the CDF of
   softmax(θ) with the same single uniform u (one random word per node, not one per category); on
   CUDA GPUs the same update runs as one Pallas kernel per block (`pallas_categorical`), except for
-  blocks of mixed programs that read dense layers (matrix products, `_dense_logits`);
+  blocks that read dense layers (matrix products, `_dense_logits`);
 - spins of a categorical program (a mix of spins and categories): categories 0 and 1, updated from
   the single Δ = θ_1 − θ_0 (`block_couplings`) with the spins' draw `u · (1 + e^{-Δ}) < 1`.
 
