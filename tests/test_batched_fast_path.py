@@ -150,3 +150,43 @@ def test_programs_built_from_concrete_weights_hold_only_jax_arrays(model):
     numpy_leaves = [jax.tree_util.keystr(path) for path, leaf in jax.tree_util.tree_flatten_with_path(program)[0]
                     if isinstance(leaf, np.ndarray)]
     assert not numpy_leaves, numpy_leaves
+
+
+def test_concrete_weights_are_laid_out_once_per_program_with_the_same_samples(monkeypatch):
+    """`sample_states_batched` lays out a program's concrete weights for the sweeps once
+    (`batched._laid_out_weights`, remembered per program), not on every call; the samples are those
+    of laying them out inside the call, which numpy weights (mutable) still do."""
+    from heatbath import Block, BlockGibbsSpec, CategoricalNode, FactorSamplingProgram
+    from heatbath.kernels import batched
+    from heatbath.models import CategoricalEBMFactor, CategoricalGibbsConditional
+
+    rng = np.random.default_rng(8)
+    visible = [CategoricalNode(f"v{i}", num_states=3) for i in range(4)]
+    hidden = [CategoricalNode(f"h{j}", num_states=3) for j in range(40)]  # read as a dense layer
+    every = [Block([v for v in visible for _ in hidden]), Block([h for _ in visible for h in hidden])]
+
+    def program_of(weights):
+        factors = [CategoricalEBMFactor([Block(visible)], jnp.asarray(rng.normal(0, 1, (4, 3)), jnp.float32)),
+                   CategoricalEBMFactor(every, weights)]
+        spec = BlockGibbsSpec([Block(visible), Block(hidden)], [])
+        return FactorSamplingProgram(spec, [CategoricalGibbsConditional(3)] * 2, factors, [])
+
+    weights = rng.normal(0, 0.5, (160, 3, 3)).astype(np.float32)
+    program = program_of(jnp.asarray(weights))
+    blocks = [Block(visible), Block(hidden)]
+    init = [jnp.zeros((6, 4), jnp.uint8), jnp.zeros((6, 40), jnp.uint8)]
+    call = lambda p: [np.asarray(x) for x in sample_states_batched(jax.random.key(3), p, SamplingSchedule(3, 4, 1),  # noqa: E731
+                                                                  init, [], blocks)]
+    lay_out, made = batched._lay_out, []
+    monkeypatch.setattr(batched, "_lay_out", lambda structure: lambda arrays: made.append(1) or lay_out(structure)(arrays))
+    first, again = call(program), call(program)
+    assert len(made) == 1  # once for this program
+    with monkeypatch.context() as inside:
+        inside.setattr(batched, "_laid_out_weights", lambda *args: None)  # laid out inside the call instead
+        in_call = call(program)
+    for a, b, c in zip(first, again, in_call):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    mutable = program_of(jnp.asarray(weights))
+    mutable = jax.tree.map(lambda x: np.asarray(x) if isinstance(x, jax.Array) and x.ndim == 3 else x, mutable)
+    assert batched._laid_out_weights(mutable, *batched.split_program(mutable)) is None

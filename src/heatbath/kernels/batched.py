@@ -36,9 +36,10 @@ from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.errors import HeatbathError, StateError
 from heatbath.kernels.counter_rng import STREAM_TAG as _STREAM_TAG
 from heatbath.kernels.counter_rng import key_words, threefry2x32
-from heatbath.kernels.pairwise_sweep import check_concrete_categories, check_method, observed_dtypes_of, run_pairwise
+from heatbath.kernels.pairwise_sweep import (all_sweep_params, check_concrete_categories, check_method, observed_dtypes_of,
+                                             run_pairwise)
 from heatbath.kernels.coupling_structure import call_forms
-from heatbath.kernels.identity_cache import IdentityCache
+from heatbath.kernels.identity_cache import IdentityCache, immutable_arrays
 from heatbath.kernels.potts_torus import run_potts_torus_chains, torus_model
 from heatbath.kernels.multispin_run import lattice_devices
 from heatbath.kernels.torus_run import TorusIndex, run_torus_chains, torus_backend, torus_index
@@ -369,25 +370,51 @@ def _run_pairwise(key, program, schedule, init_state_free, state_clamp, observed
     except TypeError:  # an unhashable non-array leaf: no cache key, so equinox's jit
         return _filter_jit_pairwise(key, program, schedule, init_state_free, state_clamp, observed, devices, method, forms,
                                     dtypes)
-    return call(key, arrays, init_state_free, state_clamp, observed)
+    return call(key, arrays, init_state_free, state_clamp, observed, _laid_out_weights(program, structure, arrays))
+
+
+_PARAMS: IdentityCache[list] = IdentityCache(8)
+
+
+def _laid_out_weights(program, structure: ProgramStructure, arrays: list) -> list | None:
+    """Every free block's weights as the sweeps read them (`pairwise_sweep.all_sweep_params`), made by
+    a compiled call of their own once per program whose weights are concrete jax Arrays (immutable),
+    and remembered while it lives; None (made inside the sampling call, every call) otherwise. A
+    THRML-style call gets this for free (XLA lays out constant weights when it compiles); without it a
+    categorical RBM of 784 x 500 4-state nodes spent 23 ms a call on the 2-core VM re-laying them."""
+    if not immutable_arrays(arrays):
+        return None
+    return _PARAMS.get((program,), lambda: _lay_out(structure)(arrays))
+
+
+@functools.lru_cache(maxsize=32)
+def _lay_out(structure: ProgramStructure):
+    def lay_out(arrays):
+        program = join_program(structure, arrays)
+        return all_sweep_params(program, pairwise_tables(program))
+
+    return jax.jit(lay_out)
 
 
 @functools.lru_cache(maxsize=32)
 def _pairwise_call(structure: ProgramStructure, schedule, devices, method: str, forms, dtypes):
     """The jitted key-to-samples call for programs of one `structure` (`program_structure`)."""
 
-    def call(key, arrays, init_state_free, state_clamp, observed):
+    def call(key, arrays, init_state_free, state_clamp, observed, params):
         program = join_program(structure, arrays)
-        return _pairwise_body(key, program, schedule, init_state_free, state_clamp, observed, devices, method, forms, dtypes)
+        return _pairwise_body(key, program, schedule, init_state_free, state_clamp, observed, devices, method, forms, dtypes,
+                              params)
 
     return jax.jit(call)
 
 
-def _pairwise_body(key, program, schedule, init_state_free, state_clamp, observed, devices, method: str, forms, dtypes):
+def _pairwise_body(key, program, schedule, init_state_free, state_clamp, observed, devices, method: str, forms, dtypes,
+                   params=None):
     chains = init_state_free[0].shape[0]
     block_states = chain_block_states(program, init_state_free, state_clamp, chains)
     words = chain_words_from_key(key, chains)
-    return run_pairwise(program, schedule, words, block_states, observed, devices, method, forms=forms, observed_dtypes=dtypes)
+    return run_pairwise(program, schedule, words, block_states, observed, devices, method, forms=forms, observed_dtypes=dtypes,
+                        params=params)
 
 
 _filter_jit_pairwise = eqx.filter_jit(_pairwise_body)

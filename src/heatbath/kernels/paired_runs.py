@@ -27,9 +27,9 @@ from jaxtyping import Array, Int8, Key, PyTree, UInt32
 from heatbath.block_sampling import BlockSamplingProgram, SamplingSchedule
 from heatbath.kernels.batched import chain_block_states
 from heatbath.kernels.dispatch import key_words_of
-from heatbath.kernels.pairwise_sweep import (as_stored, block_update, categorical_kernel_takes, chain_tile, chosen_method,
-                                             kernel_operands, kernel_states, reads_no_free_block, spin_headed,
-                                             sweep_params, sweep_seeds_of, table_path_applies)
+from heatbath.kernels.pairwise_sweep import (all_sweep_params, as_stored, block_update, categorical_kernel_takes, chain_tile,
+                                             chosen_method, kernel_operands, kernel_states, reads_no_free_block, spin_headed,
+                                             sweep_seeds_of, table_path_applies)
 from heatbath.kernels.pallas_categorical import TILE_CHAINS, categorical_pair_update
 from heatbath.kernels.pairwise_tables import pairwise_kind, pairwise_tables
 from heatbath.kernels.pieces import samples_per_piece
@@ -167,7 +167,7 @@ def _sweep_order(program: BlockSamplingProgram) -> list[int]:
 def _fields(program: BlockSamplingProgram):
     """The program's tables and each free block's field as the updates read it (`sweep_params`)."""
     tables = pairwise_tables(program)
-    return tables, [sweep_params(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
+    return tables, all_sweep_params(program, tables)
 
 
 def _lockstep_samples(runs: tuple[_Run, _Run], pair: Callable, read: Callable, schedule: SamplingSchedule, backend: str,

@@ -52,7 +52,7 @@ from heatbath.kernels.table_spin import CHAIN_MULTIPLE as TABLE_CHAIN_MULTIPLE
 from heatbath.kernels.table_spin import fold_seeds, table_block_update, table_block_update_jnp, table_blocks, table_layouts, table_state
 from heatbath.kernels.cuda_runtime import nvrtc_available
 
-__all__ = ["run_pairwise", "chosen_method", "sweep_seeds", "sweep_seeds_of", "tensor_path_applies", "check_method", "check_concrete_categories", "METHODS"]
+__all__ = ["run_pairwise", "all_sweep_params", "chosen_method", "sweep_seeds", "sweep_seeds_of", "tensor_path_applies", "check_method", "check_concrete_categories", "METHODS"]
 
 
 def _gather_rows(state, neighbours: np.ndarray):
@@ -159,6 +159,11 @@ def _dense_logits(source: DenseLogits, state: Array) -> list[Float[Array, "n cha
     return [stacked[k] for k in range(n_categories)]
 
 
+def all_sweep_params(program, tables: NeighbourTables) -> list[tuple]:
+    """`sweep_params` of every free block: what the sweeps read of the weights."""
+    return [sweep_params(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
+
+
 def sweep_params(program, tables: NeighbourTables, b: int) -> tuple:
     """Free block b's (bias, couplings per source) as the updates read them: `block_couplings`, with
     each dense source of a categorical block laid out for one product (`prepare_dense_logits`), once
@@ -258,14 +263,15 @@ def _observe(states, observed, kind: str):
     return [flat[ids] for ids in observed]
 
 
-def _run_local(program, schedule, tables, chain_words, states, observed, method="gather", forms=()):
+def _run_local(program, schedule, tables, chain_words, states, observed, method="gather", forms=(), params=None):
     """The whole schedule for the chains held locally (one device's shard, or all of them).
 
     `method`: "gather" (jax.numpy), "pallas" (the fused gather kernels), or "tensor" / "tensor-jnp" /
     "tensor-interpret" (the tensor-core field on the flat state; its jax.numpy twin; interpreted).
     `forms`: per free block, what is known of its couplings (`coupling_structure`; the categorical
-    kernel uses it)."""
-    params = [sweep_params(program, tables, b) for b in range(len(program.gibbs_spec.free_blocks))]
+    kernel uses it). `params`: every free block's `sweep_params`, made by the caller, else here."""
+    if params is None:
+        params = all_sweep_params(program, tables)
     order = program.gibbs_spec.sampling_order
     if method.startswith("tensor"):
         blocks = tensor_blocks(tables, tensor_tiles(tables), params)
@@ -359,28 +365,28 @@ def _independent_samples(schedule: SamplingSchedule, chains: int, state, sweep, 
 
 
 @eqx.filter_jit
-def _run(program, schedule, tables, devices, method, forms, chain_words, states, observed):
+def _run(program, schedule, tables, devices, method, forms, chain_words, states, observed, params):
     check = tables.kind == "categorical"
     if len(devices) == 1:
         states = _checked_categories(program, states, lambda bad: bad) if check else states
-        return _run_local(program, schedule, tables, chain_words, states, observed, method, forms)
+        return _run_local(program, schedule, tables, chain_words, states, observed, method, forms, params)
     mesh = Mesh(np.asarray(devices), ("chains",))
     chain_major, chain_minor = PartitionSpec("chains"), PartitionSpec(None, "chains")
 
-    def local(p, w, s, o):
+    def local(p, w, s, o, prm):
         # Every device raises together: a device whose shard raised alone would leave the others
         # waiting in a later collective, and XLA aborts the process after 40 s (seen on CPU devices).
         s = _checked_categories(p, s, lambda bad: jax.lax.psum(bad.astype(jnp.int32), "chains") > 0) if check else s
-        return _run_local(p, schedule, tables, w, s, o, method, forms)
+        return _run_local(p, schedule, tables, w, s, o, method, forms, prm)
 
     run = jax.shard_map(
         local,
         mesh=mesh,
-        in_specs=(PartitionSpec(), chain_major, [chain_minor] * len(states), PartitionSpec()),
+        in_specs=(PartitionSpec(), chain_major, [chain_minor] * len(states), PartitionSpec(), PartitionSpec()),
         out_specs=chain_major,
         check_vma=False,
     )
-    return run(program, chain_words, states, observed)
+    return run(program, chain_words, states, observed, params)
 
 
 def _category_limits(program: BlockSamplingProgram, b: int, n: int) -> np.ndarray | None:
@@ -495,6 +501,7 @@ def run_pairwise(
     cpu_kernel: bool = True,
     forms: tuple[CouplingForm, ...] | None = None,
     observed_dtypes: tuple | None = None,
+    params: list[tuple] | None = None,
 ) -> list[Array]:
     """Run `schedule` on every chain; `block_states` holds every block (free, then clamped).
 
@@ -527,13 +534,17 @@ def run_pairwise(
     A categorical program's samples come back in each observed block's storage dtype (spins among
     its categories as booleans): `observed_dtypes` (`observed_dtypes_of`), which callers whose
     `observed_ids` are traced must give.
+
+    `params` (`all_sweep_params(program, tables)`) lets a caller that holds concrete weights lay them
+    out once for many calls (`sample_states_batched` does): made inside the call, they cost a pass
+    over the weights every call, which XLA does at compile time only for constant weights.
     """
     tables = pairwise_tables(program)
     devices = tuple(jax.devices() if devices is None else devices)
     check_method(method)
     cpu_ok = cpu_kernel and method == "auto" and tables.kind == "spin" and not any(map(any, tables.dense))
     if cpu_ok and cpu_kernel_runs_on(devices):
-        fields = [block_couplings(program, tables, b) for b in range(len(tables.sources))]
+        fields = params or [block_couplings(program, tables, b) for b in range(len(tables.sources))]  # the same, for spins
         order = tuple(tuple(members) for members in program.gibbs_spec.sampling_order)
         return run_spin_on_cpu(tables, order, schedule, [f[0] for f in fields], [f[1] for f in fields],
                                chain_words, block_states, observed_ids)
@@ -553,7 +564,7 @@ def run_pairwise(
         chain_words = jnp.concatenate([chain_words, jnp.zeros((pad, 2), jnp.uint32)])
         states = [jnp.pad(s, ((0, 0), (0, pad)), constant_values=1 if tables.kind == "spin" else 0) for s in states]
     observed = [jnp.asarray(ids, jnp.int32) for ids in observed_ids]
-    out = _run(program, schedule, tables, devices, method, tuple(forms or ()), chain_words, states, observed)
+    out = _run(program, schedule, tables, devices, method, tuple(forms or ()), chain_words, states, observed, params)
     out = [o[:chains] for o in out] if pad else out
     if tables.kind == "spin":
         return out
