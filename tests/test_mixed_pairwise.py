@@ -199,44 +199,81 @@ def test_the_neighbour_limit_counts_the_slots_the_update_unrolls():
     assert kind is None and "more than 32 neighbours outside dense layers" in why
 
 
+def categorical_rbm(rng, n_v: int, n_h: int, hidden_states: int, edges: list[tuple[int, int]]):
+    """3-state visible nodes and `hidden_states`-state hidden ones coupled along `edges` (visible i,
+    hidden j) by general tables: (program, free blocks, a [n_v, 3], c [n_h, K_h], W [n_v, n_h, 3, K_h]
+    with zeros off the edges)."""
+    visible = [CategoricalNode(f"v{i}", num_states=THREE) for i in range(n_v)]
+    hidden = [CategoricalNode(f"h{j}", num_states=hidden_states) for j in range(n_h)]
+    a, c = rng.normal(0, 0.5, (n_v, THREE)), rng.normal(0, 0.5, (n_h, hidden_states))
+    W = np.zeros((n_v, n_h, THREE, hidden_states))
+    for i, j in edges:
+        W[i, j] = rng.normal(0, 0.3, (THREE, hidden_states))
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    ebm = FactorizedEBM([
+        CategoricalEBMFactor([Block(visible)], f32(a)), CategoricalEBMFactor([Block(hidden)], f32(c)),
+        CategoricalEBMFactor([Block([visible[i] for i, _ in edges]), Block([hidden[j] for _, j in edges])],
+                             f32(np.stack([W[i, j] for i, j in edges]))),
+    ])
+    free = [Block(visible), Block(hidden)]
+    return _program(ebm, free, []), free, a, c, W
+
+
+def visible_marginal_z(v: np.ndarray, a: np.ndarray, c: np.ndarray, W: np.ndarray) -> float:
+    """Chi-square z of visible samples `[chains, n_v]` against p(v) ∝ exp(Σ_i a_i[v_i])
+    Π_j Σ_c exp(c_j[c] + Σ_i W_ij[v_i, c]), the hidden units summed out."""
+    from stats_helpers import chi_square_z
+
+    n_v = a.shape[0]
+    states = (np.arange(THREE**n_v)[:, None] // THREE ** np.arange(n_v)) % THREE  # index = Σ_i v_i 3^i
+    field = c[None] + W[np.arange(n_v)[None, :], :, states].sum(1)  # [3^n_v, n_h, K_h]
+    log_p = a[np.arange(n_v), states].sum(1) + np.log(np.exp(field).sum(-1)).sum(-1)
+    probs = np.exp(log_p - log_p.max())
+    probs /= probs.sum()
+    index = (v.astype(np.int64) * THREE ** np.arange(n_v)).sum(1)
+    return chi_square_z(np.bincount(index, minlength=probs.size), probs)
+
+
 @pytest.mark.parametrize("sample,hidden_states", [(_batched, THREE), (_thrml_style, THREE), (_batched, 2)],
                          ids=["batched", "thrml-style vmap", "batched, binary hidden nodes"])
 def test_categorical_rbm_reads_its_hidden_layer_through_products_and_matches_the_exact_marginal(sample, hidden_states):
     """A program of categorical nodes only (a categorical RBM): 4 visible 3-state nodes read 40 free
-    hidden nodes through matrix products, as mixed programs do (until this change such programs kept
-    the gathers and unrolled every slot: a 64 x 32 4-state RBM took 15 s to compile on a 2-core CPU).
-    The hidden nodes read the 4 visible ones by gathers. With the hidden units summed out,
-    p(v) ∝ exp(Σ_i a_i[v_i]) Π_j Σ_c exp(c_j[c] + Σ_i W_ij[v_i, c]) over 3^4 = 81 states. Binary
-    hidden nodes take the products' two-category route (a mean plus a half-difference)."""
-    from stats_helpers import Z_LIMIT, chi_square_z
+    hidden nodes through matrix products, as mixed programs do (until fac56d5 such programs kept the
+    gathers and unrolled every slot: a 64 x 32 4-state RBM took 15 s to compile on a 2-core CPU).
+    The hidden nodes read the 4 visible ones by gathers. Binary hidden nodes take the products'
+    two-category route (a mean plus a half-difference)."""
+    from stats_helpers import Z_LIMIT
 
-    rng = np.random.default_rng(31)
-    n_v, n_h = 4, 40
-    visible = [CategoricalNode(f"v{i}", num_states=THREE) for i in range(n_v)]
-    hidden = [CategoricalNode(f"h{j}", num_states=hidden_states) for j in range(n_h)]
-    a, c = rng.normal(0, 0.5, (n_v, THREE)), rng.normal(0, 0.5, (n_h, hidden_states))
-    W = rng.normal(0, 0.3, (n_v, n_h, THREE, hidden_states))
-    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-    ebm = FactorizedEBM([
-        CategoricalEBMFactor([Block(visible)], f32(a)), CategoricalEBMFactor([Block(hidden)], f32(c)),
-        CategoricalEBMFactor([Block([v for v in visible for _ in hidden]), Block([h for _ in visible for h in hidden])],
-                             f32(W.reshape(n_v * n_h, THREE, hidden_states))),
-    ])
-    free = [Block(visible), Block(hidden)]
-    program = _program(ebm, free, [])
-    tables = pairwise_tables(program)
-    assert tables.kind == "categorical" and tables.dense == ((True,), (False,))
-
+    edges = [(i, j) for i in range(4) for j in range(40)]
+    program, free, a, c, W = categorical_rbm(np.random.default_rng(31), 4, 40, hidden_states, edges)
+    assert pairwise_tables(program).dense == ((True,), (False,))
     init = random_init(jax.random.key(32), free, N_CHAINS, [THREE, hidden_states], [jnp.uint8, jnp.uint8])
-    v = sample(program, init, free, [], 33)[0].astype(np.int64)
-    states = (np.arange(THREE**n_v)[:, None] // THREE ** np.arange(n_v)) % THREE  # index = Σ_i v_i 3^i
-    log_p = a[np.arange(n_v), states].sum(1)
-    field = c[None] + W[np.arange(n_v)[None, :], :, states].sum(1)  # [81, n_h, hidden_states]
-    log_p += np.log(np.exp(field).sum(-1)).sum(-1)
-    probs = np.exp(log_p - log_p.max())
-    probs /= probs.sum()
-    z = chi_square_z(np.bincount((v * THREE ** np.arange(n_v)).sum(1), minlength=probs.size), probs)
+    z = visible_marginal_z(sample(program, init, free, [], 33)[0], a, c, W)
     assert z < Z_LIMIT, z
+
+
+def test_wide_gathered_tables_loop_over_chunks_of_slots(monkeypatch):
+    """3 visible nodes each read 20 of 50 hidden nodes (not a dense layer): tables of more than
+    UNROLLED_SLOTS slots run a loop over chunks of slots (`pairwise_sweep._add_gathered`). It takes
+    exactly the unrolled update's steps, and its samples match the exact visible marginal."""
+    from heatbath.kernels import pairwise_sweep
+    from stats_helpers import Z_LIMIT
+
+    rng = np.random.default_rng(41)
+    edges = [(i, int(j)) for i in range(3) for j in rng.choice(50, 20, replace=False)]
+    program, free, a, c, W = categorical_rbm(rng, 3, 50, THREE, edges)
+    tables = pairwise_tables(program)
+    assert tables.dense == ((False,), (False,)) and tables.sources[0][0][1].shape[1] == 20 > pairwise_sweep.UNROLLED_SLOTS
+    init = random_init(jax.random.key(42), free, N_CHAINS, [THREE, THREE], [jnp.uint8, jnp.uint8])
+    looped = _batched(program, init, free, [], 43)
+    assert visible_marginal_z(looped[0], a, c, W) < Z_LIMIT
+    monkeypatch.setattr(pairwise_sweep, "UNROLLED_SLOTS", 64)
+    jax.clear_caches()
+    from heatbath.kernels import batched
+    batched._pairwise_call.cache_clear()
+    unrolled = _batched(program, init, free, [], 43)
+    for x, y in zip(looped, unrolled):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_mixed_samples_do_not_depend_on_chain_count_or_devices():

@@ -100,6 +100,38 @@ def _select_weight(w: Float[Array, "n K_tail"], category: Array) -> Float[Array,
     return value
 
 
+UNROLLED_SLOTS = 16  # up to this many neighbour slots a source's terms are unrolled into one fusion
+SLOT_CHUNK = 8  # beyond it, a loop over chunks of this many slots
+
+
+def _add_gathered(theta: list[Array], state, neighbours, w: Float[Array, "n D K K_tail"]) -> list[Array]:
+    """θ_k += Σ_d w[:, d, k, c_d] over a gathered source's D slots, in slot order. Up to
+    UNROLLED_SLOTS slots are unrolled; wider tables (a node reading 20–50 nodes of a block that is not
+    a dense layer) run a loop over chunks of SLOT_CHUNK slots, padded with zero couplings, which adds
+    the same terms in the same order. Unrolled, a 100 × 100 categorical RBM with 40 neighbours a node
+    compiled in 6.5–7 s on the 2-core VM and sampled 2.8–3× slower than the loop, which compiles in
+    1.6–2.3 s (XLA:CPU's code for one long unrolled fusion is poor)."""
+    width = neighbours.shape[1]
+    if width <= UNROLLED_SLOTS:
+        gathered = _gather_rows(state, neighbours)
+        for d in range(width):
+            theta = [t + _select_weight(w[:, d, k], gathered[:, d, :]) for k, t in enumerate(theta)]
+        return theta
+    chunks = -(-width // SLOT_CHUNK)
+    pad = chunks * SLOT_CHUNK - width  # padding slots read row 0 with a zero coupling, as the tables' own
+    slots = jnp.pad(jnp.asarray(neighbours), ((0, 0), (0, pad))).reshape(-1, chunks, SLOT_CHUNK).transpose(1, 0, 2)
+    weights = jnp.pad(w, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    weights = weights.reshape(weights.shape[0], chunks, SLOT_CHUNK, *weights.shape[2:]).transpose(1, 0, 2, 3, 4)
+
+    def chunk(c, theta):
+        gathered = _gather_rows(state, slots[c])
+        for d in range(SLOT_CHUNK):
+            theta = tuple(t + _select_weight(weights[c][:, d, k], gathered[:, d, :]) for k, t in enumerate(theta))
+        return theta
+
+    return list(jax.lax.fori_loop(0, chunks, chunk, tuple(theta)))
+
+
 def _categories(bias, sources, u, dtype, spin_headed: bool, dense: tuple[bool, ...] = ()):
     """Categories `[n, chains]` drawn from softmax(θ) by inverting its CDF at u; for a spin block of a
     mixed program (`spin_headed`), θ is the single Δ = θ_1 − θ_0 (`block_couplings`).
@@ -115,10 +147,7 @@ def _categories(bias, sources, u, dtype, spin_headed: bool, dense: tuple[bool, .
         if dense and dense[i]:
             theta = [t + term for t, term in zip(theta, _dense_logits(w, state))]
             continue
-        gathered = _gather_rows(state, neighbours)
-        for d in range(neighbours.shape[1]):
-            for k in range(n_categories):
-                theta[k] = theta[k] + _select_weight(w[:, d, k], gathered[:, d, :])
+        theta = _add_gathered(theta, state, neighbours, w)
     return draw_spin(theta[0], u, dtype) if spin_headed else draw_category(theta, u, dtype)
 
 
