@@ -113,23 +113,21 @@ def _add_gathered(theta: list[Array], state, neighbours, w: Float[Array, "n D K 
     1.6–2.3 s (XLA:CPU's code for one long unrolled fusion is poor)."""
     width = neighbours.shape[1]
     if width <= UNROLLED_SLOTS:
-        gathered = _gather_rows(state, neighbours)
-        for d in range(width):
-            theta = [t + _select_weight(w[:, d, k], gathered[:, d, :]) for k, t in enumerate(theta)]
-        return theta
+        return list(_add_slots(theta, _gather_rows(state, neighbours), w))
     chunks = -(-width // SLOT_CHUNK)
     pad = chunks * SLOT_CHUNK - width  # padding slots read row 0 with a zero coupling, as the tables' own
     slots = jnp.pad(jnp.asarray(neighbours), ((0, 0), (0, pad))).reshape(-1, chunks, SLOT_CHUNK).transpose(1, 0, 2)
     weights = jnp.pad(w, ((0, 0), (0, pad), (0, 0), (0, 0)))
     weights = weights.reshape(weights.shape[0], chunks, SLOT_CHUNK, *weights.shape[2:]).transpose(1, 0, 2, 3, 4)
-
-    def chunk(c, theta):
-        gathered = _gather_rows(state, slots[c])
-        for d in range(SLOT_CHUNK):
-            theta = tuple(t + _select_weight(weights[c][:, d, k], gathered[:, d, :]) for k, t in enumerate(theta))
-        return theta
-
+    chunk = lambda c, theta: _add_slots(theta, _gather_rows(state, slots[c]), weights[c])  # noqa: E731
     return list(jax.lax.fori_loop(0, chunks, chunk, tuple(theta)))
+
+
+def _add_slots(theta, gathered: Array, w: Float[Array, "n D K K_tail"]) -> tuple[Array, ...]:
+    """θ_k + Σ_d w[:, d, k, c_d] for the D slots of `gathered` `[n, D, chains]`, unrolled in slot order."""
+    for d in range(gathered.shape[1]):
+        theta = tuple(t + _select_weight(w[:, d, k], gathered[:, d, :]) for k, t in enumerate(theta))
+    return tuple(theta)
 
 
 def _categories(bias, sources, u, dtype, spin_headed: bool, dense: tuple[bool, ...] = ()):
@@ -573,7 +571,7 @@ def run_pairwise(
     check_method(method)
     cpu_ok = cpu_kernel and method == "auto" and tables.kind == "spin" and not any(map(any, tables.dense))
     if cpu_ok and cpu_kernel_runs_on(devices):
-        fields = params or [block_couplings(program, tables, b) for b in range(len(tables.sources))]  # the same, for spins
+        fields = all_sweep_params(program, tables) if params is None else params
         order = tuple(tuple(members) for members in program.gibbs_spec.sampling_order)
         return run_spin_on_cpu(tables, order, schedule, [f[0] for f in fields], [f[1] for f in fields],
                                chain_words, block_states, observed_ids)
