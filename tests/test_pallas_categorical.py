@@ -121,6 +121,24 @@ def test_interpreted_pair_kernel_equals_two_launches():
     assert int(paired[1].max()) == 4 and int(paired[0].max()) == 1
 
 
+@pytest.mark.parametrize("form", [None, DIAGONAL], ids=["general", "diagonal"])
+def test_interpreted_kernel_loops_over_wide_tables_with_the_unrolled_sums(form, monkeypatch):
+    """Sources of 43 and 20 slots (a loop over chunks of 8 slots and an unrolled rest) and one of 5
+    (unrolled), 4-state and spin tails: the same samples as every slot unrolled."""
+    from heatbath.kernels import pallas_categorical
+
+    tails = [(30, 43, 4), (12, 5, 4)] if form else [(30, 43, 4), (25, 20, 2), (12, 5, 4)]
+    bias, ids, seeds, sources, dtype, _ = _random_update(np.random.default_rng(9), 11, 4, 64, tails, jnp.uint8)
+    if form == DIAGONAL:
+        sources = [(s, nb, w * jnp.eye(4, dtype=w.dtype)) for s, nb, w in sources]
+    update = functools.partial(categorical_block_update, bias, ids, seeds, sources, dtype, form=form, interpret=True)
+    looped = update()
+    monkeypatch.setattr(pallas_categorical, "UNROLLED_SLOTS", 64)
+    unrolled = update()
+    np.testing.assert_array_equal(np.asarray(looped), np.asarray(unrolled))
+    assert len(np.unique(np.asarray(looped))) == 4
+
+
 def test_coupling_forms_are_read_only_from_concrete_weights():
     """General couplings: None. Zero off the diagonal: DIAGONAL (per-edge J, or one J with nodes of
     different degrees, whose padding slots must add nothing). One J and no padding: that J. Traced
