@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import equinox as eqx
@@ -350,6 +351,41 @@ def test_fit_compiles_once_and_learns_a_fully_visible_model():
     assert result.history["pseudo_log_likelihood"][-1] > result.history["pseudo_log_likelihood"][0]
     assert float(result.ebm.beta) == pytest.approx(0.9)  # beta is not trained by default
     assert result.negative_state[0].shape[0] == 500
+
+
+@contextlib.contextmanager
+def _compilations():
+    """The list of XLA compilations that happen inside the block (one entry each)."""
+    seen = []
+
+    def listener(name, seconds, **kwargs):
+        if "backend_compile" in name:
+            seen.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield seen
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.mark.parametrize("chains", [64, 30], ids=["chains split", "chains the devices do not divide"])
+def test_fit_of_a_categorical_model_compiles_nothing_after_its_first_step(chains):
+    """Categorical programs split their chains over the devices (the suite forces four CPU devices) and
+    return the updated parameters on all of them; `fit` gives the first step's arguments those
+    shardings too, so later steps do not compile again (the second one did)."""
+    model, nodes = _categorical(np.random.default_rng(11))
+    spec = ht.TrainingSpec(
+        model, [Block(nodes)], [], [], color_blocks(model), SamplingSchedule(2, 1, 1), SamplingSchedule(2, 1, 1)
+    )
+    data = np.random.default_rng(12).integers(0, 3, (64, 4)).astype(np.uint8)
+    after_step = []
+    with _compilations() as compiled:
+        result = ht.fit(spec, [data], key=jax.random.key(2), optimizer=optax.adam(0.05), n_steps=4, batch_size=16,
+                        n_chains_negative=chains, progress=False, callback=lambda *_: after_step.append(len(compiled)))
+    assert after_step[0] > 0 and after_step[-1] == after_step[0], after_step
+    assert len(result.negative_state[0].sharding.device_set) == len(jax.devices())
+    assert np.all(np.isfinite(result.history["grad_norm"])) and not np.allclose(result.ebm.weights, model.weights)
 
 
 def test_save_and_load_round_trip(tmp_path):
