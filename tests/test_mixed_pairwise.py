@@ -171,32 +171,25 @@ def test_mixed_dense_layers_run_as_matrix_products_and_match_enumeration(sample,
     assert bool(traced) == float16_parts  # the forced product really ran
 
 
-def test_mixed_programs_with_wide_gathered_neighbourhoods_stay_on_the_generic_loop():
-    """A node of a mixed program reading more than MAX_MIXED_NEIGHBOURS nodes of a block too large to
-    be a dense layer (40 of 100 pixels) would unroll every slot in the categorical update: such
-    programs keep the generic loop."""
-    hidden, label = SpinNode("h"), CategoricalNode("y", num_states=THREE)
-    pixels = [SpinNode(f"p{i}") for i in range(100)]
-    w = lambda *shape: jnp.full(shape, 0.1, jnp.float32)  # noqa: E731
-    ebm = FactorizedEBM([SpinEBMFactor([Block([hidden] * 40), Block(pixels[:40])], w(40)),
-                         DiscreteEBMFactor([Block([hidden])], [Block([label])], w(1, THREE))])
-    kind, why = pairwise_kind(_program(ebm, [Block([hidden]), Block([label])], [Block(pixels)]))
-    assert kind is None and "more than 32 neighbours outside dense layers" in why
-
-
-def test_the_neighbour_limit_counts_the_slots_the_update_unrolls():
-    """Two hidden spins, one reading 30 nodes of block X and 2 of block Y, the other 2 of X and 30 of
-    Y: no node has more than 32 neighbours, but the padded tables are 30 + 30 slots wide, and that
-    is what the categorical update unrolls."""
-    h, label = [SpinNode(f"h{i}") for i in range(2)], CategoricalNode("y", num_states=THREE)
-    x, y = [SpinNode(f"x{i}") for i in range(100)], [SpinNode(f"y{i}") for i in range(100)]
-    pairs = [(h[0], x[i]) for i in range(30)] + [(h[0], y[i]) for i in range(2)]
-    pairs += [(h[1], x[i]) for i in range(2)] + [(h[1], y[i]) for i in range(30)]
-    ebm = FactorizedEBM([SpinEBMFactor([Block([a for a, _ in pairs]), Block([b for _, b in pairs])],
-                                       jnp.full(len(pairs), 0.1, jnp.float32)),
-                         DiscreteEBMFactor([Block(h)], [Block([label, label])], jnp.full((2, THREE), 0.1, jnp.float32))])
-    kind, why = pairwise_kind(_program(ebm, [Block(h), Block([label])], [Block(x), Block(y)]))
-    assert kind is None and "more than 32 neighbours outside dense layers" in why
+@pytest.mark.parametrize("sample", [_thrml_style, _batched], ids=["thrml-style", "batched"])
+def test_mixed_programs_with_wide_gathered_neighbourhoods_run_the_categorical_update(sample):
+    """Hidden spins reading 40 of 100 clamped pixels (too few for a dense layer), one of them also 30
+    nodes of a second pixel block, and a 3-state label: the tables are 40 and 30 slots wide, which the
+    categorical update reads by a loop over chunks of slots (such programs kept the generic loop while
+    the update unrolled every slot). 2^2 · 3 free states, exact marginal."""
+    rng = np.random.default_rng(21)
+    hidden, label = [SpinNode(f"h{i}") for i in range(2)], CategoricalNode("y", num_states=THREE)
+    x, z = [SpinNode(f"x{i}") for i in range(100)], [SpinNode(f"z{i}") for i in range(100)]
+    pairs = [(hidden[0], x[i]) for i in range(40)] + [(hidden[1], x[i]) for i in range(60, 100)]
+    pairs += [(hidden[1], z[i]) for i in range(30)]
+    w = lambda *shape: jnp.asarray(rng.normal(0, 0.25, shape), jnp.float32)  # noqa: E731
+    ebm = FactorizedEBM([SpinEBMFactor([Block(hidden)], w(2)),
+                         SpinEBMFactor([Block([a for a, _ in pairs]), Block([b for _, b in pairs])], w(len(pairs))),
+                         DiscreteEBMFactor([Block(hidden)], [Block([label, label])], w(2, THREE))])
+    free, clamped = [Block(hidden), Block([label])], [Block(x), Block(z)]
+    tables = pairwise_tables(_program(ebm, free, clamped))
+    assert max(nb.shape[1] for _, nb, _ in tables.sources[0]) == 40 and not any(tables.dense[0])
+    _check(free, clamped, ebm, sample, seed=21)
 
 
 def categorical_rbm(rng, n_v: int, n_h: int, hidden_states: int, edges: list[tuple[int, int]]):

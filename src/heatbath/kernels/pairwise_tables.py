@@ -30,11 +30,6 @@ from heatbath.models.discrete_ebm import CategoricalGibbsConditional, DiscreteEB
 __all__ = ["NeighbourTables", "pairwise_tables", "pairwise_kind", "block_couplings", "flat_neighbours", "real_slots"]
 
 MAX_CATEGORIES = 16  # the categorical update unrolls K x K_tail selects per neighbour
-# Programs mixing spins or category counts run on the categorical update, which unrolls every
-# neighbour slot it gathers; nodes with more such neighbours are faster on the generic loop (the
-# digits RBM: 2.6x slower training on a 2-core CPU with its 65 slots a hidden unit unrolled). Dense
-# sources (below) are matrix products and do not count.
-MAX_MIXED_NEIGHBOURS = 32
 DENSE_MIN_SOURCE = 32  # below this a gather of the padded table is as cheap as a matrix product
 
 
@@ -124,30 +119,7 @@ def _pairwise_kind(program: BlockSamplingProgram) -> tuple[str | None, str]:
                 return None, f"free block {b} has weights for another category count (the generic path explains)"
             if tail_axes and np.shape(interaction.weights)[-1] > MAX_CATEGORIES:
                 return None, f"free block {b} reads neighbours with more than {MAX_CATEGORIES} categories"
-    if kind == "categorical" and _mixed(program, spins):
-        owners = _owners(spec)
-        for b in range(len(spec.free_blocks)):
-            if _gathered_slots(program, b, owners) > MAX_MIXED_NEIGHBOURS:
-                return None, (f"free block {b} of a program mixing spins or category counts has nodes with more than "
-                              f"{MAX_MIXED_NEIGHBOURS} neighbours outside dense layers (the generic loop is faster)")
     return kind, ""
-
-
-def _mixed(program: BlockSamplingProgram, spins) -> bool:
-    """Whether a categorical program mixes spins (`spins`: per block) or category counts."""
-    return any(spins) or len({s.n_categories for s in program.samplers}) > 1
-
-
-def _gathered_slots(program: BlockSamplingProgram, b: int, owners) -> int:
-    """The neighbour slots free block b's update unrolls: for each source block read by a gather (not
-    dense), its widest node's count of neighbours there, summed over such sources."""
-    entries = [entry for entry in program.tables.per_block[b] if entry.tail_sd]
-    if not entries:
-        return 0
-    tail_block = np.concatenate([owners[e.tail_sd[0]][0][e.tail_positions[0]] for e in entries], 1)
-    active = np.concatenate([np.asarray(e.active, bool) for e in entries], 1)
-    sizes = [len(block) for block in program.gibbs_spec.blocks]
-    return sum(width for source, _, width in _source_hits(tail_block, active) if not _is_dense(width, sizes[source]))
 
 
 def _source_hits(tail_block: np.ndarray, active: np.ndarray):
