@@ -123,11 +123,11 @@ def test_interpreted_pair_kernel_equals_two_launches():
 
 @pytest.mark.parametrize("form", [None, DIAGONAL], ids=["general", "diagonal"])
 def test_interpreted_kernel_loops_over_wide_tables_with_the_unrolled_sums(form, monkeypatch):
-    """Sources of 43 and 20 slots (a loop over chunks of 8 slots and an unrolled rest) and one of 5
-    (unrolled), 4-state and spin tails: the same samples as every slot unrolled."""
+    """Sources of 19 and 18 slots (two chunks of 8 slots in a loop, then an unrolled rest) and one of
+    5 (unrolled), 4-state and spin tails: the same samples as every slot unrolled."""
     from heatbath.kernels import pallas_categorical
 
-    tails = [(30, 43, 4), (12, 5, 4)] if form else [(30, 43, 4), (25, 20, 2), (12, 5, 4)]
+    tails = [(30, 19, 4), (12, 5, 4)] if form else [(30, 19, 4), (25, 18, 2), (12, 5, 4)]
     bias, ids, seeds, sources, dtype, _ = _random_update(np.random.default_rng(9), 11, 4, 64, tails, jnp.uint8)
     if form == DIAGONAL:
         sources = [(s, nb, w * jnp.eye(4, dtype=w.dtype)) for s, nb, w in sources]
