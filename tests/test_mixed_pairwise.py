@@ -258,13 +258,19 @@ def test_wide_gathered_tables_loop_over_chunks_of_slots(monkeypatch):
     tables = pairwise_tables(program)
     assert tables.dense == ((False,), (False,)) and tables.sources[0][0][1].shape[1] == 20 > pairwise_sweep.UNROLLED_SLOTS
     init = random_init(jax.random.key(42), free, N_CHAINS, [THREE, THREE], [jnp.uint8, jnp.uint8])
+    widths = []  # the slot counts each traced update adds at once: chunks of 8 when looped, 20 unrolled
+    add_slots = pairwise_sweep._add_slots
+    monkeypatch.setattr(pairwise_sweep, "_add_slots", lambda theta, g, w: widths.append(g.shape[1]) or add_slots(theta, g, w))
     looped = _batched(program, init, free, [], 43)
     assert visible_marginal_z(looped[0], a, c, W) < Z_LIMIT
+    assert pairwise_sweep.SLOT_CHUNK in widths and 20 not in widths, widths
     monkeypatch.setattr(pairwise_sweep, "UNROLLED_SLOTS", 64)
-    jax.clear_caches()
     from heatbath.kernels import batched
-    batched._pairwise_call.cache_clear()
+    batched._pairwise_call.cache_clear()  # a new compiled call, traced with every slot unrolled
+    pairwise_sweep._run._cached.clear_cache()  # (and the sweep it calls, which keeps its own traces)
+    widths.clear()
     unrolled = _batched(program, init, free, [], 43)
+    assert 20 in widths and pairwise_sweep.SLOT_CHUNK not in widths, widths
     for x, y in zip(looped, unrolled):
         np.testing.assert_array_equal(x, y)
 
