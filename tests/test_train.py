@@ -386,6 +386,28 @@ def test_fit_of_a_categorical_model_compiles_nothing_after_its_first_step(chains
     assert after_step[0] > 0 and after_step[-1] == after_step[0], after_step
     assert len(result.negative_state[0].sharding.device_set) == len(jax.devices())
     assert np.all(np.isfinite(result.history["grad_norm"])) and not np.allclose(result.ebm.weights, model.weights)
+    with pytest.raises(StateError, match=r"has shape \(\); expected"):  # 0-d chain arrays: the shape error, not
+        ht.fit(spec, [data], key=jax.random.key(2), optimizer=optax.adam(0.05), n_steps=1, batch_size=16,  # an IndexError
+               init_state_negative=[np.uint8(0)] * len(spec.negative_free_blocks), progress=False)
+
+
+def test_fit_of_a_spin_model_on_several_cpu_devices_keeps_its_chains_where_the_cpu_kernel_runs():
+    """Spin programs on CPUs run the CPU kernel, a host callback that takes every chain on one device.
+    Spreading the step over the four forced CPU devices made that callback and the other devices wait
+    for each other at this size (XLA ended the process after 40 s), so `fit` keeps such steps as they
+    were: one device, compiled once all the same."""
+    rng = np.random.default_rng(5)
+    nodes = [SpinNode(i) for i in range(40)]
+    edges = [(nodes[i], nodes[j]) for i, j in itertools.combinations(range(40), 2) if rng.random() < 0.2]
+    model = IsingEBM(nodes, edges, rng.normal(0, 0.1, 40).astype(np.float32), rng.normal(0, 0.1, len(edges)).astype(np.float32), 1.0)
+    spec = ht.TrainingSpec(model, [Block(nodes)], [], [], color_blocks(model), SamplingSchedule(2, 1, 1), SamplingSchedule(2, 1, 1))
+    after_step = []
+    with _compilations() as compiled:
+        result = ht.fit(spec, [rng.random((256, 40)) < 0.5], key=jax.random.key(2), optimizer=optax.adam(0.05), n_steps=3,
+                        batch_size=64, n_chains_negative=4096, progress=False, metrics=False,
+                        callback=lambda *_: after_step.append(len(compiled)))
+    assert after_step[-1] == after_step[0], after_step
+    assert len(result.negative_state[0].sharding.device_set) == 1
 
 
 def test_save_and_load_round_trip(tmp_path):

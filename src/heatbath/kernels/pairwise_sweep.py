@@ -39,7 +39,7 @@ from heatbath.kernels.coupling_structure import CouplingForm
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
 from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
 from heatbath.kernels.dense_product import dense_field
-from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_tables
+from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_kind, pairwise_tables
 from heatbath.kernels.pallas_backend import pallas_runs_on
 from heatbath.kernels.schedule_loop import run_schedule, seeded_sweeps
 from heatbath.kernels import pallas_categorical
@@ -569,8 +569,7 @@ def run_pairwise(
     tables = pairwise_tables(program)
     devices = tuple(jax.devices() if devices is None else devices)
     check_method(method)
-    cpu_ok = cpu_kernel and method == "auto" and tables.kind == "spin" and not any(map(any, tables.dense))
-    if cpu_ok and cpu_kernel_runs_on(devices):
+    if cpu_kernel and method == "auto" and _spin_kernel_on_cpu(tables, devices):
         fields = all_sweep_params(program, tables) if params is None else params
         order = tuple(tuple(members) for members in program.gibbs_spec.sampling_order)
         return run_spin_on_cpu(tables, order, schedule, [f[0] for f in fields], [f[1] for f in fields],
@@ -598,6 +597,16 @@ def run_pairwise(
     if observed_dtypes is None:  # the ids are concrete here (a caller passing traced ids gives the dtypes)
         observed_dtypes = observed_dtypes_of(program, [ids[0] if len(ids) else None for ids in map(np.asarray, observed_ids)])
     return as_stored(out, observed_dtypes)
+
+
+def runs_spin_kernel_on_cpu(program: BlockSamplingProgram, devices: Sequence[jax.Device]) -> bool:
+    """Whether `run_pairwise(method="auto")` samples `program` on `devices` with the CPU kernel of
+    `cpu_spin` (a host callback that takes every chain on one device), not split over the devices."""
+    return pairwise_kind(program)[0] == "spin" and _spin_kernel_on_cpu(pairwise_tables(program), tuple(devices))
+
+
+def _spin_kernel_on_cpu(tables: NeighbourTables, devices: tuple) -> bool:
+    return tables.kind == "spin" and not any(map(any, tables.dense)) and cpu_kernel_runs_on(devices)
 
 
 def observed_dtypes_of(program: BlockSamplingProgram, first_ids: Sequence[int | None]) -> tuple:

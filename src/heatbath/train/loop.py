@@ -20,6 +20,7 @@ from jaxtyping import Array, Key, PyTree
 from tqdm.auto import tqdm
 
 from heatbath.errors import HeatbathError
+from heatbath.kernels.pairwise_sweep import runs_spin_kernel_on_cpu
 from heatbath.train.gradients import _check_array_dtype, check_block_counts, estimate_kl_grad
 from heatbath.train.metrics import ExactKL, exact_kl, exact_kl_table, pseudo_log_likelihood
 from heatbath.train.spec import TrainingSpec
@@ -91,7 +92,7 @@ def train_step(
     final = neg.final_state
     if layout is not None:
         new_ebm, opt_state = layout.replicated(new_ebm, opt_state, inside_jit=True)
-        final = [jax.lax.with_sharding_constraint(x, s) for x, s in zip(final, layout.chains)]
+        final = [jax.lax.with_sharding_constraint(x, s) for x, s in zip(final, layout.chains, strict=True)]
     return spec.with_ebm(new_ebm), opt_state, final, metrics
 
 
@@ -105,15 +106,19 @@ class StepLayout(NamedTuple):
     chains: tuple
 
     @classmethod
-    def of(cls, negative_state: Sequence[Array]) -> tuple["StepLayout | None", list[Array]]:
-        """The layout for these chains and the chains placed in it; (None, the chains) on one device."""
+    def of(cls, negative_state: Sequence[Array], programs: Sequence) -> tuple["StepLayout | None", list[Array]]:
+        """The layout for these chains and the chains placed in it; (None, the chains) on one device,
+        and where one of the step's sampling `programs` runs the CPU spin kernel: that host callback
+        takes every chain on one device, and inside a step spread over four CPU devices it waited for
+        the others' chains while they waited for it (XLA ended the process after 40 s; 40 spins,
+        4,096 chains). That route returns its chains where it got them, so it compiles once anyway."""
         devices = jax.devices()
-        if len(devices) == 1:
+        if len(devices) == 1 or any(runs_spin_kernel_on_cpu(p, devices) for p in programs if p is not None):
             return None, list(negative_state)
         mesh = Mesh(np.asarray(devices), ("chains",))
         states = [jnp.asarray(x) for x in negative_state]
-        split = all(x.shape[0] % len(devices) == 0 for x in states)  # else replicated, as the parameters
-        states = [jax.device_put(x, NamedSharding(mesh, PartitionSpec("chains" if split else None))) for x in states]
+        split = all(x.ndim and x.shape[0] % len(devices) == 0 for x in states)  # else replicated, as the parameters
+        states = [jax.device_put(x, NamedSharding(mesh, PartitionSpec("chains") if split else PartitionSpec())) for x in states]
         return cls(NamedSharding(mesh, PartitionSpec()), tuple(x.sharding for x in states)), states
 
     def replicated(self, *trees: PyTree, inside_jit: bool = False) -> tuple:
@@ -191,7 +196,7 @@ def fit(
         if init_state_negative is not None
         else spec.random_negative_state(key_init, n_chains_negative)
     )
-    layout, negative_state = StepLayout.of(negative_state)
+    layout, negative_state = StepLayout.of(negative_state, [spec.program_positive(), spec.program_negative()])
     trainable = default_trainable(spec.ebm) if trainable is None else trainable
     opt_state = optimizer.init(eqx.filter(spec.ebm, trainable))
     if layout is not None:
