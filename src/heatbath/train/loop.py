@@ -106,14 +106,17 @@ class StepLayout(NamedTuple):
     chains: tuple
 
     @classmethod
-    def of(cls, negative_state: Sequence[Array], programs: Sequence) -> tuple["StepLayout | None", list[Array]]:
+    def of(cls, negative_state: Sequence[Array], spec: TrainingSpec) -> tuple["StepLayout | None", list[Array]]:
         """The layout for these chains and the chains placed in it; (None, the chains) on one device,
-        and where one of the step's sampling `programs` runs the CPU spin kernel: that host callback
+        and where one of `spec`'s sampling programs runs the CPU spin kernel: that host callback
         takes every chain on one device, and inside a step spread over four CPU devices it waited for
         the others' chains while they waited for it (XLA ended the process after 40 s; 40 spins,
         4,096 chains). That route returns its chains where it got them, so it compiles once anyway."""
         devices = jax.devices()
-        if len(devices) == 1 or any(runs_spin_kernel_on_cpu(p, devices) for p in programs if p is not None):
+        if len(devices) == 1:  # (decided before the programs are built: one device needs none of this)
+            return None, list(negative_state)
+        programs = (spec.program_positive(), spec.program_negative())
+        if any(runs_spin_kernel_on_cpu(p, devices) for p in programs if p is not None):
             return None, list(negative_state)
         mesh = Mesh(np.asarray(devices), ("chains",))
         states = [jnp.asarray(x) for x in negative_state]
@@ -196,7 +199,7 @@ def fit(
         if init_state_negative is not None
         else spec.random_negative_state(key_init, n_chains_negative)
     )
-    layout, negative_state = StepLayout.of(negative_state, [spec.program_positive(), spec.program_negative()])
+    layout, negative_state = StepLayout.of(negative_state, spec)
     trainable = default_trainable(spec.ebm) if trainable is None else trainable
     opt_state = optimizer.init(eqx.filter(spec.ebm, trainable))
     if layout is not None:
