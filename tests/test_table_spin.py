@@ -119,6 +119,67 @@ def test_threads_of_one_two_or_four_words_give_the_same_samples():
     assert np.mean(results[0] != np.asarray(state)) > 0.1  # the updates did flip spins
 
 
+def test_bit_state_packs_chain_32w_plus_c_into_bit_c_of_word_w():
+    rng = np.random.default_rng(10)
+    states = [jnp.asarray(rng.choice([-1, 1], (n, 64)), jnp.int8) for n in (3, 5)]
+    packed = np.asarray(table_spin.table_state(states, packed=True))
+    up = np.concatenate([np.asarray(s) > 0 for s in states] + [np.zeros((1, 64), bool)])
+    assert packed.dtype == np.uint32 and packed.shape == (9, 2)
+    for c in range(64):
+        np.testing.assert_array_equal((packed[:, c // 32] >> (c % 32)) & 1, up[:, c])
+    ids = jnp.asarray([4, 0, 8])
+    np.testing.assert_array_equal(np.asarray(table_spin.spins_up(table_spin.table_state(states, packed=True), ids)), up[[4, 0, 8]])
+    np.testing.assert_array_equal(np.asarray(table_spin.spins_up(table_spin.table_state(states), ids)), up[[4, 0, 8]])
+
+
+def test_bit_state_from_bits_from_chains_in_whole_words():
+    assert not table_spin.packs(table_spin.BITS_FROM - 32, 100, 3) and table_spin.packs(table_spin.BITS_FROM, 100, 3)
+    assert not table_spin.packs(table_spin.BITS_FROM + 16, 100, 3)  # not whole words
+    assert not table_spin.packs(2**20, 2**18, 3)  # word offsets past 2^32
+    assert not table_spin.packs(table_spin.BITS_FROM, 100, 4)  # more tables a node than measured
+    assert table_spin.chain_multiple(table_spin.BITS_FROM - 1) == table_spin.CHAIN_MULTIPLE
+    assert table_spin.chain_multiple(table_spin.BITS_FROM) == 32
+
+
+def test_runs_on_the_bit_state_take_the_byte_states_steps(monkeypatch):
+    """The table route with the bit state (from 64 chains here; 100 chains padded to 128) gives the
+    byte state's samples: the same twin arithmetic, and the state packed, observed and unpacked in
+    place of the bytes."""
+    spins, ebm, program = _spin_glass(300, 11)
+    schedule = SamplingSchedule(2, 3, 2)
+    calls = []
+    twin = table_spin.table_block_update_jnp
+    monkeypatch.setattr(pairwise_sweep, "table_block_update_jnp", lambda b, state, *a: calls.append(state.dtype) or twin(b, state, *a))
+    bytes_ = _run(program, schedule, 100, [spins], "table-jnp")
+    monkeypatch.setattr(table_spin, "BITS_FROM", 64)
+    bits = _run(program, schedule, 100, [spins], "table-jnp")
+    assert set(calls) == {jnp.dtype(jnp.uint8), jnp.dtype(jnp.uint32)}
+    assert bits[0].shape == (100, 3, 300)
+    np.testing.assert_array_equal(bits[0], bytes_[0])
+
+
+@pytest.mark.skipif(not NATIVE, reason="the native kernel runs on a CUDA GPU with NVRTC")
+@pytest.mark.parametrize("chains", [1056, 33 * 1024 + 64])  # a part-filled tile of 32 words; two tiles a warp, one part-filled
+def test_bit_kernel_takes_exactly_the_byte_kernels_steps(chains):
+    """The bit kernel (`table_bits.cu`) and the byte kernel run the same float arithmetic per chain:
+    after several sweeps of a spin glass with one to three tables a node, equal states bit for bit."""
+    spins, ebm, program = _spin_glass(700, 12)
+    tables = pairwise_tables(program)
+    params = [block_couplings(program, tables, b) for b in range(len(tables.sources))]
+    blocks = table_spin.table_blocks(tables, table_spin.table_layouts(tables), params)
+    assert max(int(b.tables.shape[1]) for b in blocks) >= 2
+    up = [jax.random.bernoulli(jax.random.key(b), 0.5, (n, chains)) for b, n in enumerate(tables.block_sizes)]
+    seeds = table_spin.fold_seeds(jax.random.bits(jax.random.key(13), (len(blocks), chains), jnp.uint32))
+    byte_state, bit_state = table_spin.table_state(up), table_spin.table_state(up, packed=True)
+    for _ in range(3):
+        for b, block in enumerate(blocks):
+            byte_state = table_spin.table_block_update(block, byte_state, seeds, b)
+            bit_state = table_spin.table_block_update(block, bit_state, seeds, b)
+    rows = jnp.arange(byte_state.shape[0])
+    np.testing.assert_array_equal(np.asarray(table_spin.spins_up(bit_state, rows)), np.asarray(byte_state) > 0)
+    assert np.mean(np.asarray(byte_state[:-1] > 0) != np.concatenate([np.asarray(u) for u in up])) > 0.1
+
+
 def _table_final_states(program, init, blocks, clamp_values, seed):
     schedule = SamplingSchedule(N_WARMUP, 1, 1)
     out = sample_states_batched(jax.random.key(seed), program, schedule, init, clamp_values, blocks, method=GPU_METHOD)

@@ -48,8 +48,8 @@ from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_block_update
 from heatbath.kernels.tensor_spin import TILE_CHAINS as TENSOR_TILE_CHAINS
 from heatbath.kernels.tensor_spin import TensorBlock, tensor_block_update, tensor_block_update_jnp, tensor_blocks
 from heatbath.kernels.tensor_tables import TILED_ROWS_LIMIT, tensor_tiles
-from heatbath.kernels.table_spin import CHAIN_MULTIPLE as TABLE_CHAIN_MULTIPLE
-from heatbath.kernels.table_spin import fold_seeds, table_block_update, table_block_update_jnp, table_blocks, table_layouts, table_state
+from heatbath.kernels.table_spin import (chain_multiple, fold_seeds, packs, spins_up, table_block_update,
+                                         table_block_update_jnp, table_blocks, table_layouts, table_state)
 from heatbath.kernels.cuda_runtime import nvrtc_available
 
 __all__ = ["run_pairwise", "all_sweep_params", "chosen_method", "sweep_seeds", "sweep_seeds_of", "tensor_path_applies", "check_method", "check_concrete_categories", "METHODS"]
@@ -286,7 +286,7 @@ def _observe(states, observed, kind: str):
     is, so that a sample loop copies rows and the samples are transposed once after it."""
     flat = jnp.concatenate(states, axis=0) if len(states) > 1 else states[0]
     if kind == "spin":
-        return [flat[ids] > 0 for ids in observed]
+        return [spins_up(flat, ids) for ids in observed]  # either layout of the table kernels' flat state
     return [flat[ids] for ids in observed]
 
 
@@ -309,7 +309,8 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
         observe = lambda state: _observe([state], observed, tables.kind)  # noqa: E731
     elif method.startswith("table"):
         blocks = table_blocks(tables, table_layouts(tables), params)
-        state = table_state(states)
+        groups = max(int(block.tables.shape[1]) for block in blocks)
+        state = table_state(states, packed=packs(states[0].shape[1], sum(tables.block_sizes) + 1, groups))
         sweep = lambda state, seeds: _table_sweep(blocks, order, state, seeds, method == "table")  # noqa: E731
         observe = lambda state: _observe([state], observed, tables.kind)  # noqa: E731
     else:
@@ -581,7 +582,7 @@ def run_pairwise(
     elif method == "pallas":
         tile = chain_tile(chains, len(devices), TILE_CHAINS if tables.kind == "spin" else pallas_categorical.TILE_CHAINS)
     elif method.startswith("table"):
-        tile = TABLE_CHAIN_MULTIPLE
+        tile = chain_multiple(-(-chains // len(devices)))  # whole words of the bit state where it applies
     else:  # the tensor kernel's products need at least 16 chains
         tile = max(16, chain_tile(chains, len(devices), TENSOR_TILE_CHAINS))
     pad = -chains % (len(devices) * tile)

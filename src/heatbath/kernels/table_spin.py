@@ -21,6 +21,15 @@ tests run it); the native kernel's exp2 is the hardware's approximate one (relat
 2^-22) and it fuses the uniform's and the comparison's multiply-adds, so it agrees with the twin up
 to such near-ties (agreement above 0.9999 in the tests, on the H200).
 
+From BITS_FROM chains a device on, the flat state holds one bit per spin and chain instead
+(`table_bits.cu`: uint32 words of 32 chains; `table_state(..., packed=True)`). A warp forms its
+patterns by transposing the neighbour words' bits, and reads an eighth of the bytes per flip; the
+tables, words and float arithmetic are the byte kernel's, so every chain takes exactly the same
+steps whichever layout runs (on one H200, P(14), the kernel alone: 522 against 430–442 flips/ns at
+10,240 chains, 642 against 522–534 at 65,536). With fewer chains a thread's 32 chains leave most of
+a warp idle, so the byte layout stays. `table_block_update` and its twin read the layout from the
+state's dtype (uint8 bytes, uint32 bits).
+
 Index tables are static numpy, built once per program structure (`table_layouts`); the tables are
 computed from the program's possibly traced weights on every call (`table_blocks`).
 """
@@ -35,14 +44,15 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int32, UInt8, UInt32
+from jaxtyping import Array, Bool, Float, Int32, UInt8, UInt32
 
 from heatbath.kernels.counter_rng import GOLDEN, fold16, mix32_tail, uniform_from_words
 from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours, real_slots
 from heatbath.kernels.tensor_tables import greedy_tiles
 
-__all__ = ["GROUP", "MAX_GROUPS", "UP", "WARPS", "WORDS", "TableLayout", "TableBlock", "table_layouts", "table_blocks",
-           "table_state", "fold_seeds", "table_block_update", "table_pair_update", "table_block_update_jnp"]
+__all__ = ["GROUP", "MAX_GROUPS", "UP", "WARPS", "WORDS", "BITS_FROM", "TableLayout", "TableBlock", "table_layouts",
+           "table_blocks", "table_state", "packs", "chain_multiple", "spins_up", "fold_seeds", "table_block_update",
+           "table_pair_update", "table_block_update_jnp"]
 
 GROUP = 5  # neighbours per table: 32 entries, one per shared-memory bank
 MAX_GROUPS = 8  # up to 40 neighbours; wider nodes keep the other kernels (registers per thread)
@@ -52,6 +62,11 @@ FEW_CHAINS = (512, 2048)  # up to these chain counts a thread takes 1, then 2 wo
 ORDERED_NODES_LIMIT = 1 << 17  # larger blocks keep their node order (see _neighbour_sharing_order)
 CHAIN_MULTIPLE = 4 * WORDS  # chains of a call are padded to this
 UP = 4  # the state byte of an up spin: a pattern of five such bytes is its table entry's byte offset
+BITS_FROM = 8192  # chains a device from which the state is one bit per spin (`table_bits.cu`)
+BIT_CHAINS = 32  # chains per word of the bit state
+BIT_MAX_GROUPS = 3  # tables a node (15 neighbours) up to which the bit state is used
+BIT_WARPS = 4  # nodes per thread block of the bit kernel (4 and 8 within 5% on an H200, 4 ahead at 10,240 chains)
+BIT_LOOP_FROM = 1024  # words (32,768 chains) from which a warp takes two tiles of 32 words (+3% at 65,536 chains)
 SCALE = -2.0 / math.log(2.0)  # c = −2 log2 e
 
 
@@ -161,11 +176,43 @@ def table_blocks(
     return out
 
 
-def table_state(states: list[Array]) -> UInt8[Array, "N1 chains"]:
+def table_state(states: list[Array], packed: bool = False) -> UInt8[Array, "N1 chains"] | UInt32[Array, "N1 words"]:
     """The kernel's flat state from per-block ±1 (or boolean) states `[n_b, chains]`: UP or 0 per
-    spin, every block stacked, then one scratch row (what padding slots read, with zero couplings)."""
+    spin, every block stacked, then one scratch row (what padding slots read, with zero couplings).
+    `packed`: one bit per spin instead, bit c of word w for chain 32 w + c (chains a multiple of 32)."""
     scratch = jnp.zeros((1, states[0].shape[1]), jnp.uint8)
-    return jnp.concatenate([jnp.where(s > 0, UP, 0).astype(jnp.uint8) for s in states] + [scratch], axis=0)
+    flat = jnp.concatenate([jnp.where(s > 0, UP, 0).astype(jnp.uint8) for s in states] + [scratch], axis=0)
+    return _pack(flat == UP) if packed else flat
+
+
+def packs(chains: int, rows: int, groups: int) -> bool:
+    """Whether a call's flat state of `rows` rows and `chains` chains (of one device), for blocks of at
+    most `groups` tables a node, is held one bit per spin: from BITS_FROM chains, in whole words, with
+    every word offset below 2^32 (the bit kernel's offsets are 32-bit), and up to BIT_MAX_GROUPS
+    tables (more take 128–168 registers a thread in the bit kernel; only up to three were measured)."""
+    whole = chains % BIT_CHAINS == 0 and rows * (chains // BIT_CHAINS) < 2**32
+    return chains >= BITS_FROM and whole and groups <= BIT_MAX_GROUPS
+
+
+def chain_multiple(chains: int) -> int:
+    """What a device's `chains` are padded to for the table kernels: whole words of the bit state
+    from BITS_FROM on, else whole threads of the byte kernel."""
+    return BIT_CHAINS if chains >= BITS_FROM else CHAIN_MULTIPLE
+
+
+def spins_up(state, ids: Int32[Array, " k"]) -> Bool[Array, "k chains"]:
+    """Whether each spin of rows `ids` of the flat state (either layout) is up."""
+    return _unpack(state[ids]) if state.dtype == jnp.uint32 else state[ids] > 0
+
+
+def _pack(up: Bool[Array, "rows chains"]) -> UInt32[Array, "rows words"]:
+    words = up.astype(jnp.uint32).reshape(up.shape[0], -1, BIT_CHAINS) << jnp.arange(BIT_CHAINS, dtype=jnp.uint32)
+    return jnp.sum(words, axis=2, dtype=jnp.uint32)  # distinct bits: the sum is their or
+
+
+def _unpack(words: UInt32[Array, "rows words"]) -> Bool[Array, "rows chains"]:
+    bits = (words[:, :, None] >> jnp.arange(BIT_CHAINS, dtype=jnp.uint32)) & 1
+    return bits.reshape(words.shape[0], -1) > 0
 
 
 def fold_seeds(seeds: UInt32[Array, "*n"]) -> UInt32[Array, "*n"]:
@@ -184,8 +231,8 @@ def words_for(chains: int) -> int:
 
 
 @functools.cache
-def _source() -> str:
-    return importlib.resources.files("heatbath.kernels").joinpath("table_spin.cu").read_text()
+def _source(name: str = "table_spin.cu") -> str:
+    return importlib.resources.files("heatbath.kernels").joinpath(name).read_text()
 
 
 def table_block_update(
@@ -197,9 +244,12 @@ def table_block_update(
     The chains' seeds are `seeds[row]`, folded (`fold_seeds`); the kernel reads that row of the whole
     array, so no slice is copied per update. `warps` nodes per thread block and `words` 4-chain words
     per thread (default WARPS, `words_for(chains)`); chains must be a multiple of 4 · `words`. `defines`: more `-D`
-    switches (the diagnostics of bench/table_spin_probe.py)."""
+    switches (the diagnostics of bench/table_spin_probe.py). A uint32 state (one bit per spin) runs
+    `table_bits.cu` instead (`warps` default BIT_WARPS; `words` does not apply)."""
     from heatbath.kernels.cuda_runtime import compile_ptx, compute_capability, cuda_call
 
+    if state.dtype == jnp.uint32:
+        return _bits_update(block, state, seeds, row, warps or BIT_WARPS, defines)
     chains, n = state.shape[1], block.rows.shape[0]
     warps, words = warps or WARPS, words or words_for(chains)
     if chains % (4 * words):
@@ -215,6 +265,25 @@ def table_block_update(
     return out
 
 
+def _bits_update(block: TableBlock, state: UInt32[Array, "N1 words"], seeds: UInt32[Array, "updates chains"], row: int,
+                 warps: int, defines: tuple[tuple[str, int], ...]) -> UInt32[Array, "N1 words"]:
+    from heatbath.kernels.cuda_runtime import compile_ptx, compute_capability, cuda_call
+
+    words, n = state.shape[1], block.rows.shape[0]
+    if seeds.shape[1] != BIT_CHAINS * words or state.shape[0] * words >= 2**32:
+        raise ValueError(f"a bit state of {state.shape} needs {BIT_CHAINS * words} chains of seeds (got {seeds.shape[1]}) "
+                         "and rows x words below 2^32")
+    if n == 0:
+        return state
+    ptx = compile_ptx(_source("table_bits.cu"), "table_bits.cu", (("GROUPS", block.tables.shape[1]), ("WARPS", warps),
+                                                                   *defines), compute_capability())
+    tiles = -(-words // BIT_CHAINS)  # of 32 words, one per lane of a warp
+    grid = (-(-n // warps), -(-tiles // (2 if words >= BIT_LOOP_FROM else 1)), 1)
+    (out,) = cuda_call(ptx, "table_bits_update", [block.rows, block.neighbours, block.tables, block.hashes, seeds, state],
+                       [(state.shape, "uint32")], grid=grid, num_warps=warps, scalars=(words, n, row), aliases={5: 0})
+    return out
+
+
 def table_pair_update(
     first: tuple[TableBlock, UInt8[Array, "N1 c1"], UInt32[Array, "u1 c1"], int],
     second: tuple[TableBlock, UInt8[Array, "N2 c2"], UInt32[Array, "u2 c2"], int],
@@ -226,6 +295,8 @@ def table_pair_update(
     once. `native=False`: the jax.numpy twin, one run after the other."""
     if not native:
         return table_block_update_jnp(*first), table_block_update_jnp(*second)
+    if first[1].dtype != jnp.uint8 or second[1].dtype != jnp.uint8:
+        raise ValueError("the paired table kernel takes byte states (table_state without packed)")
     if first[0].rows.shape[0] == 0 or second[0].rows.shape[0] == 0:
         return table_block_update(*first), table_block_update(*second)
     from heatbath.kernels.cuda_runtime import compile_ptx, compute_capability, cuda_call
@@ -253,7 +324,10 @@ def table_pair_update(
 def table_block_update_jnp(
     block: TableBlock, state: UInt8[Array, "N1 chains"], seeds: UInt32[Array, "updates chains"], row: int
 ) -> UInt8[Array, "N1 chains"]:
-    """`table_block_update` in jax.numpy: the same patterns, table sums, words and comparison."""
+    """`table_block_update` in jax.numpy: the same patterns, table sums, words and comparison (a bit
+    state is unpacked to bytes and packed again)."""
+    if state.dtype == jnp.uint32:
+        return _pack(table_block_update_jnp(block, jnp.where(_unpack(state), UP, 0).astype(jnp.uint8), seeds, row) == UP)
     seed = seeds[row]
     n, groups = block.tables.shape[:2]
     spins = state[block.neighbours].astype(jnp.uint32).reshape(n, groups, GROUP, -1)

@@ -1,0 +1,144 @@
+// The pattern-table spin update of table_spin.cu on a state of one bit per spin and chain.
+//
+// State: uint32 [rows, words], words = chains / 32: bit c of word w of a row is the spin of chain
+// 32 w + c (1 up). Tables, hashes, seeds and the draw are table_spin.cu's, so a chain takes exactly
+// the steps it takes there; only the way its five-neighbour patterns are formed differs.
+//
+// A warp takes one node and 32 words (1,024 chains), one word per thread. For each group of five
+// neighbour slots a thread loads the five words and puts them in rows 2..6 of eight (rows 0, 1 and 7
+// zero). Read byte-wise, those rows are four 8 x 8 bit matrices (rows: slots, columns: the 8 chains
+// of that byte). Transposing them in place (three rounds of block swaps, all four at once) leaves in
+// byte k of row j the pattern of chain 8 k + j, shifted left by 2: the byte offset 4 p of its entry
+// in the group's 32-entry table, as the byte-per-spin kernel's pattern sums give it. One byte
+// permute puts it under the warp's table base, and one shared load reads the group's share.
+//
+// Against one byte per spin this reads an eighth of the bytes per flip and forms patterns with about
+// four instructions per chain and group of five instead of five.
+
+#define REGION_BYTES(G) ((((G) * 128 + 255) / 256) * 256)  // per warp, a multiple of 256
+
+typedef unsigned int u32;
+
+__device__ __forceinline__ u32 mix32_tail(u32 x) {  // mix32 after its first x ^= x >> 16
+  x *= 0x7FEB352Du;
+  x ^= x >> 15;
+  x *= 0x846CA68Bu;
+  return x ^ (x >> 16);
+}
+
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <int OFFSET>
+__device__ __forceinline__ float shared_at(u32 address) {
+  float v;
+  asm("ld.shared.f32 %0, [%1+%2];" : "=f"(v) : "r"(address), "n"(OFFSET));
+  return v;
+}
+
+template <int G, int NG>
+__device__ __forceinline__ float field_share(const u32 (&address)[NG]) {  // ((T_0 + T_1) + T_2) + ...
+  if constexpr (G == 0) {
+    return shared_at<0>(address[0]);
+  } else {
+    return field_share<G - 1, NG>(address) + shared_at<G * 128>(address[G]);
+  }
+}
+
+// Swap bit j + s of row a with bit j of row b, for every j of `mask` (one round of a transpose).
+template <int S>
+__device__ __forceinline__ void swap_blocks(u32& a, u32& b, u32 mask) {
+  const u32 t = ((a >> S) ^ b) & mask;
+  b ^= t;
+  a ^= t << S;
+}
+
+// Four 8 x 8 bit matrices, one per byte of the rows a[0..7], each transposed in place.
+__device__ __forceinline__ void transpose_bytes(u32 (&a)[8]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) swap_blocks<4>(a[i], a[i + 4], 0x0F0F0F0Fu);
+  swap_blocks<2>(a[0], a[2], 0x33333333u);
+  swap_blocks<2>(a[1], a[3], 0x33333333u);
+  swap_blocks<2>(a[4], a[6], 0x33333333u);
+  swap_blocks<2>(a[5], a[7], 0x33333333u);
+#pragma unroll
+  for (int i = 0; i < 8; i += 2) swap_blocks<1>(a[i], a[i + 1], 0x55555555u);
+}
+
+// Blocks an SM must hold. Up to three groups: 32 warps, so at most 64 registers a thread (96 uncapped with
+// 4 warps, no spills either way; capped, P(14) ran 529 against 505 flips/ns at 10,240 chains on an H200).
+// More groups would spill under that cap, and stay uncapped.
+#ifndef MIN_BLOCKS
+#define MIN_BLOCKS (GROUPS <= 3 ? 32 / WARPS : 1)
+#endif
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) table_bits_update(
+    const int* __restrict__ rows,        // [n] flat-state row of each node, in the host's order
+    const int* __restrict__ neighbours,  // [n, 5 GROUPS] flat-state rows of each node's neighbours
+    const float* __restrict__ tables,    // [n, GROUPS, 32] scaled partial fields
+    const u32* __restrict__ hashes,      // [n] golden * node id, folded
+    const u32* __restrict__ seeds,       // [updates, 32 words] seeds of each chain, folded
+    const u32* state,                    // [rows, words], the same buffer as `out`
+    u32* out, int words, int n, int seed_row) {
+  __shared__ __align__(256) unsigned char table[WARPS][REGION_BYTES(GROUPS)];
+  __shared__ unsigned slot_rows[WARPS][GROUPS * 5];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int node = blockIdx.x * WARPS + warp;
+  if (node >= n) return;
+  float* mine = reinterpret_cast<float*>(table[warp]);
+  for (int k = lane; k < GROUPS * 32; k += 32) mine[k] = tables[(size_t)node * GROUPS * 32 + k];
+  for (int k = lane; k < GROUPS * 5; k += 32) slot_rows[warp][k] = neighbours[(size_t)node * GROUPS * 5 + k];
+  __syncwarp();
+  const u32 base = (u32)__cvta_generic_to_shared(mine);  // byte 0 is zero
+  const u32 hash = __ldg(hashes + node);
+  const u32 row = __ldg(rows + node) * (u32)words;
+  u32 offset[GROUPS * 5];  // rows * words < 2^32 (the host checks), so offsets are 32-bit
+#pragma unroll
+  for (int k = 0; k < GROUPS * 5; ++k) offset[k] = slot_rows[warp][k] * (u32)words;
+
+  // The warp's words: blockIdx.y * 32 + lane, then every 32 * gridDim.y further (so the node's
+  // table, rows and hash are read once for several words).
+  for (u32 w = blockIdx.y * 32 + lane; w < (u32)words; w += 32 * gridDim.y) {
+    u32 pattern[GROUPS][8];
+#pragma unroll
+    for (int g = 0; g < GROUPS; ++g) {
+      pattern[g][0] = pattern[g][1] = pattern[g][7] = 0;
+#pragma unroll
+      for (int k = 0; k < 5; ++k) pattern[g][2 + k] = __ldg(state + (offset[g * 5 + k] + w));
+      transpose_bytes(pattern[g]);
+    }
+
+    const uint4* seed4 = reinterpret_cast<const uint4*>(seeds + ((size_t)seed_row * words + w) * 32);
+    u32 result = 0;  // chain c's bit enters at bit 0 and is shifted up by each later chain: chains go 31 .. 0
+#pragma unroll
+    for (int q = 7; q >= 0; --q) {  // chains 4 q + 3 .. 4 q of the word
+      const uint4 seed = __ldg(seed4 + q);
+      const u32 seed_of[4] = {seed.x, seed.y, seed.z, seed.w};
+#pragma unroll
+      for (int r = 3; r >= 0; --r) {
+        const int c = 4 * q + r;
+        u32 address[GROUPS];
+#pragma unroll
+        for (int g = 0; g < GROUPS; ++g) address[g] = __byte_perm(pattern[g][c & 7], base, 0x7650 + (c >> 3));
+        const float s = field_share<GROUPS - 1, GROUPS>(address);
+#ifdef PROBE_NO_DRAW  // diagnostic: spin = sign bit of the field, no random word and no exp
+        const u32 below = __float_as_uint(s);
+#else
+        const float e = exp2_approx(s);
+        // (bits >> 8) 2^-24 = (bits & ~255) 2^-32 exactly (24 significant bits convert exactly), and
+        // the mask joins the mix's last xor in one instruction
+        const u32 high = mix32_tail(hash ^ seed_of[r]) & 0xFFFFFF00u;
+        const float u = fmaf((float)high, 2.3283064365386963e-10f, 2.98023223876953125e-08f);
+        // u (1 + e) < 1, as one fused multiply-add; for a float t >= 0, t < 1 exactly where the
+        // integer bits(t) - bits(1) is negative, so bit 31 of that difference is the new spin
+        const u32 below = __float_as_uint(fmaf(u, e, u)) - 0x3F800000u;
+#endif
+        result = __funnelshift_l(below, result, 1);  // (result << 1) | (below >> 31)
+      }
+    }
+    out[row + w] = result;
+  }
+}
