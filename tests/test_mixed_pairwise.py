@@ -62,8 +62,9 @@ def _program(ebm, free: list[Block], clamped: list[Block]) -> FactorSamplingProg
     return FactorSamplingProgram(spec, [_sampler(b) for b in spec.free_blocks], ebm.factors, [])
 
 
-def _batched(program, init, blocks, clamp_values, seed):
-    out = sample_states_batched(jax.random.key(seed), program, SamplingSchedule(N_WARMUP, 1, 1), init, clamp_values, blocks)
+def _batched(program, init, blocks, clamp_values, seed, **options):
+    out = sample_states_batched(jax.random.key(seed), program, SamplingSchedule(N_WARMUP, 1, 1), init, clamp_values, blocks,
+                                **options)
     return [np.asarray(x[:, 0]) for x in out]
 
 
@@ -261,7 +262,7 @@ def test_wide_gathered_tables_loop_over_chunks_of_slots(monkeypatch):
     widths = []  # the slot counts each traced update adds at once: chunks of 8 when looped, 20 unrolled
     add_slots = pairwise_sweep._add_slots
     monkeypatch.setattr(pairwise_sweep, "_add_slots", lambda theta, g, w: widths.append(g.shape[1]) or add_slots(theta, g, w))
-    looped = _batched(program, init, free, [], 43)
+    looped = _batched(program, init, free, [], 43, method="gather")  # the jax.numpy update on GPUs too
     assert visible_marginal_z(looped[0], a, c, W) < Z_LIMIT
     assert pairwise_sweep.SLOT_CHUNK in widths and 20 not in widths, widths
     monkeypatch.setattr(pairwise_sweep, "UNROLLED_SLOTS", 64)
@@ -269,7 +270,7 @@ def test_wide_gathered_tables_loop_over_chunks_of_slots(monkeypatch):
     batched._pairwise_call.cache_clear()  # a new compiled call, traced with every slot unrolled
     pairwise_sweep._run._cached.clear_cache()  # (and the sweep it calls, which keeps its own traces)
     widths.clear()
-    unrolled = _batched(program, init, free, [], 43)
+    unrolled = _batched(program, init, free, [], 43, method="gather")
     assert 20 in widths and pairwise_sweep.SLOT_CHUNK not in widths, widths
     for x, y in zip(looped, unrolled):
         np.testing.assert_array_equal(x, y)
