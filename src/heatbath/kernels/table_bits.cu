@@ -12,8 +12,8 @@
 // in the group's 32-entry table, as the byte-per-spin kernel's pattern sums give it. One byte
 // permute puts it under the warp's table base, and one shared load reads the group's share.
 //
-// Against one byte per spin this reads an eighth of the bytes per flip and forms patterns with about
-// four instructions per chain and group of five instead of five.
+// Against one byte per spin this reads an eighth of the bytes per flip, for about as many instructions
+// per pattern (the transpose: about 1.4 per chain and group of five; the byte kernel's sums: 1.25).
 
 #define REGION_BYTES(G) ((((G) * 128 + 255) / 256) * 256)  // per warp, a multiple of 256
 

@@ -25,8 +25,8 @@ From BITS_FROM chains a device on, the flat state holds one bit per spin and cha
 (`table_bits.cu`: uint32 words of 32 chains; `table_state(..., packed=True)`). A warp forms its
 patterns by transposing the neighbour words' bits, and reads an eighth of the bytes per flip; the
 tables, words and float arithmetic are the byte kernel's, so every chain takes exactly the same
-steps whichever layout runs (on one H200, P(14), the kernel alone: 522 against 430–442 flips/ns at
-10,240 chains, 642 against 522–534 at 65,536). With fewer chains a thread's 32 chains leave most of
+steps whichever layout runs (on one H200, P(14), the kernel alone: 523–529 against 425–433 flips/ns
+at 10,240 chains, 643–644 against 516–522 at 65,536). With fewer chains a thread's 32 chains leave most of
 a warp idle, so the byte layout stays. `table_block_update` and its twin read the layout from the
 state's dtype (uint8 bytes, uint32 bits).
 
