@@ -139,6 +139,27 @@ def test_interpreted_kernel_loops_over_wide_tables_with_the_unrolled_sums(form, 
     assert len(np.unique(np.asarray(looped))) == 4
 
 
+@pytest.mark.parametrize("width", [5, 16, 17, 19, 24, 40])
+def test_slot_loop_adds_every_slot_once_in_slot_order(width):
+    """`_add_slots` with an order-sensitive `add` (θ ← 31·θ + d + 1 in uint32, a polynomial hash of
+    the visited slots): the loop over chunks and the unrolled rest visit exactly slots 0 … width−1
+    in order, as every slot unrolled does; a dropped, repeated or reordered slot changes the hash.
+    (The kernel test above compares samples, which a reorder of float additions may leave equal.)"""
+    from heatbath.kernels import pallas_categorical
+
+    def add(d, theta):
+        return tuple(t * jnp.uint32(31) + jnp.uint32(d) + jnp.uint32(1) for t in theta)
+
+    want = 0
+    for d in range(width):
+        want = (want * 31 + d + 1) % 2**32
+    start = (jnp.zeros((2, 3), jnp.uint32), jnp.ones((2, 3), jnp.uint32))
+    got = jax.jit(lambda theta: pallas_categorical._add_slots(add, width, theta))(start)
+    np.testing.assert_array_equal(np.asarray(got[0]), np.full((2, 3), want, np.uint32))
+    offset = pow(31, width, 2**32)  # the second term started at 1: 31^width more
+    np.testing.assert_array_equal(np.asarray(got[1]), np.full((2, 3), (want + offset) % 2**32, np.uint32))
+
+
 def test_coupling_forms_are_read_only_from_concrete_weights():
     """General couplings: None. Zero off the diagonal: DIAGONAL (per-edge J, or one J with nodes of
     different degrees, whose padding slots must add nothing). One J and no padding: that J. Traced
