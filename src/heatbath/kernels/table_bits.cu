@@ -15,38 +15,7 @@
 // Against one byte per spin this reads an eighth of the bytes per flip, for about as many instructions
 // per pattern (the transpose: about 1.4 per chain and group of five; the byte kernel's sums: 1.25).
 
-#define REGION_BYTES(G) ((((G) * 128 + 255) / 256) * 256)  // per warp, a multiple of 256
-
-typedef unsigned int u32;
-
-__device__ __forceinline__ u32 mix32_tail(u32 x) {  // mix32 after its first x ^= x >> 16
-  x *= 0x7FEB352Du;
-  x ^= x >> 15;
-  x *= 0x846CA68Bu;
-  return x ^ (x >> 16);
-}
-
-__device__ __forceinline__ float exp2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-template <int OFFSET>
-__device__ __forceinline__ float shared_at(u32 address) {
-  float v;
-  asm("ld.shared.f32 %0, [%1+%2];" : "=f"(v) : "r"(address), "n"(OFFSET));
-  return v;
-}
-
-template <int G, int NG>
-__device__ __forceinline__ float field_share(const u32 (&address)[NG]) {  // ((T_0 + T_1) + T_2) + ...
-  if constexpr (G == 0) {
-    return shared_at<0>(address[0]);
-  } else {
-    return field_share<G - 1, NG>(address) + shared_at<G * 128>(address[G]);
-  }
-}
+// mix32_tail, exp2_approx, shared_at and field_share: table_common.cuh, which the host puts first.
 
 // Swap bit j + s of row a with bit j of row b, for every j of `mask` (one round of a transpose).
 template <int S>

@@ -22,30 +22,9 @@
 // launch of its own. With few chains a launch is a couple of microseconds of latency, so two runs
 // of one launch each cost about one.
 
+// mix32_tail, exp2_approx, shared_at and field_share: table_common.cuh, which the host puts first.
+
 #define UP 4u
-#define REGION_BYTES(G) ((((G) * 128 + 255) / 256) * 256)  // per warp, a multiple of 256
-
-typedef unsigned int u32;
-
-__device__ __forceinline__ u32 mix32_tail(u32 x) {  // mix32 after its first x ^= x >> 16
-  x *= 0x7FEB352Du;
-  x ^= x >> 15;
-  x *= 0x846CA68Bu;
-  return x ^ (x >> 16);
-}
-
-__device__ __forceinline__ float exp2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-template <int OFFSET>
-__device__ __forceinline__ float shared_at(u32 address) {
-  float v;
-  asm("ld.shared.f32 %0, [%1+%2];" : "=f"(v) : "r"(address), "n"(OFFSET));
-  return v;
-}
 
 template <int W>
 __device__ __forceinline__ void load_words(const unsigned char* p, u32 (&w)[W]) {
@@ -73,15 +52,6 @@ __device__ __forceinline__ void store_words(unsigned char* p, const u32 (&w)[W])
     *reinterpret_cast<uint2*>(p) = make_uint2(w[0], w[1]);
   } else {
     *reinterpret_cast<u32*>(p) = w[0];
-  }
-}
-
-template <int G, int NG>
-__device__ __forceinline__ float field_share(const u32 (&address)[NG]) {  // sum of the groups' entries
-  if constexpr (G == 0) {
-    return shared_at<0>(address[0]);
-  } else {
-    return field_share<G - 1, NG>(address) + shared_at<G * 128>(address[G]);
   }
 }
 

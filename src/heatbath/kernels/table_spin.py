@@ -232,7 +232,9 @@ def words_for(chains: int) -> int:
 
 @functools.cache
 def _source(name: str = "table_spin.cu") -> str:
-    return importlib.resources.files("heatbath.kernels").joinpath(name).read_text()
+    """Kernel `name`'s CUDA C, after the helpers both table kernels share (`table_common.cuh`)."""
+    folder = importlib.resources.files("heatbath.kernels")
+    return folder.joinpath("table_common.cuh").read_text() + "\n" + folder.joinpath(name).read_text()
 
 
 def table_block_update(
