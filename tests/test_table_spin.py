@@ -147,9 +147,7 @@ def test_runs_on_the_bit_state_take_the_byte_states_steps(monkeypatch):
     place of the bytes."""
     spins, ebm, program = _spin_glass(300, 11)
     schedule = SamplingSchedule(2, 3, 2)
-    calls = []
-    twin = table_spin.table_block_update_jnp
-    monkeypatch.setattr(pairwise_sweep, "table_block_update_jnp", lambda b, state, *a: calls.append(state.dtype) or twin(b, state, *a))
+    calls = _recording_twin(monkeypatch)
     bytes_ = _run(program, schedule, 100, [spins], "table-jnp")
     monkeypatch.setattr(table_spin, "BITS_FROM", 64)
     bits = _run(program, schedule, 100, [spins], "table-jnp")
@@ -158,11 +156,52 @@ def test_runs_on_the_bit_state_take_the_byte_states_steps(monkeypatch):
     np.testing.assert_array_equal(bits[0], bytes_[0])
 
 
+def _recording_twin(monkeypatch) -> list:
+    """The dtypes of the flat states the table twin updates, recorded as the route calls it."""
+    calls, twin = [], table_spin.table_block_update_jnp
+    monkeypatch.setattr(pairwise_sweep, "table_block_update_jnp", lambda b, state, *a: calls.append(state.dtype) or twin(b, state, *a))
+    return calls
+
+
+def test_bit_state_on_several_devices_and_in_side_by_side_sweeps(monkeypatch):
+    """The bit state split over 1, 2 and 3 CPU devices (250 chains, each device's share padded to
+    whole words), and tiled for independent sweeps run side by side (free nodes reading only clamped
+    ones) or in the sweep loop: the byte state's samples every time."""
+    from test_independent_sweeps import _bipartite, _both_ways, _states
+
+    spins, ebm, program = _spin_glass(200, 21)
+    schedule = SamplingSchedule(2, 3, 2)
+    calls = _recording_twin(monkeypatch)
+    reference = _run(program, schedule, 250, [spins], "table-jnp")
+    bipartite, free, clamped = _bipartite("spin", 10, 4, 1)
+    rng = np.random.default_rng(2)
+    init, clamp = _states("spin", rng, 70, free), _states("spin", rng, 70, [clamped])
+
+    def independent():
+        out = sample_states_batched(jax.random.key(3), bipartite, SamplingSchedule(3, 40, 3), init, clamp,
+                                    free + [clamped], method="table-jnp")
+        return [np.asarray(x) for x in out]
+
+    jax.clear_caches()
+    byte_samples = independent()
+    assert set(calls) == {jnp.dtype(jnp.uint8)}
+    monkeypatch.setattr(table_spin, "BITS_FROM", 64)
+    for d in (1, 2, 3):
+        out = _run(program, schedule, 250, [spins], "table-jnp", devices=jax.devices("cpu")[:d])
+        np.testing.assert_array_equal(out[0], reference[0])
+    side_by_side, loop = _both_ways(monkeypatch, independent)
+    for want, a, b in zip(byte_samples, side_by_side, loop):
+        np.testing.assert_array_equal(a, want)
+        np.testing.assert_array_equal(b, want)
+    assert jnp.dtype(jnp.uint32) in calls
+
+
 @pytest.mark.skipif(not NATIVE, reason="the native kernel runs on a CUDA GPU with NVRTC")
 @pytest.mark.parametrize("chains", [1056, 33 * 1024 + 64])  # a part-filled tile of 32 words; two tiles a warp, one part-filled
 def test_bit_kernel_takes_exactly_the_byte_kernels_steps(chains):
     """The bit kernel (`table_bits.cu`) and the byte kernel run the same float arithmetic per chain:
-    after several sweeps of a spin glass with one to three tables a node, equal states bit for bit."""
+    after several sweeps of a spin glass with two and three tables a node (one table: not
+    covered on a GPU yet), equal states bit for bit."""
     spins, ebm, program = _spin_glass(700, 12)
     tables = pairwise_tables(program)
     params = [block_couplings(program, tables, b) for b in range(len(tables.sources))]

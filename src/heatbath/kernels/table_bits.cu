@@ -93,8 +93,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) table_bits_
 #pragma unroll
         for (int g = 0; g < GROUPS; ++g) address[g] = __byte_perm(pattern[g][c & 7], base, 0x7650 + (c >> 3));
         const float s = field_share<GROUPS - 1, GROUPS>(address);
-#ifdef PROBE_NO_DRAW  // diagnostic: spin = sign bit of the field, no random word and no exp
-        const u32 below = __float_as_uint(s);
+#ifdef PROBE_NO_DRAW  // diagnostic: spin = sign of the field (s < 0, as the byte probe), no random word and no exp
+        const u32 below = s < 0.0f ? 0x80000000u : 0u;
 #else
         const float e = exp2_approx(s);
         // (bits >> 8) 2^-24 = (bits & ~255) 2^-32 exactly (24 significant bits convert exactly), and
