@@ -180,9 +180,8 @@ def table_state(states: list[Array], packed: bool = False) -> UInt8[Array, "N1 c
     """The kernel's flat state from per-block ±1 (or boolean) states `[n_b, chains]`: UP or 0 per
     spin, every block stacked, then one scratch row (what padding slots read, with zero couplings).
     `packed`: one bit per spin instead, bit c of word w for chain 32 w + c (chains a multiple of 32)."""
-    scratch = jnp.zeros((1, states[0].shape[1]), jnp.uint8)
-    flat = jnp.concatenate([jnp.where(s > 0, UP, 0).astype(jnp.uint8) for s in states] + [scratch], axis=0)
-    return _pack(flat == UP) if packed else flat
+    up = jnp.concatenate([s > 0 for s in states] + [jnp.zeros((1, states[0].shape[1]), bool)], axis=0)
+    return _pack(up) if packed else jnp.where(up, UP, 0).astype(jnp.uint8)
 
 
 def packs(chains: int, rows: int, groups: int) -> bool:
