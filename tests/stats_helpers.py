@@ -21,8 +21,9 @@ def final_states(program, init_state, blocks, *, n_warmup: int, seed: int, clamp
     """The state of `blocks` after `n_warmup` sweeps, for each chain in `init_state` (leading axis = chains).
 
     Compiled at XLA's default optimisation (optimised.py): tens of thousands of chains for tens of
-    sweeps run for seconds, which at level 0 took twice the extra compile time (the eight exact
-    tests of test_exact_agreement.py: 79 s before, 63 s after, on the 2-core AMD VM)."""
+    sweeps run for seconds, and at level 0 they ran about 30 s longer in the eight tests of
+    test_exact_agreement.py than the default level takes to compile (15 s more): 79 s before, 63 s
+    after, one process on the 2-core AMD VM."""
     n_chains = jax.tree.leaves(init_state)[0].shape[0]
     schedule = SamplingSchedule(n_warmup, 1, 1)
     keys = jax.random.split(jax.random.key(seed), n_chains)
