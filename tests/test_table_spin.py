@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from heatbath import Block, SamplingSchedule
+from heatbath import Block, SamplingSchedule, SpinNode
 from heatbath.errors import HeatbathError
 from heatbath.graphs import color_blocks
 from heatbath.kernels import pairwise_sweep, table_spin
@@ -18,6 +18,7 @@ from heatbath.kernels.counter_rng import fold16, mix32, mix32_tail
 from heatbath.kernels.cuda_runtime import nvrtc_available
 from heatbath.kernels.pairwise_tables import block_couplings, pairwise_tables, real_slots
 from heatbath.kernels.pallas_backend import pallas_available
+from heatbath.models import FactorizedEBM, SpinEBMFactor
 from test_exact_agreement import N_WARMUP, _program
 from test_exact_agreement import _check as check_against_exact
 from test_pairwise_kernels import pairwise_spin_model
@@ -196,17 +197,33 @@ def test_bit_state_on_several_devices_and_in_side_by_side_sweeps(monkeypatch):
     assert jnp.dtype(jnp.uint32) in calls
 
 
+def _sparse_spin_glass(n, seed):
+    """A ring of n spins with chords to the spin 7 further on: four neighbours each, so every node's
+    field is one table of five slots (`_spin_glass` gives nodes two or three)."""
+    rng = np.random.default_rng(seed)
+    spins = [SpinNode(f"r{i}") for i in range(n)]
+    pairs = [(spins[i], spins[(i + step) % n]) for step in (1, 7) for i in range(n)]
+    ebm = FactorizedEBM([
+        SpinEBMFactor([Block(spins)], jnp.asarray(rng.normal(0, 0.6, n), jnp.float32)),
+        SpinEBMFactor([Block([a for a, _ in pairs]), Block([b for _, b in pairs])],
+                      jnp.asarray(rng.normal(0, 0.6, len(pairs)), jnp.float32)),
+    ])
+    return spins, ebm, _program(ebm, color_blocks(ebm), [], 2)
+
+
 @pytest.mark.skipif(not NATIVE, reason="the native kernel runs on a CUDA GPU with NVRTC")
+@pytest.mark.parametrize("model, groups", [(lambda: _spin_glass(700, 12), {2, 3}), (lambda: _sparse_spin_glass(700, 14), {1})],
+                         ids=["two or three tables", "one table"])
 @pytest.mark.parametrize("chains", [1056, 33 * 1024 + 64])  # a part-filled tile of 32 words; two tiles a warp, one part-filled
-def test_bit_kernel_takes_exactly_the_byte_kernels_steps(chains):
+def test_bit_kernel_takes_exactly_the_byte_kernels_steps(chains, model, groups):
     """The bit kernel (`table_bits.cu`) and the byte kernel run the same float arithmetic per chain:
-    after several sweeps of a spin glass with two and three tables a node (one table: not
-    covered on a GPU yet), equal states bit for bit."""
-    spins, ebm, program = _spin_glass(700, 12)
+    after several sweeps of a spin glass, equal states bit for bit, for nodes of one, two and three
+    tables (each number of tables compiles a kernel of its own)."""
+    spins, ebm, program = model()
     tables = pairwise_tables(program)
     params = [block_couplings(program, tables, b) for b in range(len(tables.sources))]
     blocks = table_spin.table_blocks(tables, table_spin.table_layouts(tables), params)
-    assert max(int(b.tables.shape[1]) for b in blocks) >= 2
+    assert {int(b.tables.shape[1]) for b in blocks} == groups
     up = [jax.random.bernoulli(jax.random.key(b), 0.5, (n, chains)) for b, n in enumerate(tables.block_sizes)]
     seeds = table_spin.fold_seeds(jax.random.bits(jax.random.key(13), (len(blocks), chains), jnp.uint32))
     byte_state, bit_state = table_spin.table_state(up), table_spin.table_state(up, packed=True)
