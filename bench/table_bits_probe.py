@@ -9,7 +9,12 @@ Variants: `bytes` (the byte kernel), `bits` (registers capped so that an SM hold
 `bits_no_draw` (spin = sign of the field), `bits_uncapped` (96 registers with 4 warps a block) and
 `bits_min6` (6 blocks of 4 warps an SM: 79 registers).
 
+`--degree D ...` runs the same on random D-regular graphs of `--nodes` spins (couplings N(0, 0.3²),
+biases N(0, 1), greedy colours) instead of P(14): nodes of more than 15 neighbours (four or more
+tables), where `method="table"` keeps one byte a spin (`table_spin.BIT_MAX_GROUPS`).
+
     PYTHONPATH=src python3 bench/table_bits_probe.py [--chains 10240 65536] [--warps 4 8] [--check]
+        [--degree 20 40 [--nodes 4096]]
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from table_spin_probe import p14_blocks  # noqa: E402
+from flips_pegasus import build  # noqa: E402
+from table_spin_probe import p14_blocks, tables_and_blocks  # noqa: E402
 from timing import best_time  # noqa: E402
 
 from heatbath.kernels import table_spin  # noqa: E402
@@ -46,6 +52,19 @@ def sweeps(blocks, variant: str, warps: int, count: int):
     return jax.jit(lambda state, seeds: jax.lax.fori_loop(0, count, functools.partial(body, seeds=seeds), state))
 
 
+def regular_graph_blocks(degree: int, n_nodes: int):
+    """The table blocks of an Ising model on a random `degree`-regular graph (seed 0)."""
+    import networkx as nx
+
+    from heatbath.graphs import color_graph
+
+    edge_index = np.asarray(nx.random_regular_graph(degree, n_nodes, seed=0).edges(), np.int64)
+    rng = np.random.default_rng(0)
+    inputs = (edge_index, n_nodes, color_graph(n_nodes, edge_index), rng.normal(0, 1, n_nodes).astype(np.float32),
+              rng.normal(0, 0.3, len(edge_index)).astype(np.float32))
+    return tables_and_blocks(build("heatbath", *inputs)[0])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chains", type=int, nargs="+", default=[10240, 65536])
@@ -54,11 +73,25 @@ def main(argv=None) -> None:
     parser.add_argument("--sweeps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--check", action="store_true")
+    parser.add_argument("--degree", type=int, nargs="+", default=[], help="random regular graphs instead of P(14)")
+    parser.add_argument("--nodes", type=int, default=4096)
     args = parser.parse_args(argv)
+    if args.degree:
+        for degree in args.degree:
+            _, tables, blocks = regular_graph_blocks(degree, args.nodes)
+            groups = sorted({int(b.tables.shape[1]) for b in blocks})
+            print(f"random {degree}-regular graph: {args.nodes} spins, {len(blocks)} colours, tables a node {groups}; "
+                  f"device {jax.devices()[0].device_kind}", flush=True)
+            measure(args, tables, blocks)
+    else:
+        _, tables, blocks = p14_blocks()
+        print(f"P(14): {sum(tables.block_sizes)} spins, {len(blocks)} colours; device {jax.devices()[0].device_kind}", flush=True)
+        measure(args, tables, blocks)
 
-    _, tables, blocks = p14_blocks()
+
+def measure(args, tables, blocks) -> None:
+    """The `--check` comparison and the rates of each variant, warp count and chain count."""
     n_spins = sum(tables.block_sizes)
-    print(f"P(14): {n_spins} spins, {len(blocks)} colours; device {jax.devices()[0].device_kind}", flush=True)
     for chains in args.chains:
         up = jax.random.bernoulli(jax.random.key(0), 0.5, (n_spins, chains))
         state, packed = table_spin.table_state([up]), table_spin.table_state([up], packed=True)

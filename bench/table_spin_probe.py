@@ -40,7 +40,11 @@ VARIANTS = {"shipped": (), "same_rows": (("PROBE_SAME_ROWS", 1),), "no_draw": ((
 
 
 def p14_blocks():
-    program = build("heatbath", *pegasus_inputs())[0]
+    return tables_and_blocks(build("heatbath", *pegasus_inputs())[0])
+
+
+def tables_and_blocks(program):
+    """(program, its pairwise tables, the table kernel's blocks) of a pairwise spin program."""
     tables = pairwise_tables(program)
     params = [block_couplings(program, tables, b) for b in range(len(tables.sources))]
     blocks = table_spin.table_blocks(tables, table_spin.table_layouts(tables), params)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import networkx as nx
 import numpy as np
 import pytest
 
@@ -134,10 +135,9 @@ def test_bit_state_packs_chain_32w_plus_c_into_bit_c_of_word_w():
 
 
 def test_bit_state_from_bits_from_chains_in_whole_words():
-    assert not table_spin.packs(table_spin.BITS_FROM - 32, 100, 3) and table_spin.packs(table_spin.BITS_FROM, 100, 3)
-    assert not table_spin.packs(table_spin.BITS_FROM + 16, 100, 3)  # not whole words
-    assert not table_spin.packs(2**20, 2**18, 3)  # word offsets past 2^32
-    assert not table_spin.packs(table_spin.BITS_FROM, 100, 4)  # more tables a node than measured
+    assert not table_spin.packs(table_spin.BITS_FROM - 32, 100) and table_spin.packs(table_spin.BITS_FROM, 100)
+    assert not table_spin.packs(table_spin.BITS_FROM + 16, 100)  # not whole words
+    assert not table_spin.packs(2**20, 2**18)  # word offsets past 2^32
     assert table_spin.chain_multiple(table_spin.BITS_FROM - 1) == table_spin.CHAIN_MULTIPLE
     assert table_spin.chain_multiple(table_spin.BITS_FROM) == 32
 
@@ -197,28 +197,29 @@ def test_bit_state_on_several_devices_and_in_side_by_side_sweeps(monkeypatch):
     assert jnp.dtype(jnp.uint32) in calls
 
 
-def _sparse_spin_glass(n, seed):
-    """A ring of n spins with chords to the spin 7 further on: four neighbours each, so every node's
-    field is one table of five slots (`_spin_glass` gives nodes two or three)."""
+def _regular_spin_glass(degree, n, seed):
+    """A spin glass on a random `degree`-regular graph of n spins: every node's field is the same
+    number of tables of five slots (`_spin_glass`'s random graph gives nodes two or three)."""
     rng = np.random.default_rng(seed)
     spins = [SpinNode(f"r{i}") for i in range(n)]
-    pairs = [(spins[i], spins[(i + step) % n]) for step in (1, 7) for i in range(n)]
+    pairs = list(nx.random_regular_graph(degree, n, seed=seed).edges())
     ebm = FactorizedEBM([
         SpinEBMFactor([Block(spins)], jnp.asarray(rng.normal(0, 0.6, n), jnp.float32)),
-        SpinEBMFactor([Block([a for a, _ in pairs]), Block([b for _, b in pairs])],
-                      jnp.asarray(rng.normal(0, 0.6, len(pairs)), jnp.float32)),
+        SpinEBMFactor([Block([spins[a] for a, _ in pairs]), Block([spins[b] for _, b in pairs])],
+                      jnp.asarray(rng.normal(0, 0.6 / np.sqrt(degree / 4), len(pairs)), jnp.float32)),
     ])
     return spins, ebm, _program(ebm, color_blocks(ebm), [], 2)
 
 
 @pytest.mark.skipif(not NATIVE, reason="the native kernel runs on a CUDA GPU with NVRTC")
-@pytest.mark.parametrize("model, groups", [(lambda: _spin_glass(700, 12), {2, 3}), (lambda: _sparse_spin_glass(700, 14), {1})],
-                         ids=["two or three tables", "one table"])
+@pytest.mark.parametrize("model, groups", [(lambda: _spin_glass(700, 12), {2, 3}), (lambda: _regular_spin_glass(4, 700, 14), {1}),
+                                           (lambda: _regular_spin_glass(22, 300, 15), {5}), (lambda: _regular_spin_glass(40, 200, 16), {8})],
+                         ids=["two or three tables", "one table", "five tables", "eight tables"])
 @pytest.mark.parametrize("chains", [1056, 33 * 1024 + 64])  # a part-filled tile of 32 words; two tiles a warp, one part-filled
 def test_bit_kernel_takes_exactly_the_byte_kernels_steps(chains, model, groups):
     """The bit kernel (`table_bits.cu`) and the byte kernel run the same float arithmetic per chain:
-    after several sweeps of a spin glass, equal states bit for bit, for nodes of one, two and three
-    tables (each number of tables compiles a kernel of its own)."""
+    after several sweeps of a spin glass, equal states bit for bit, for nodes of one to eight tables
+    (each number of tables compiles a kernel of its own)."""
     spins, ebm, program = model()
     tables = pairwise_tables(program)
     params = [block_couplings(program, tables, b) for b in range(len(tables.sources))]

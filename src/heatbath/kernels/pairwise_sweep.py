@@ -309,8 +309,7 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
         observe = lambda state: _observe([state], observed, tables.kind)  # noqa: E731
     elif method.startswith("table"):
         blocks = table_blocks(tables, table_layouts(tables), params)
-        groups = max((int(block.tables.shape[1]) for block in blocks), default=0)
-        state = table_state(states, packed=packs(states[0].shape[1], sum(tables.block_sizes) + 1, groups))
+        state = table_state(states, packed=packs(states[0].shape[1], sum(tables.block_sizes) + 1))
         sweep = lambda state, seeds: _table_sweep(blocks, order, state, seeds, method == "table")  # noqa: E731
         observe = lambda state: _observe([state], observed, tables.kind)  # noqa: E731
     else:

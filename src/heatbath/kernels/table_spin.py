@@ -64,7 +64,6 @@ CHAIN_MULTIPLE = 4 * WORDS  # chains of a call are padded to this
 UP = 4  # the state byte of an up spin: a pattern of five such bytes is its table entry's byte offset
 BITS_FROM = 8192  # chains a device from which the state is one bit per spin (`table_bits.cu`)
 BIT_CHAINS = 32  # chains per word of the bit state
-BIT_MAX_GROUPS = 3  # tables a node (15 neighbours) up to which the bit state is used
 BIT_WARPS = 4  # nodes per thread block of the bit kernel (2 / 4 / 8: 515 / 512 / 485 flips/ns, P(14), 10,016 chains, H200)
 BIT_LOOP_FROM = 1024  # words (32,768 chains) from which a warp takes two tiles of 32 words (+3% at 65,536 chains)
 SCALE = -2.0 / math.log(2.0)  # c = −2 log2 e
@@ -184,13 +183,13 @@ def table_state(states: list[Array], packed: bool = False) -> UInt8[Array, "N1 c
     return _pack(up) if packed else jnp.where(up, UP, 0).astype(jnp.uint8)
 
 
-def packs(chains: int, rows: int, groups: int) -> bool:
-    """Whether a call's flat state of `rows` rows and `chains` chains (of one device), for blocks of at
-    most `groups` tables a node, is held one bit per spin: from BITS_FROM chains, in whole words, with
-    every word offset below 2^32 (the bit kernel's offsets are 32-bit), and up to BIT_MAX_GROUPS
-    tables (more take 128–168 registers a thread in the bit kernel; only up to three were measured)."""
+def packs(chains: int, rows: int) -> bool:
+    """Whether a call's flat state of `rows` rows and `chains` chains (of one device) is held one bit
+    per spin: from BITS_FROM chains, in whole words, with every word offset below 2^32 (the bit
+    kernel's offsets are 32-bit). Any number of tables a node: on random 20-, 30- and 40-regular
+    graphs (4, 6 and 8 tables) the bit kernel ran 1.6–2.0× the byte kernel (H200, BENCHMARKS.md)."""
     whole = chains % BIT_CHAINS == 0 and rows * (chains // BIT_CHAINS) < 2**32
-    return chains >= BITS_FROM and whole and groups <= BIT_MAX_GROUPS
+    return chains >= BITS_FROM and whole
 
 
 def chain_multiple(chains: int) -> int:
