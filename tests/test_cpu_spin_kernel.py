@@ -120,6 +120,53 @@ def test_a_second_eager_call_compiles_nothing():
     np.testing.assert_array_equal(np.asarray(second[0]), np.asarray(first[0]))
 
 
+def test_a_map_around_the_kernel_is_one_call_of_all_its_chains(monkeypatch):
+    """A `jax.vmap` around the traced kernel call (as the positive phase of a gradient maps over data
+    rows, each with its own clamped values) reaches the host as leading axes: one kernel call of all
+    the mapped chains, each chain with the samples of its own call. Mapped weights run one call per
+    element, with the same samples as separate calls."""
+    from heatbath.kernels.pairwise_sweep import all_sweep_params
+    from heatbath.kernels.pairwise_tables import pairwise_tables
+
+    calls = []
+    original = cpu_spin._compiled
+    monkeypatch.setattr(cpu_spin, "_compiled", lambda: calls.append(1) or original())
+    rng = np.random.default_rng(12)
+    spins, _, ebm = pairwise_spin_model(rng, 14)
+    clamped = Block(spins[:3])
+    program = _program(ebm, color_blocks(ebm, nodes=spins[3:]), [clamped], 2)
+    tables = pairwise_tables(program)
+    bias, couplings = zip(*all_sweep_params(program, tables))
+    order = tuple(tuple(members) for members in program.gibbs_spec.sampling_order)
+    schedule, chains = SamplingSchedule(3, 4, 2), 10
+    free = [jnp.asarray(rng.random((chains, len(b))) < 0.5) for b in program.gibbs_spec.free_blocks]
+    observed = [np.asarray(program.gibbs_spec.node_ids(spins), np.int32)]
+
+    def run(clamp_row, words, bias):
+        states = free + [jnp.broadcast_to(clamp_row, (chains, 3))]
+        return cpu_spin.run_spin_on_cpu(tables, order, schedule, list(bias), list(couplings), words, states, observed)[0]
+
+    rows = jnp.asarray(rng.random((4, 3)) < 0.5)
+    words = jnp.stack([chain_words_from_key(jax.random.key(r), chains) for r in range(4)])
+    separate = [np.asarray(run(rows[r], words[r], bias)) for r in range(4)]
+    calls.clear()
+    mapped = jax.jit(jax.vmap(run, in_axes=(0, 0, None)))(rows, words, bias)
+    assert len(calls) == 1  # 4 x 10 chains in one kernel call
+    for r in range(4):
+        np.testing.assert_array_equal(np.asarray(mapped[r]), separate[r])
+    nested = jax.jit(jax.vmap(jax.vmap(run, in_axes=(None, 0, None)), in_axes=(0, None, None)))(rows[:2], words, bias)
+    assert nested.shape == (2, 4, chains, 4, 14) and len(calls) == 2
+    np.testing.assert_array_equal(np.asarray(nested[1, 3]), np.asarray(run(rows[1], words[3], bias)))
+
+    shifted = [tuple(b + shift for b in bias) for shift in (-1.0, 1.0)]
+    calls.clear()
+    per_weight = jax.jit(jax.vmap(run, in_axes=(None, None, 0)))(rows[0], words[0], jax.tree.map(lambda *x: jnp.stack(x), *shifted))
+    assert len(calls) == 2  # one call per mapped weight
+    for w, b in enumerate(shifted):
+        np.testing.assert_array_equal(np.asarray(per_weight[w]), np.asarray(run(rows[0], words[0], b)))
+    assert np.asarray(per_weight[0]).mean() < np.asarray(per_weight[1]).mean()  # the weights reached the kernel
+
+
 def test_every_call_runs_on_the_one_kernel_thread(monkeypatch):
     """Calls from the main thread and from another thread (as an XLA worker makes them) all run on
     the same kernel thread, so numba keeps one OpenMP team (see `cpu_spin._KernelThread`)."""
