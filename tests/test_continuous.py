@@ -451,8 +451,12 @@ def test_all_of_thrml_mixed_grid_with_builtin_types():
 
 def test_all_of_thrml_gaussian_part_with_builtin_types():
     """The docs' first part (5x5 grid Gaussian, their random A and mean) with GaussianEBM instead of
-    hand-written factors and sampler, checked exactly as the docs do: max edge-covariance error relative
-    to the largest edge covariance < 0.01."""
+    hand-written factors and sampler. The docs check the largest edge-covariance error relative to the
+    largest edge covariance (< 0.01 with 10^7 sweeps; test_thrml_examples runs their script so). Here
+    each edge's covariance is within Z_LIMIT standard errors of the exact one, the errors taken from the
+    spread of the 1,000 independent chains' own estimates (which holds the autocorrelation), on a fifth
+    of the docs' sweeps: at 10,000 samples a chain the relative error was 0.0043 (largest z 2.1), at
+    1,000 it was 0.016 (largest z 1.9)."""
     from heatbath import MomentAccumulatorObserver, sample_with_observation
     from heatbath.graphs import lattice_2d
 
@@ -467,16 +471,19 @@ def test_all_of_thrml_gaussian_part_with_builtin_types():
     program = model.sampling_program(free_blocks=lattice.blocks())
     edges = [(nodes[a], nodes[b]) for a, b in zip(u, v)]
     observer = MomentAccumulatorObserver([[(a,) for a, _ in edges], [(b,) for _, b in edges], edges])
-    n_chains, schedule = 1000, SamplingSchedule(n_warmup=20, n_samples=10000, steps_per_sample=1)
+    n_chains, schedule = 1000, SamplingSchedule(n_warmup=20, n_samples=2000, steps_per_sample=1)
     init = [jnp.zeros((n_chains, len(b)), jnp.float32) for b in program.gibbs_spec.free_blocks]
     keys = jax.random.split(key, n_chains)
     sample = jax.vmap(lambda k, s: sample_with_observation(k, program, schedule, s, [], observer.init(), observer))
-    moments, _ = jax.jit(sample, compiler_options=OPTIMISED)(keys, init)  # 10^7 sweeps: see optimised.py
-    m = [np.asarray(x, np.float64).mean(0) / schedule.n_samples for x in moments]
+    moments, _ = jax.jit(sample, compiler_options=OPTIMISED)(keys, init)  # 2 x 10^6 sweeps: see optimised.py
+    per_chain = [np.asarray(x, np.float64) / schedule.n_samples for x in moments]
+    m = [x.mean(0) for x in per_chain]
     covariances = m[2] - m[0] * m[1]
+    standard_error = (per_chain[2] - per_chain[0] * per_chain[1]).std(0, ddof=1) / np.sqrt(n_chains)
     real = np.linalg.inv(model.precision_matrix())[u, v]
-    error = np.max(np.abs(real - covariances)) / np.abs(np.max(real))
-    assert error < 0.01, error
+    z = np.abs(covariances - real) / standard_error
+    assert z.max() < Z_LIMIT, f"edge covariance off by {z.max():.2f} standard errors"
+    assert np.max(np.abs(real - covariances)) / np.abs(np.max(real)) < 0.03  # the docs' measure, coarse at this size
 
 
 def test_eager_calls_of_the_generic_loop_compile_once(monkeypatch):
