@@ -270,10 +270,11 @@ def test_wide_gathered_tables_loop_over_chunks_of_slots(monkeypatch):
     batched._pairwise_call.cache_clear()  # a new compiled call, traced with every slot unrolled
     pairwise_sweep._run._cached.clear_cache()  # (and the sweep it calls, which keeps its own traces)
     widths.clear()
-    unrolled = _batched(program, init, free, [], 43, method="gather")
+    few = 1000  # a chain's samples do not depend on how many chains run (the first chains of `init`)
+    unrolled = _batched(program, [x[:few] for x in init], free, [], 43, method="gather")
     assert 20 in widths and pairwise_sweep.SLOT_CHUNK not in widths, widths
     for x, y in zip(looped, unrolled):
-        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x[:few], y)
 
 
 def test_mixed_samples_do_not_depend_on_chain_count_or_devices():
