@@ -8,7 +8,7 @@ libraries get the same model (biases N(0, 1), couplings N(0, 0.3²), seed 0), th
 (heatbath's `color_graph`, restricted to the latent nodes for the clamped phase) and the same call
 under `jax.jit`. Milliseconds per call: the best of `--repeats` calls after a compiling one.
 
-    .venv-bench/bin/python bench/kl_grad.py [--repeats 3] [--batch 50] [--no-thrml] [--train-api] [--factorized]
+    .venv-bench/bin/python bench/kl_grad.py [--repeats 3] [--batch 50] [--positive-chains 1] [--no-thrml] [--train-api] [--factorized]
         [--potts] [--potts-rows] [--unpaired]
 
 `--train-api` also times heatbath's own `heatbath.train.estimate_kl_grad` on the same model and data
@@ -89,18 +89,19 @@ def build_example(lib: str, schedule_args=(5, 100, 5)) -> Example:
 TIMED_KEYS = 64  # keys made before the clock starts, one per timed call
 
 
-def gradient_call(lib: str, batch: int, schedule_args=(5, 100, 5)):
-    """`(call(i) -> (weight_grads, bias_grads, ...), description)` for library `lib`."""
+def gradient_call(lib: str, batch: int, schedule_args=(5, 100, 5), positive_chains: int = 1):
+    """`(call(i) -> (weight_grads, bias_grads, ...), description)` for library `lib`, with
+    `positive_chains` clamped chains per data row."""
     ex = build_example(lib, schedule_args)
     spec = ex.ising.IsingTrainingSpec(ex.model, [ex.data_block], [], ex.latent_blocks, ex.free_blocks, ex.schedule,
                                       ex.schedule)
     k_data, k_free, k_clamped = jax.random.split(jax.random.key(7), 3)
     data = jax.random.bernoulli(k_data, 0.5, (batch, N_DATA))
     init_free = ex.ising.hinton_init(k_free, ex.model, ex.free_blocks, (batch,))
-    init_clamped = ex.ising.hinton_init(k_clamped, ex.model, ex.latent_blocks, (1, batch))
+    init_clamped = ex.ising.hinton_init(k_clamped, ex.model, ex.latent_blocks, (positive_chains, batch))
     run = jax.jit(lambda k: ex.ising.estimate_kl_grad(k, spec, ex.nodes, ex.edges, [data], [], init_clamped, init_free))
     keys = [jax.random.key(100 + i) for i in range(TIMED_KEYS)]
-    chains = batch + batch  # free chains, plus one clamped chain per data row
+    chains = batch + positive_chains * batch  # free chains, plus the clamped chains of every data row
     sweeps = schedule_args[0] + schedule_args[1] * schedule_args[2]
     return (lambda i: run(keys[i])), f"{chains} chains x about {sweeps} sweeps"
 
@@ -165,6 +166,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--positive-chains", type=int, default=1, help="clamped chains per data row (THRML's example: 1)")
     parser.add_argument("--no-thrml", action="store_true")
     parser.add_argument("--train-api", action="store_true", help="also time heatbath.train.estimate_kl_grad")
     parser.add_argument("--factorized", action="store_true",
@@ -176,12 +178,13 @@ def main(argv=None) -> None:
     parser.add_argument("--unpaired", action="store_true",
                         help="also time heatbath's calls with the phases one after the other (no paired launches)")
     args = parser.parse_args(argv)
-    ours_call, what = gradient_call("heatbath", args.batch)
-    print(f"device {jax.devices()[0].device_kind}; P(14), batch {args.batch}: {what}; best of {args.repeats} (ms)")
+    ours_call, what = gradient_call("heatbath", args.batch, positive_chains=args.positive_chains)
+    print(f"device {jax.devices()[0].device_kind}; P(14), batch {args.batch}, {args.positive_chains} clamped chains a row: "
+          f"{what}; best of {args.repeats} (ms)")
     ours, ours_out = best_time(ours_call, args.repeats)
     line = f"heatbath {1e3 * ours:10.1f}"
     if not args.no_thrml:
-        theirs_call, _ = gradient_call("thrml", args.batch)
+        theirs_call, _ = gradient_call("thrml", args.batch, positive_chains=args.positive_chains)
         theirs, theirs_out = best_time(theirs_call, args.repeats)
         line += f"   THRML {1e3 * theirs:10.1f}   ratio {theirs / ours:6.1f}x"
         # a sanity line, not a test: both estimate the same gradient (different random numbers)

@@ -2,9 +2,10 @@
 
 The suite is bound by compilation: most tests compile small programs that then run for milliseconds,
 and LLVM's optimisation of XLA:CPU code is much of that (the interpreted Pallas kernels compile in
-a third less time without it). So CPU-only runs compile at XLA's backend optimisation level 0,
-unless XLA_FLAGS already sets a level (GPU runs compile as users' programs do); the few long sampling
-runs compile at the default level instead
+a third less time without it). So CPU-only runs compile at XLA's backend optimisation level 0 with
+two XLA:CPU options that shorten compilation further (`optimised.FAST_COMPILE`), unless XLA_FLAGS
+already sets a level (GPU runs compile as users' programs do); the few long sampling runs compile at
+the default level instead
 (`optimised.OPTIMISED` for one jit, `optimised.run_optimised` for a whole example script).
 """
 
@@ -14,9 +15,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 if os.environ["JAX_PLATFORMS"] == "cpu" and "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
-    from optimised import LEVEL_0  # noqa: E402
+    from optimised import FAST_COMPILE  # noqa: E402
 
-    os.environ["XLA_FLAGS"] += " " + LEVEL_0
+    os.environ["XLA_FLAGS"] += " " + FAST_COMPILE
 
 import matplotlib  # noqa: E402
 
