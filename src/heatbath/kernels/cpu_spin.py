@@ -177,7 +177,9 @@ def _host_call(tables: NeighbourTables, order: tuple, schedule, sizes: tuple[int
     mapped). Where only the states and chain words are mapped, every mapped chain is one more chain of
     a single kernel call, which gives each chain the samples of its own call (its stream is its chain
     words); mapped couplings run one kernel call per batch element. Sequential batching made one call
-    per element instead: 2,000 calls of 6 chains cost 72 s where one call of 12,000 chains costs 0.2 s."""
+    per element instead: in the KL-gradient test (2,000 chains for each of 6 data rows) the positive
+    phase made 2,000 calls of 6 chains, 72 s under a profiler on the 2-core VM; the two phases now take
+    two calls, 3.5 s with the kernel's first load from numba's cache."""
     layout = _static_layout(tables, order)
 
     def run(couplings_np, bias_np, state_np, words_np, observed_np):
