@@ -11,7 +11,7 @@ Variants: `bytes` (the byte kernel), `bits` (registers capped so that an SM hold
 
 `--degree D ...` runs the same on random D-regular graphs of `--nodes` spins (couplings N(0, 0.3²),
 biases N(0, 1), greedy colours) instead of P(14): nodes of more than 15 neighbours (four or more
-tables), where `method="table"` keeps one byte a spin (`table_spin.BIT_MAX_GROUPS`).
+tables), for which `method="table"` kept one byte a spin until these measurements (BENCHMARKS.md).
 
     PYTHONPATH=src python3 bench/table_bits_probe.py [--chains 10240 65536] [--warps 4 8] [--check]
         [--degree 20 40 [--nodes 4096]]
