@@ -7,7 +7,7 @@ from the same initial state and seeds. `--check` runs a few sweeps of each and c
 states bit for bit (both kernels do the same float arithmetic per chain, so they must agree exactly).
 Variants: `bytes` (the byte kernel), `bits` (registers capped so that an SM holds 32 warps: 64 a thread),
 `bits_no_draw` (spin = sign of the field), `bits_uncapped` (96 registers with 4 warps a block) and
-`bits_min6` (6 blocks of 4 warps an SM: 79 registers).
+`bits_min6` / `bits_min12` / `bits_min16` (6 / 12 / 16 blocks of 4 warps an SM: 79 / 40 / 32 registers).
 
 `--degree D ...` runs the same on random D-regular graphs of `--nodes` spins (couplings N(0, 0.3²),
 biases N(0, 1), greedy colours) instead of P(14): nodes of more than 15 neighbours (four or more
@@ -36,7 +36,7 @@ from timing import best_time  # noqa: E402
 from heatbath.kernels import table_spin  # noqa: E402
 
 DEFINES = {"bits": (), "bits_no_draw": (("PROBE_NO_DRAW", 1),), "bits_uncapped": (("MIN_BLOCKS", 1),),
-           "bits_min6": (("MIN_BLOCKS", 6),)}
+           "bits_min6": (("MIN_BLOCKS", 6),), "bits_min12": (("MIN_BLOCKS", 12),), "bits_min16": (("MIN_BLOCKS", 16),)}
 
 
 def sweeps(blocks, variant: str, warps: int, count: int):
@@ -96,18 +96,19 @@ def measure(args, tables, blocks) -> None:
         up = jax.random.bernoulli(jax.random.key(0), 0.5, (n_spins, chains))
         state, packed = table_spin.table_state([up]), table_spin.table_state([up], packed=True)
         seeds = table_spin.fold_seeds(jax.random.bits(jax.random.key(1), (len(blocks), chains), jnp.uint32))
+        bit_seeds = seeds[:, table_spin.bit_seed_order(chains)]
         if args.check:
             want = np.asarray(sweeps(blocks, "bytes", 8, 3)(state, seeds))
             for warps in args.warps:
-                got = sweeps(blocks, "bits", warps, 3)(packed, seeds)
+                got = sweeps(blocks, "bits", warps, 3)(packed, bit_seeds)
                 got = np.asarray(table_spin.spins_up(got, jnp.arange(n_spins + 1)))
                 print(f"check chains={chains} warps={warps}: {np.mean(got == (want == table_spin.UP)):.7f} of states "
                       f"equal, {int(np.sum(got != (want == table_spin.UP)))} differ", flush=True)
         for variant in args.variants:
             for warps in args.warps:
                 run = sweeps(blocks, variant, warps, args.sweeps)
-                start = state if variant == "bytes" else packed
-                seconds, _ = best_time(lambda i: run(start, seeds), args.repeats)
+                start, start_seeds = (state, seeds) if variant == "bytes" else (packed, bit_seeds)
+                seconds, _ = best_time(lambda i: run(start, start_seeds), args.repeats)
                 rate = args.sweeps * n_spins * chains / seconds / 1e9
                 print(f"{variant:>13} warps={warps:<2} chains={chains:>6}: {rate:8.1f} flips/ns", flush=True)
 

@@ -142,6 +142,23 @@ def test_bit_state_from_bits_from_chains_in_whole_words():
     assert table_spin.chain_multiple(table_spin.BITS_FROM) == 32
 
 
+def test_bit_seed_order_puts_a_warps_seeds_side_by_side():
+    """Position (q · words + w) · 4 + r holds chain 32 w + 4 q + r's seed, and m copies' seeds laid
+    side by side are the bit order of the tiled chains (copy i's chain c: i · chains + c)."""
+    chains, words = 96, 3
+    order = table_spin.bit_seed_order(chains)
+    q, w, r = np.meshgrid(np.arange(8), np.arange(words), np.arange(4), indexing="ij")
+    np.testing.assert_array_equal(order[((q * words + w) * 4 + r).ravel()], (32 * w + 4 * q + r).ravel())
+    assert sorted(order) == list(range(chains))
+    seeds = np.arange(2 * 5 * chains, dtype=np.uint32).reshape(2, 5, chains)  # [copies, updates, chains], chain order
+    tiled = np.concatenate([seeds[0], seeds[1]], axis=1)
+    per_copy = seeds[:, :, order]
+    np.testing.assert_array_equal(table_spin.side_by_side_bit_seeds(jnp.asarray(per_copy)),
+                                  tiled[:, table_spin.bit_seed_order(2 * chains)])
+    with pytest.raises(ValueError, match="whole words"):
+        table_spin.bit_seed_order(100)
+
+
 def test_runs_on_the_bit_state_take_the_byte_states_steps(monkeypatch):
     """The table route with the bit state (from 64 chains here; 100 chains padded to 128) gives the
     byte state's samples: the same twin arithmetic, and the state packed, observed and unpacked in
@@ -190,6 +207,7 @@ def test_bit_state_on_several_devices_and_in_side_by_side_sweeps(monkeypatch):
     for d in (1, 2, 3):
         out = _run(program, schedule, 250, [spins], "table-jnp", devices=jax.devices("cpu")[:d])
         np.testing.assert_array_equal(out[0], reference[0])
+    monkeypatch.setattr(table_spin, "BITS_FROM", 32)  # the side-by-side call's 32 chains a copy run the bit state too
     side_by_side, loop = _both_ways(monkeypatch, independent)
     for want, a, b in zip(byte_samples, side_by_side, loop):
         np.testing.assert_array_equal(a, want)
@@ -227,11 +245,12 @@ def test_bit_kernel_takes_exactly_the_byte_kernels_steps(chains, model, groups):
     assert {int(b.tables.shape[1]) for b in blocks} == groups
     up = [jax.random.bernoulli(jax.random.key(b), 0.5, (n, chains)) for b, n in enumerate(tables.block_sizes)]
     seeds = table_spin.fold_seeds(jax.random.bits(jax.random.key(13), (len(blocks), chains), jnp.uint32))
+    bit_seeds = seeds[:, table_spin.bit_seed_order(chains)]  # the bit kernel's layout of the same seeds
     byte_state, bit_state = table_spin.table_state(up), table_spin.table_state(up, packed=True)
     for _ in range(3):
         for b, block in enumerate(blocks):
             byte_state = table_spin.table_block_update(block, byte_state, seeds, b)
-            bit_state = table_spin.table_block_update(block, bit_state, seeds, b)
+            bit_state = table_spin.table_block_update(block, bit_state, bit_seeds, b)
     rows = jnp.arange(byte_state.shape[0])
     np.testing.assert_array_equal(np.asarray(table_spin.spins_up(bit_state, rows)), np.asarray(byte_state) > 0)
     assert np.mean(np.asarray(byte_state[:-1] > 0) != np.concatenate([np.asarray(u) for u in up])) > 0.1

@@ -48,7 +48,7 @@ from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_block_update
 from heatbath.kernels.tensor_spin import TILE_CHAINS as TENSOR_TILE_CHAINS
 from heatbath.kernels.tensor_spin import TensorBlock, tensor_block_update, tensor_block_update_jnp, tensor_blocks
 from heatbath.kernels.tensor_tables import TILED_ROWS_LIMIT, tensor_tiles
-from heatbath.kernels.table_spin import (chain_multiple, fold_seeds, packs, spins_up, table_block_update,
+from heatbath.kernels.table_spin import (bit_seed_order, chain_multiple, fold_seeds, packs, side_by_side_bit_seeds, spins_up, table_block_update,
                                          table_block_update_jnp, table_blocks, table_layouts, table_state)
 from heatbath.kernels.cuda_runtime import nvrtc_available
 
@@ -300,6 +300,7 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
     if params is None:
         params = all_sweep_params(program, tables)
     order = program.gibbs_spec.sampling_order
+    packed = False
     if method.startswith("tensor"):
         blocks = tensor_blocks(tables, tensor_tiles(tables), params)
         interpret = {"tensor": False, "tensor-interpret": True, "tensor-jnp": None}[method]
@@ -309,7 +310,10 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
         observe = lambda state: _observe([state], observed, tables.kind)  # noqa: E731
     elif method.startswith("table"):
         blocks = table_blocks(tables, table_layouts(tables), params)
-        state = table_state(states, packed=packs(states[0].shape[1], sum(tables.block_sizes) + 1))
+        packed = packs(states[0].shape[1], sum(tables.block_sizes) + 1)
+        state = table_state(states, packed=packed)
+        if packed:  # the bit kernel reads seeds in its own order; permuted keys give every sweep's seeds in it
+            chain_words = chain_words[bit_seed_order(chain_words.shape[0])]
         sweep = lambda state, seeds: _table_sweep(blocks, order, state, seeds, method == "table")  # noqa: E731
         observe = lambda state: _observe([state], observed, tables.kind)  # noqa: E731
     else:
@@ -320,7 +324,7 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
 
     if schedule.steps_per_sample >= 1 and reads_no_free_block(tables):
         chain_major = lambda state: [o.T for o in observe(state)]  # noqa: E731
-        return _independent_samples(schedule, chain_words.shape[0], state, sweep, chain_major, seeds_of)
+        return _independent_samples(schedule, chain_words.shape[0], state, sweep, chain_major, seeds_of, packed)
 
     backend = "pallas" if method in NATIVE_GPU_METHODS else "jnp"
     sweeps = seeded_sweeps(sweep, seeds_of, backend)
@@ -357,7 +361,8 @@ def _sweeps_per_batch(n_sweeps: int, elements_per_sweep: int) -> int:
     return -(-per_batch // CHAIN_GRANULE) * CHAIN_GRANULE
 
 
-def _independent_samples(schedule: SamplingSchedule, chains: int, state, sweep, observe, seeds_of) -> list[Array]:
+def _independent_samples(schedule: SamplingSchedule, chains: int, state, sweep, observe, seeds_of,
+                         bit_seeds: bool = False) -> list[Array]:
     """Every sample of a run whose sweeps are independent (`reads_no_free_block`), without the loop.
 
     Sample k >= 1 is what sweep n_warmup + k * steps_per_sample - 1 alone makes, and sample 0 what sweep
@@ -365,7 +370,8 @@ def _independent_samples(schedule: SamplingSchedule, chains: int, state, sweep, 
     before anything reads it. So the observed sweeps run side by side, each as a copy of the chains
     with that sweep's seeds: the same arithmetic on the same random words as the loop, hence the same
     samples, but one kernel call per block for a whole batch of sweeps instead of a loop step per
-    sweep (on a GPU, one chain of one node took about a microsecond a sample in the loop)."""
+    sweep (on a GPU, one chain of one node took about a microsecond a sample in the loop). `bit_seeds`:
+    `seeds_of` gives seeds in `table_spin.bit_seed_order` (a bit state), so the copies' seeds interleave."""
     start = 0 if schedule.n_warmup else 1
     indices = (schedule.n_warmup - 1 + schedule.steps_per_sample * np.arange(start, schedule.n_samples)).astype(np.uint32)
     leaves = jax.tree.leaves(state)
@@ -378,7 +384,10 @@ def _independent_samples(schedule: SamplingSchedule, chains: int, state, sweep, 
 
     def batch(sweeps: UInt32[Array, " m"]) -> list[Array]:
         seeds = jax.vmap(seeds_of)(sweeps)  # [m, n_free, chains]
-        seeds = jnp.moveaxis(seeds, 0, 1).reshape(seeds.shape[1], per_batch * chains)  # sweep i, chain c: i * chains + c
+        if bit_seeds:  # each copy's seeds in table_spin.bit_seed_order
+            seeds = side_by_side_bit_seeds(seeds)
+        else:
+            seeds = jnp.moveaxis(seeds, 0, 1).reshape(seeds.shape[1], per_batch * chains)  # sweep i, chain c: i * chains + c
         copies = jax.tree.map(lambda x: jnp.tile(x, (1, per_batch)), state)
         return [o.reshape(per_batch, chains, o.shape[-1]) for o in observe(sweep(copies, seeds))]
 

@@ -49,7 +49,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) table_bits_
     const int* __restrict__ neighbours,  // [n, 5 GROUPS] flat-state rows of each node's neighbours
     const float* __restrict__ tables,    // [n, GROUPS, 32] scaled partial fields
     const u32* __restrict__ hashes,      // [n] golden * node id, folded
-    const u32* __restrict__ seeds,       // [updates, 32 words] seeds of each chain, folded
+    const u32* __restrict__ seeds,       // [updates, 8, words, 4] seeds, folded, in bit_seed_order (see the loop)
     const u32* state,                    // [rows, words], the same buffer as `out`
     u32* out, int words, int n, int seed_row) {
   __shared__ __align__(256) unsigned char table[WARPS][REGION_BYTES(GROUPS)];
@@ -80,11 +80,15 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) table_bits_
       transpose_bytes(pattern[g]);
     }
 
-    const uint4* seed4 = reinterpret_cast<const uint4*>(seeds + ((size_t)seed_row * words + w) * 32);
+    // Chain 32 w + 4 q + r's seed is element r of the uint4 at q * words + w of its update's row
+    // (table_spin.bit_seed_order), so a warp's lanes read 512 consecutive bytes per load. Read as
+    // 32 seeds a word, each lane's load would touch a 128-byte line of its own: 32 lines a load kept
+    // the L1 90% busy and bound the kernel (Nsight Compute, P(14), 10,016 chains, H200).
+    const uint4* seed4 = reinterpret_cast<const uint4*>(seeds + (size_t)seed_row * words * 32) + w;
     u32 result = 0;  // chain c's bit enters at bit 0 and is shifted up by each later chain: chains go 31 .. 0
 #pragma unroll
     for (int q = 7; q >= 0; --q) {  // chains 4 q + 3 .. 4 q of the word
-      const uint4 seed = __ldg(seed4 + q);
+      const uint4 seed = __ldg(seed4 + (size_t)q * words);
       const u32 seed_of[4] = {seed.x, seed.y, seed.z, seed.w};
 #pragma unroll
       for (int r = 3; r >= 0; --r) {

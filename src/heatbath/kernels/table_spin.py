@@ -25,9 +25,10 @@ From BITS_FROM chains a device on, the flat state holds one bit per spin and cha
 (`table_bits.cu`: uint32 words of 32 chains; `table_state(..., packed=True)`). A warp forms its
 patterns by transposing the neighbour words' bits, and reads an eighth of the bytes per flip; the
 tables, words and float arithmetic are the byte kernel's, so every chain takes exactly the same
-steps whichever layout runs (on one H200, P(14), the kernel alone: 523–529 against 425–433 flips/ns
-at 10,240 chains, 643–644 against 516–522 at 65,536). With fewer chains a thread's 32 chains leave most of
-a warp idle, so the byte layout stays. `table_block_update` and its twin read the layout from the
+steps whichever layout runs (on one H200, P(14), the kernel alone: 631 against 419 flips/ns at
+10,016 chains, 809 against 523 at 65,536). Its seeds come in their own order (`bit_seed_order`), so
+that a warp's seed loads are contiguous. With fewer chains a thread's 32 chains leave most of a warp
+idle, so the byte layout stays. `table_block_update` and its twin read the layout from the
 state's dtype (uint8 bytes, uint32 bits).
 
 Index tables are static numpy, built once per program structure (`table_layouts`); the tables are
@@ -51,7 +52,8 @@ from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours, r
 from heatbath.kernels.tensor_tables import greedy_tiles
 
 __all__ = ["GROUP", "MAX_GROUPS", "UP", "WARPS", "WORDS", "BITS_FROM", "TableLayout", "TableBlock", "table_layouts",
-           "table_blocks", "table_state", "packs", "chain_multiple", "spins_up", "fold_seeds", "table_block_update",
+           "table_blocks", "table_state", "packs", "chain_multiple", "spins_up", "bit_seed_order", "side_by_side_bit_seeds",
+           "fold_seeds", "table_block_update",
            "table_pair_update", "table_block_update_jnp"]
 
 GROUP = 5  # neighbours per table: 32 entries, one per shared-memory bank
@@ -213,6 +215,25 @@ def _unpack(words: UInt32[Array, "rows words"]) -> Bool[Array, "rows chains"]:
     return bits.reshape(words.shape[0], -1) > 0
 
 
+def bit_seed_order(chains: int) -> np.ndarray:
+    """The chain whose seed each position of a bit-state seed row holds: `table_bits.cu` reads chain
+    32 w + 4 q + r's seed at (q · words + w) · 4 + r, so that a warp's 32 lanes (32 consecutive words)
+    load 512 consecutive bytes. Seeds for a uint32 state are `seeds[:, bit_seed_order(chains)]`; the
+    route permutes the chains' key words once instead, and the per-sweep seeds come out in this order."""
+    if chains % BIT_CHAINS:
+        raise ValueError(f"a bit state holds whole words of {BIT_CHAINS} chains; got {chains}")
+    return np.arange(chains).reshape(chains // BIT_CHAINS, 8, 4).transpose(1, 0, 2).reshape(-1)
+
+
+def side_by_side_bit_seeds(seeds: UInt32[Array, "m updates chains"]) -> UInt32[Array, "updates m_chains"]:
+    """The seeds of m copies of a bit state laid side by side (copy i's chain c is chain i · chains + c
+    of the tiled state), from each copy's seeds in `bit_seed_order`: within each of the 8 groups of
+    positions, the copies' words follow one another."""
+    m, updates, chains = seeds.shape
+    by_group = seeds.reshape(m, updates, 8, chains // BIT_CHAINS, 4).transpose(1, 2, 0, 3, 4)
+    return by_group.reshape(updates, m * chains)
+
+
 def fold_seeds(seeds: UInt32[Array, "*n"]) -> UInt32[Array, "*n"]:
     """Seeds as the kernel takes them (`fold16`)."""
     return fold16(seeds)
@@ -245,7 +266,8 @@ def table_block_update(
     array, so no slice is copied per update. `warps` nodes per thread block and `words` 4-chain words
     per thread (default WARPS, `words_for(chains)`); chains must be a multiple of 4 · `words`. `defines`: more `-D`
     switches (the diagnostics of bench/table_spin_probe.py). A uint32 state (one bit per spin) runs
-    `table_bits.cu` instead (`warps` default BIT_WARPS; `words` does not apply)."""
+    `table_bits.cu` instead (`warps` default BIT_WARPS; `words` does not apply), with its seeds in
+    `bit_seed_order`."""
     from heatbath.kernels.cuda_runtime import compile_ptx, compute_capability, cuda_call
 
     if state.dtype == jnp.uint32:
@@ -326,8 +348,10 @@ def table_block_update_jnp(
 ) -> UInt8[Array, "N1 chains"]:
     """`table_block_update` in jax.numpy: the same patterns, table sums, words and comparison (a bit
     state is unpacked to bytes and packed again)."""
-    if state.dtype == jnp.uint32:
-        return _pack(table_block_update_jnp(block, jnp.where(_unpack(state), UP, 0).astype(jnp.uint8), seeds, row) == UP)
+    if state.dtype == jnp.uint32:  # seeds in bit_seed_order: back to chain order for the byte twin
+        in_chain_order = seeds[:, np.argsort(bit_seed_order(seeds.shape[1]))]
+        bytes_ = jnp.where(_unpack(state), UP, 0).astype(jnp.uint8)
+        return _pack(table_block_update_jnp(block, bytes_, in_chain_order, row) == UP)
     seed = seeds[row]
     n, groups = block.tables.shape[:2]
     spins = state[block.neighbours].astype(jnp.uint32).reshape(n, groups, GROUP, -1)
