@@ -8,13 +8,15 @@ states bit for bit (both kernels do the same float arithmetic per chain, so they
 Variants: `bytes` (the byte kernel), `bits` (registers capped so that an SM holds 32 warps: 64 a thread),
 `bits_no_draw` (spin = sign of the field), `bits_uncapped` (96 registers with 4 warps a block) and
 `bits_min6` / `bits_min12` / `bits_min16` (6 / 12 / 16 blocks of 4 warps an SM: 79 / 40 / 32 registers).
+`--loop-tiles` and `--loop-from` set how many tiles of 32 words a warp takes, from how many words on
+(`table_spin.BIT_LOOP_TILES`, `BIT_LOOP_FROM`).
 
 `--degree D ...` runs the same on random D-regular graphs of `--nodes` spins (couplings N(0, 0.3²),
 biases N(0, 1), greedy colours) instead of P(14): nodes of more than 15 neighbours (four or more
 tables), for which `method="table"` kept one byte a spin until these measurements (BENCHMARKS.md).
 
     PYTHONPATH=src python3 bench/table_bits_probe.py [--chains 10240 65536] [--warps 4 8] [--check]
-        [--degree 20 40 [--nodes 4096]]
+        [--degree 20 40 [--nodes 4096]] [--loop-tiles 1 2 4] [--loop-from 1024]
 """
 
 from __future__ import annotations
@@ -75,7 +77,11 @@ def main(argv=None) -> None:
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--degree", type=int, nargs="+", default=[], help="random regular graphs instead of P(14)")
     parser.add_argument("--nodes", type=int, default=4096)
+    parser.add_argument("--loop-tiles", type=int, nargs="+", default=[table_spin.BIT_LOOP_TILES],
+                        help="tiles of 32 words a warp takes from table_spin.BIT_LOOP_FROM words on")
+    parser.add_argument("--loop-from", type=int, default=table_spin.BIT_LOOP_FROM, help="table_spin.BIT_LOOP_FROM")
     args = parser.parse_args(argv)
+    table_spin.BIT_LOOP_FROM = args.loop_from
     if args.degree:
         for degree in args.degree:
             _, tables, blocks = regular_graph_blocks(degree, args.nodes)
@@ -106,11 +112,15 @@ def measure(args, tables, blocks) -> None:
                       f"equal, {int(np.sum(got != (want == table_spin.UP)))} differ", flush=True)
         for variant in args.variants:
             for warps in args.warps:
-                run = sweeps(blocks, variant, warps, args.sweeps)
-                start, start_seeds = (state, seeds) if variant == "bytes" else (packed, bit_seeds)
-                seconds, _ = best_time(lambda i: run(start, start_seeds), args.repeats)
-                rate = args.sweeps * n_spins * chains / seconds / 1e9
-                print(f"{variant:>13} warps={warps:<2} chains={chains:>6}: {rate:8.1f} flips/ns", flush=True)
+                for loop_tiles in args.loop_tiles if variant != "bytes" else [None]:
+                    table_spin.BIT_LOOP_TILES = loop_tiles or table_spin.BIT_LOOP_TILES
+                    run = sweeps(blocks, variant, warps, args.sweeps)
+                    start, start_seeds = (state, seeds) if variant == "bytes" else (packed, bit_seeds)
+                    seconds, _ = best_time(lambda i: run(start, start_seeds), args.repeats)
+                    rate = args.sweeps * n_spins * chains / seconds / 1e9
+                    loops = loop_tiles and chains // table_spin.BIT_CHAINS >= table_spin.BIT_LOOP_FROM
+                    tiles = f" loop tiles={loop_tiles}" if loops else ""
+                    print(f"{variant:>13} warps={warps:<2} chains={chains:>6}{tiles}: {rate:8.1f} flips/ns", flush=True)
 
 
 if __name__ == "__main__":

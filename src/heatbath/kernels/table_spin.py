@@ -67,7 +67,8 @@ UP = 4  # the state byte of an up spin: a pattern of five such bytes is its tabl
 BITS_FROM = 8192  # chains a device from which the state is one bit per spin (`table_bits.cu`)
 BIT_CHAINS = 32  # chains per word of the bit state
 BIT_WARPS = 4  # nodes per thread block of the bit kernel (2 / 4 / 8: 515 / 512 / 485 flips/ns, P(14), 10,016 chains, H200)
-BIT_LOOP_FROM = 1024  # words (32,768 chains) from which a warp takes two tiles of 32 words (+3% at 65,536 chains)
+BIT_LOOP_FROM = 1024  # words (32,768 chains) from which a warp takes BIT_LOOP_TILES tiles of 32 words
+BIT_LOOP_TILES = 2  # (+3% at 65,536 chains against one)
 SCALE = -2.0 / math.log(2.0)  # c = −2 log2 e
 
 
@@ -300,7 +301,7 @@ def _bits_update(block: TableBlock, state: UInt32[Array, "N1 words"], seeds: UIn
     ptx = compile_ptx(_source("table_bits.cu"), "table_bits.cu", (("GROUPS", block.tables.shape[1]), ("WARPS", warps),
                                                                    *defines), compute_capability())
     tiles = -(-words // BIT_CHAINS)  # of 32 words, one per lane of a warp
-    grid = (-(-n // warps), -(-tiles // (2 if words >= BIT_LOOP_FROM else 1)), 1)
+    grid = (-(-n // warps), -(-tiles // (BIT_LOOP_TILES if words >= BIT_LOOP_FROM else 1)), 1)
     (out,) = cuda_call(ptx, "table_bits_update", [block.rows, block.neighbours, block.tables, block.hashes, seeds, state],
                        [(state.shape, "uint32")], grid=grid, num_warps=warps, scalars=(words, n, row), aliases={5: 0})
     return out
