@@ -48,8 +48,8 @@ from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_block_update
 from heatbath.kernels.tensor_spin import TILE_CHAINS as TENSOR_TILE_CHAINS
 from heatbath.kernels.tensor_spin import TensorBlock, tensor_block_update, tensor_block_update_jnp, tensor_blocks
 from heatbath.kernels.tensor_tables import TILED_ROWS_LIMIT, tensor_tiles
-from heatbath.kernels.table_spin import (bit_seed_order, chain_multiple, fold_seeds, packs, side_by_side_bit_seeds, spins_up, table_block_update,
-                                         table_block_update_jnp, table_blocks, table_layouts, table_state)
+from heatbath.kernels.table_spin import (bit_seed_order, chain_multiple, fold_seeds, packs, side_by_side_bit_seeds, spins_up,
+                                         table_block_update, table_block_update_jnp, table_blocks, table_layouts, table_state)
 from heatbath.kernels.cuda_runtime import nvrtc_available
 
 __all__ = ["run_pairwise", "all_sweep_params", "chosen_method", "sweep_seeds", "sweep_seeds_of", "tensor_path_applies", "check_method", "check_concrete_categories", "METHODS"]
