@@ -349,10 +349,10 @@ def table_block_update_jnp(
 ) -> UInt8[Array, "N1 chains"]:
     """`table_block_update` in jax.numpy: the same patterns, table sums, words and comparison (a bit
     state is unpacked to bytes and packed again)."""
-    if state.dtype == jnp.uint32:  # seeds in bit_seed_order: back to chain order for the byte twin
-        in_chain_order = seeds[:, np.argsort(bit_seed_order(seeds.shape[1]))]
+    if state.dtype == jnp.uint32:  # seeds in bit_seed_order: this update's row back in chain order
+        in_chain_order = seeds[row][np.argsort(bit_seed_order(seeds.shape[1]))]
         bytes_ = jnp.where(_unpack(state), UP, 0).astype(jnp.uint8)
-        return _pack(table_block_update_jnp(block, bytes_, in_chain_order, row) == UP)
+        return _pack(table_block_update_jnp(block, bytes_, in_chain_order[None], 0) == UP)
     seed = seeds[row]
     n, groups = block.tables.shape[:2]
     spins = state[block.neighbours].astype(jnp.uint32).reshape(n, groups, GROUP, -1)
