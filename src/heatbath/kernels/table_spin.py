@@ -66,6 +66,7 @@ CHAIN_MULTIPLE = 4 * WORDS  # chains of a call are padded to this
 UP = 4  # the state byte of an up spin: a pattern of five such bytes is its table entry's byte offset
 BITS_FROM = 8192  # chains a device from which the state is one bit per spin (`table_bits.cu`)
 BIT_CHAINS = 32  # chains per word of the bit state
+SEED_LOADS, SEEDS_A_LOAD = 8, 4  # the bit kernel reads a word's 32 seeds in 8 uint4 loads (`bit_seed_order`)
 BIT_WARPS = 4  # nodes per thread block of the bit kernel (2 / 4 / 8: 515 / 512 / 485 flips/ns, P(14), 10,016 chains, H200)
 BIT_LOOP_FROM = 1024  # words (32,768 chains) from which a warp takes BIT_LOOP_TILES tiles of 32 words
 BIT_LOOP_TILES = 2  # (+3% at 65,536 chains against one)
@@ -223,15 +224,15 @@ def bit_seed_order(chains: int) -> np.ndarray:
     route permutes the chains' key words once instead, and the per-sweep seeds come out in this order."""
     if chains % BIT_CHAINS:
         raise ValueError(f"a bit state holds whole words of {BIT_CHAINS} chains; got {chains}")
-    return np.arange(chains).reshape(chains // BIT_CHAINS, 8, 4).transpose(1, 0, 2).reshape(-1)
+    return np.arange(chains).reshape(chains // BIT_CHAINS, SEED_LOADS, SEEDS_A_LOAD).transpose(1, 0, 2).reshape(-1)
 
 
 def side_by_side_bit_seeds(seeds: UInt32[Array, "m updates chains"]) -> UInt32[Array, "updates m_chains"]:
     """The seeds of m copies of a bit state laid side by side (copy i's chain c is chain i · chains + c
-    of the tiled state), from each copy's seeds in `bit_seed_order`: within each of the 8 groups of
-    positions, the copies' words follow one another."""
+    of the tiled state), from each copy's seeds in `bit_seed_order`: within each of the SEED_LOADS groups
+    of positions, the copies' words follow one another."""
     m, updates, chains = seeds.shape
-    by_group = seeds.reshape(m, updates, 8, chains // BIT_CHAINS, 4).transpose(1, 2, 0, 3, 4)
+    by_group = seeds.reshape(m, updates, SEED_LOADS, chains // BIT_CHAINS, SEEDS_A_LOAD).transpose(1, 2, 0, 3, 4)
     return by_group.reshape(updates, m * chains)
 
 
