@@ -233,7 +233,9 @@ def _regular_spin_glass(degree, n, seed):
 @pytest.mark.parametrize("model, groups", [(lambda: _spin_glass(700, 12), {2, 3}), (lambda: _regular_spin_glass(4, 700, 14), {1}),
                                            (lambda: _regular_spin_glass(22, 300, 15), {5}), (lambda: _regular_spin_glass(40, 200, 16), {8})],
                          ids=["two or three tables", "one table", "five tables", "eight tables"])
-@pytest.mark.parametrize("chains", [1056, 33 * 1024 + 64])  # a part-filled tile of 32 words; two tiles a warp, one part-filled
+# a part-filled tile of 32 words; from BIT_LOOP_FROM words on (the second) several tiles a warp, one
+# part-filled, and the pair-table form for nodes of two tables or more
+@pytest.mark.parametrize("chains", [1056, 33 * 1024 + 64])
 def test_bit_kernel_takes_exactly_the_byte_kernels_steps(chains, model, groups):
     """The bit kernel (`table_bits.cu`) and the byte kernel run the same float arithmetic per chain:
     after several sweeps of a spin glass, equal states bit for bit, for nodes of one to eight tables

@@ -14,6 +14,14 @@
 //
 // Against one byte per spin this reads an eighth of the bytes per flip, for about as many instructions
 // per pattern (the transpose: about 1.4 per chain and group of five; the byte kernel's sums: 1.25).
+//
+// PAIR (the host sets it from table_spin.BIT_LOOP_FROM words on, for nodes of two tables or more): a
+// block takes one node and first adds up its pair table, T_0[p_0] + T_1[p_1] for all 32 x 32
+// patterns (the sum the byte kernel forms first, so every chain's steps stay bit-identical). Group
+// 1's first slot goes in row 7 of group 0's transpose and its other four in rows 0..3 of a second
+// one, so one prmt of the two pattern bytes gives the pair entry's byte offset 4 p_0 + 128 p_1: a
+// permute, a load and an add fewer per flip (SASS, P(14)'s three tables: 26 instructions a chain
+// against 29), for 4 KB of shared memory a block.
 
 // mix32_tail, exp2_approx, shared_at and field_share: table_common.cuh, which the host puts first.
 
@@ -37,9 +45,20 @@ __device__ __forceinline__ void transpose_bytes(u32 (&a)[8]) {
   for (int i = 0; i < 8; i += 2) swap_blocks<1>(a[i], a[i + 1], 0x55555555u);
 }
 
+// prmt.b32 in its default mode, where a selector nibble of 8 or more repeats bit 7 of the byte it
+// names (__byte_perm keeps only the low 3 bits of each nibble): bytes below 128 give zero bytes.
+__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 selector) {
+  u32 d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(selector));
+  return d;
+}
+
 // Blocks an SM must hold. Up to three groups: 32 warps, so at most 64 registers a thread (96 uncapped with
 // 4 warps, no spills either way; capped, P(14) ran 529 against 505 flips/ns at 10,240 chains on an H200).
 // More groups would spill under that cap, and stay uncapped.
+#ifndef PAIR
+#define PAIR 0
+#endif
 #ifndef MIN_BLOCKS
 #define MIN_BLOCKS (GROUPS <= 3 ? 32 / WARPS : 1)
 #endif
@@ -62,6 +81,22 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) table_bits_
   for (int k = lane; k < GROUPS * 5; k += 32) slot_rows[warp][k] = neighbours[(size_t)node * GROUPS * 5 + k];
   __syncwarp();
   const u32 base = (u32)__cvta_generic_to_shared(mine);  // byte 0 is zero
+#if PAIR
+  // One node a block, so the tables sit at static shared addresses (the loads' uniform operand).
+  static_assert(WARPS == 1 && GROUPS >= 2, "PAIR: one node a block, two groups or more");
+  __shared__ __align__(1024) float pair[32 * 32];  // [p1][p0] = T0[p0] + T1[p1], the byte kernel's first sum
+  __shared__ __align__(128) float singles[GROUPS > 2 ? (GROUPS - 2) * 32 : 1];  // T2, T3, ...
+  {
+    const float t0 = mine[lane];
+#pragma unroll 8
+    for (int p1 = 0; p1 < 32; ++p1) pair[p1 * 32 + lane] = t0 + mine[32 + p1];
+#pragma unroll
+    for (int g = 2; g < GROUPS; ++g) singles[(g - 2) * 32 + lane] = mine[g * 32 + lane];
+  }
+  __syncwarp();
+  const u32 pair_base = (u32)__cvta_generic_to_shared(pair);
+  const u32 singles_base = (u32)__cvta_generic_to_shared(singles);
+#endif
   const u32 hash = __ldg(hashes + node);
   const u32 row = __ldg(rows + node) * (u32)words;
   u32 offset[GROUPS * 5];  // rows * words < 2^32 (the host checks), so offsets are 32-bit
@@ -72,8 +107,24 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) table_bits_
   // table, rows and hash are read once for several words).
   for (u32 w = blockIdx.y * 32 + lane; w < (u32)words; w += 32 * gridDim.y) {
     u32 pattern[GROUPS][8];
+#if PAIR
+    // group 0 in rows 2..6 and group 1's first slot in row 7 (bit 7: 128 p1 & 1); group 1's other
+    // slots in rows 0..3 (p1 >> 1, one byte up: 256 (p1 >> 1)). So the two bytes are 4 p0 + 128 p1.
+    pattern[0][0] = pattern[0][1] = 0;
+#pragma unroll
+    for (int k = 0; k < 5; ++k) pattern[0][2 + k] = __ldg(state + (offset[k] + w));
+    pattern[0][7] = __ldg(state + (offset[5] + w));
+#pragma unroll
+    for (int k = 0; k < 4; ++k) pattern[1][k] = __ldg(state + (offset[6 + k] + w));
+    pattern[1][4] = pattern[1][5] = pattern[1][6] = pattern[1][7] = 0;
+    transpose_bytes(pattern[0]);
+    transpose_bytes(pattern[1]);
+#pragma unroll
+    for (int g = 2; g < GROUPS; ++g) {
+#else
 #pragma unroll
     for (int g = 0; g < GROUPS; ++g) {
+#endif
       pattern[g][0] = pattern[g][1] = pattern[g][7] = 0;
 #pragma unroll
       for (int k = 0; k < 5; ++k) pattern[g][2 + k] = __ldg(state + (offset[g * 5 + k] + w));
@@ -93,10 +144,18 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) table_bits_
 #pragma unroll
       for (int r = 3; r >= 0; --r) {
         const int c = 4 * q + r;
+#if PAIR
+        const int k = c >> 3;  // selectors: byte k of each row, then bit 7 of a byte below 128 (zeros)
+        float s = shared_at<0>(pair_base + prmt(pattern[0][c & 7], pattern[1][c & 7], 0xCC40 + 0x1111 * k));
+#pragma unroll
+        for (int g = 2; g < GROUPS; ++g)
+          s += shared_at<0>(singles_base + 128 * (g - 2) + prmt(pattern[g][c & 7], 0, 0x8880 + 0x1111 * k));
+#else
         u32 address[GROUPS];
 #pragma unroll
         for (int g = 0; g < GROUPS; ++g) address[g] = __byte_perm(pattern[g][c & 7], base, 0x7650 + (c >> 3));
         const float s = field_share<GROUPS - 1, GROUPS>(address);
+#endif
 #ifdef PROBE_NO_DRAW  // diagnostic: spin = sign of the field (s < 0, as the byte probe), no random word and no exp
         const u32 below = s < 0.0f ? 0x80000000u : 0u;
 #else

@@ -69,7 +69,9 @@ BIT_CHAINS = 32  # chains per word of the bit state
 SEED_LOADS, SEEDS_A_LOAD = 8, 4  # the bit kernel reads a word's 32 seeds in 8 uint4 loads (`bit_seed_order`)
 BIT_WARPS = 4  # nodes per thread block of the bit kernel (2 / 4 / 8: 515 / 512 / 485 flips/ns, P(14), 10,016 chains, H200)
 BIT_LOOP_FROM = 1024  # words (32,768 chains) from which a warp takes BIT_LOOP_TILES tiles of 32 words
-BIT_LOOP_TILES = 2  # (+3% at 65,536 chains against one)
+BIT_LOOP_TILES = 8  # (P(14), 262,144 chains, H200: 847 / 855 / 860 flips/ns with 2 / 4 / 8, four-node blocks)
+# From BIT_LOOP_FROM words on, nodes of two tables or more take the pair-table form of the bit kernel
+# (PAIR in table_bits.cu, one node a block): P(14), 262,144 chains, H200, 8 tiles: 923 against 860 flips/ns.
 SCALE = -2.0 / math.log(2.0)  # c = −2 log2 e
 
 
@@ -291,18 +293,24 @@ def table_block_update(
 
 def _bits_update(block: TableBlock, state: UInt32[Array, "N1 words"], seeds: UInt32[Array, "updates chains"], row: int,
                  warps: int, defines: tuple[tuple[str, int], ...]) -> UInt32[Array, "N1 words"]:
+    """`table_block_update` on a bit state. From BIT_LOOP_FROM words on a warp loops over
+    BIT_LOOP_TILES tiles of 32 words, and nodes of two tables or more read their first two tables
+    as one pair table (one node a block; `("PAIR", 0)` or `("PAIR", 1)` in `defines` overrides)."""
     from heatbath.kernels.cuda_runtime import compile_ptx, compute_capability, cuda_call
 
-    words, n = state.shape[1], block.rows.shape[0]
+    words, n, groups = state.shape[1], block.rows.shape[0], block.tables.shape[1]
     if seeds.shape[1] != BIT_CHAINS * words or state.shape[0] * words >= 2**32:
         raise ValueError(f"a bit state of {state.shape} needs {BIT_CHAINS * words} chains of seeds (got {seeds.shape[1]}) "
                          "and rows x words below 2^32")
     if n == 0:
         return state
-    ptx = compile_ptx(_source("table_bits.cu"), "table_bits.cu", (("GROUPS", block.tables.shape[1]), ("WARPS", warps),
-                                                                   *defines), compute_capability())
+    looping = words >= BIT_LOOP_FROM
+    pair = int(dict(defines).get("PAIR", looping and groups >= 2))
+    warps = 1 if pair else warps
+    defines = (("GROUPS", groups), ("WARPS", warps), ("PAIR", pair), *(d for d in defines if d[0] != "PAIR"))
+    ptx = compile_ptx(_source("table_bits.cu"), "table_bits.cu", defines, compute_capability())
     tiles = -(-words // BIT_CHAINS)  # of 32 words, one per lane of a warp
-    grid = (-(-n // warps), -(-tiles // (BIT_LOOP_TILES if words >= BIT_LOOP_FROM else 1)), 1)
+    grid = (-(-n // warps), -(-tiles // (BIT_LOOP_TILES if looping else 1)), 1)
     (out,) = cuda_call(ptx, "table_bits_update", [block.rows, block.neighbours, block.tables, block.hashes, seeds, state],
                        [(state.shape, "uint32")], grid=grid, num_warps=warps, scalars=(words, n, row), aliases={5: 0})
     return out
