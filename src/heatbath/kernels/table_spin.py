@@ -210,8 +210,13 @@ def spins_up(state, ids: Int32[Array, " k"]) -> Bool[Array, "k chains"]:
 
 
 def _pack(up: Bool[Array, "rows chains"]) -> UInt32[Array, "rows words"]:
-    words = up.astype(jnp.uint32).reshape(up.shape[0], -1, BIT_CHAINS) << jnp.arange(BIT_CHAINS, dtype=jnp.uint32)
-    return jnp.sum(words, axis=2, dtype=jnp.uint32)  # distinct bits: the sum is their or
+    """Bit c of word w: chain 32 w + c. An or of 32 shifted slices, one elementwise pass: a sum over a
+    `[rows, words, 32]` uint32 array made XLA materialise it (67 GB for P(14) at 4,194,304 chains)."""
+    grouped = up.reshape(up.shape[0], -1, BIT_CHAINS)
+    words = grouped[:, :, 0].astype(jnp.uint32)
+    for c in range(1, BIT_CHAINS):
+        words = words | (grouped[:, :, c].astype(jnp.uint32) << c)
+    return words
 
 
 def _unpack(words: UInt32[Array, "rows words"]) -> Bool[Array, "rows chains"]:
