@@ -7,7 +7,8 @@ from the same initial state and seeds. `--check` runs a few sweeps of each and c
 states bit for bit (both kernels do the same float arithmetic per chain, so they must agree exactly).
 Variants: `bytes` (the byte kernel), `bits` (the library's choice: registers capped so that an SM holds
 32 warps, 64 a thread; from `BIT_LOOP_FROM` words on the pair-table form for nodes of two tables or
-more), `bits_no_pair` / `pair` (without / always with the pair-table form, one node a block),
+more), `bits_no_pair` / `pair` (without / always with the pair-table form; that form takes one
+node a block whatever `--warps` says),
 `bits_no_draw` (spin = sign of the field), `bits_uncapped` (96 registers with 4 warps a block) and
 `bits_min6` / `bits_min12` / `bits_min16` (6 / 12 / 16 blocks of 4 warps an SM: 79 / 40 / 32 registers).
 `--loop-tiles` and `--loop-from` set how many tiles of 32 words a warp takes, from how many words on
@@ -44,12 +45,6 @@ DEFINES = {"bits": (), "bits_no_draw": (("PROBE_NO_DRAW", 1),), "bits_uncapped":
            "bits_no_pair": (("PAIR", 0),), "pair": (("PAIR", 1),)}
 
 
-def warps_of(variant: str, warps: int) -> int:
-    """The pair-table form takes one node a block (its tables sit at static shared addresses); `bits`
-    takes it where the library does (from BIT_LOOP_FROM words on, nodes of two tables or more)."""
-    return 1 if variant == "pair" else warps
-
-
 def sweeps(blocks, variant: str, warps: int, count: int):
     """`count` sweeps of the byte kernel (`variant` "bytes") or of the bit kernel, in place."""
     def body(_, state, seeds):
@@ -57,8 +52,7 @@ def sweeps(blocks, variant: str, warps: int, count: int):
             if variant == "bytes":
                 state = table_spin.table_block_update(block, state, seeds, b, warps=warps, words=4)
             else:
-                state = table_spin.table_block_update(block, state, seeds, b, warps=warps_of(variant, warps),
-                                                      defines=DEFINES[variant])
+                state = table_spin.table_block_update(block, state, seeds, b, warps=warps, defines=DEFINES[variant])
         return state
 
     return jax.jit(lambda state, seeds: jax.lax.fori_loop(0, count, functools.partial(body, seeds=seeds), state))
@@ -119,7 +113,7 @@ def measure(args, tables, blocks) -> None:
                 for warps in args.warps:
                     got = sweeps(blocks, variant, warps, 3)(packed, bit_seeds)
                     got = np.asarray(table_spin.spins_up(got, jnp.arange(n_spins + 1)))
-                    print(f"check {variant} chains={chains} warps={warps_of(variant, warps)}: "
+                    print(f"check {variant} chains={chains} warps={warps}: "
                           f"{np.mean(got == (want == table_spin.UP)):.7f} of states equal, "
                           f"{int(np.sum(got != (want == table_spin.UP)))} differ", flush=True)
         for variant in args.variants:
@@ -132,7 +126,7 @@ def measure(args, tables, blocks) -> None:
                     rate = args.sweeps * n_spins * chains / seconds / 1e9
                     loops = loop_tiles and chains // table_spin.BIT_CHAINS >= table_spin.BIT_LOOP_FROM
                     tiles = f" loop tiles={loop_tiles}" if loops else ""
-                    print(f"{variant:>13} warps={warps_of(variant, warps):<2} chains={chains:>6}{tiles}: {rate:8.1f} flips/ns", flush=True)
+                    print(f"{variant:>13} warps={warps:<2} chains={chains:>6}{tiles}: {rate:8.1f} flips/ns", flush=True)
 
 
 if __name__ == "__main__":
