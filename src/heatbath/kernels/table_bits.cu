@@ -85,17 +85,14 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) table_bits_
   // One node a block, so the tables sit at static shared addresses (the loads' uniform operand).
   static_assert(WARPS == 1 && GROUPS >= 2, "PAIR: one node a block, two groups or more");
   __shared__ __align__(1024) float pair[32 * 32];  // [p1][p0] = T0[p0] + T1[p1], the byte kernel's first sum
-  __shared__ __align__(128) float singles[GROUPS > 2 ? (GROUPS - 2) * 32 : 1];  // T2, T3, ...
   {
     const float t0 = mine[lane];
 #pragma unroll 8
     for (int p1 = 0; p1 < 32; ++p1) pair[p1 * 32 + lane] = t0 + mine[32 + p1];
-#pragma unroll
-    for (int g = 2; g < GROUPS; ++g) singles[(g - 2) * 32 + lane] = mine[g * 32 + lane];
   }
   __syncwarp();
   const u32 pair_base = (u32)__cvta_generic_to_shared(pair);
-  const u32 singles_base = (u32)__cvta_generic_to_shared(singles);
+  const u32 singles_base = (u32)__cvta_generic_to_shared(table[0]);  // T2, T3, ... at 256, 384, ...
 #endif
   const u32 hash = __ldg(hashes + node);
   const u32 row = __ldg(rows + node) * (u32)words;
@@ -149,7 +146,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) table_bits_
         float s = shared_at<0>(pair_base + prmt(pattern[0][c & 7], pattern[1][c & 7], 0xCC40 + 0x1111 * k));
 #pragma unroll
         for (int g = 2; g < GROUPS; ++g)
-          s += shared_at<0>(singles_base + 128 * (g - 2) + prmt(pattern[g][c & 7], 0, 0x8880 + 0x1111 * k));
+          s += shared_at<0>(singles_base + 128 * g + prmt(pattern[g][c & 7], 0, 0x8880 + 0x1111 * k));
 #else
         u32 address[GROUPS];
 #pragma unroll
