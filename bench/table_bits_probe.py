@@ -42,7 +42,7 @@ from heatbath.kernels import table_spin  # noqa: E402
 
 DEFINES = {"bits": (), "bits_no_draw": (("PROBE_NO_DRAW", 1),), "bits_uncapped": (("MIN_BLOCKS", 1),),
            "bits_min6": (("MIN_BLOCKS", 6),), "bits_min12": (("MIN_BLOCKS", 12),), "bits_min16": (("MIN_BLOCKS", 16),),
-           "bits_no_pair": (("PAIR", 0),), "pair": (("PAIR", 1),)}
+           "bits_no_pair": (("PAIR", 0), ("FULL", 0)), "pair": (("PAIR", 1), ("FULL", 0)), "full": (("FULL", 1),)}
 
 
 def sweeps(blocks, variant: str, warps: int, count: int):

@@ -231,10 +231,12 @@ def _regular_spin_glass(degree, n, seed):
 
 @pytest.mark.skipif(not NATIVE, reason="the native kernel runs on a CUDA GPU with NVRTC")
 @pytest.mark.parametrize("model, groups", [(lambda: _spin_glass(700, 12), {2, 3}), (lambda: _regular_spin_glass(4, 700, 14), {1}),
-                                           (lambda: _regular_spin_glass(22, 300, 15), {5}), (lambda: _regular_spin_glass(40, 200, 16), {8})],
-                         ids=["two or three tables", "one table", "five tables", "eight tables"])
+                                           (lambda: _regular_spin_glass(22, 300, 15), {5}), (lambda: _regular_spin_glass(40, 200, 16), {8}),
+                                           (lambda: _regular_spin_glass(14, 1400, 17), {3})],
+                         ids=["two or three tables", "one table", "five tables", "eight tables", "three tables, 28-242 a colour"])
 # a part-filled tile of 32 words; from BIT_LOOP_FROM words on (the second) several tiles a warp, one
-# part-filled, and the pair-table form for nodes of two tables or more
+# part-filled, the pair-table form for nodes of two tables or more and the full table for three
+# (colours of more nodes than an H200's 132 SMs, whole generations, and of fewer, split passes)
 @pytest.mark.parametrize("chains", [1056, 33 * 1024 + 64])
 def test_bit_kernel_takes_exactly_the_byte_kernels_steps(chains, model, groups):
     """The bit kernel (`table_bits.cu`) and the byte kernel run the same float arithmetic per chain:

@@ -33,7 +33,8 @@ import numpy as np
 
 from heatbath.errors import HeatbathError
 
-__all__ = ["nvrtc_available", "nvrtc_version", "compile_ptx", "cuda_call", "compute_capability"]
+__all__ = ["nvrtc_available", "nvrtc_version", "compile_ptx", "cuda_call", "compute_capability", "multiprocessor_count",
+           "shared_bytes_limit"]
 
 TARGET = "triton_kernel_call_ffi"
 
@@ -119,6 +120,26 @@ def _kernel_call_lib():
     return gpu_triton if hasattr(gpu_triton, "TritonKernelCall") else None
 
 
+@functools.cache
+def _device_attribute(code: int) -> int:
+    """CUDA device attribute `code` (cuDeviceGetAttribute) of the first CUDA device."""
+    cuda = ctypes.CDLL("libcuda.so.1")
+    device, value = ctypes.c_int(), ctypes.c_int()
+    if cuda.cuInit(0) or cuda.cuDeviceGet(ctypes.byref(device), 0) or cuda.cuDeviceGetAttribute(ctypes.byref(value), code, device):
+        raise HeatbathError(f"the CUDA driver could not report device attribute {code}")
+    return value.value
+
+
+def multiprocessor_count() -> int:
+    """The number of SMs of the first CUDA device (132 on an H100/H200 SXM)."""
+    return _device_attribute(16)  # CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
+
+
+def shared_bytes_limit() -> int:
+    """The most shared memory a block of the first CUDA device may opt in to (227 KB on an H100/H200)."""
+    return _device_attribute(97)  # CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+
+
 def compute_capability() -> int:
     """The compute capability of the first CUDA device as major·10 + minor (90 on an H100/H200)."""
     return int(_kernel_call_lib().get_compute_capability(0))
@@ -159,9 +180,10 @@ def _abstract(*args, out_types, **_):
     return [jax.core.ShapedArray(shape, np.dtype(dtype)) for shape, dtype in out_types]
 
 
-def _lowering(ctx, *args, ptx, name, grid, num_warps, out_types, aliases, scalars):
+def _lowering(ctx, *args, ptx, name, grid, num_warps, shared_bytes, out_types, aliases, scalars):
     lib = _kernel_call_lib()
-    kernel = lib.TritonKernel(name, num_warps, 1, 0, ptx, "", compute_capability())
+    # above 48 KB the target opts the kernel in to the device's whole shared memory a block
+    kernel = lib.TritonKernel(name, num_warps, 1, shared_bytes, ptx, "", compute_capability())
     params = [lib.create_array_parameter(0, 16) for _ in range(len(args) + len(out_types))]
     params += [lib.create_scalar_parameter(int(value), "i32") for value in scalars]
     call = lib.TritonKernelCall(kernel, *grid, params)
@@ -209,16 +231,19 @@ def cuda_call(
     num_warps: int,
     scalars: tuple[int, ...] = (),
     aliases: dict[int, int] | None = None,
+    shared_bytes: int = 0,
 ) -> list:
     """Launch kernel `name` of `ptx` on `grid` blocks of `32 * num_warps` threads; returns the results.
 
     The kernel's parameters are `args`' device pointers, then one pointer per result of `out_types`
     (shape, dtype name), then `scalars` as int32. `aliases` maps an operand index to the result that
-    reuses its buffer (what the kernel does not write keeps the operand's values)."""
+    reuses its buffer (what the kernel does not write keeps the operand's values). `shared_bytes`:
+    the block's dynamic shared memory (`extern __shared__`), up to the device's opt-in limit."""
     if not (0 < grid[0] < 2**31 and 0 < grid[1] < 2**16 and 0 < grid[2] < 2**16):
         raise HeatbathError(f"a CUDA grid holds 1 to 2**31 - 1 blocks along x and 1 to 65,535 along y and z; got {grid}.")
     return _primitive().bind(
         *args, ptx=ptx, name=name, grid=tuple(int(g) for g in grid), num_warps=int(num_warps),
+        shared_bytes=int(shared_bytes),
         out_types=tuple((tuple(map(int, s)), str(np.dtype(d))) for s, d in out_types),
         aliases=tuple(sorted((aliases or {}).items())), scalars=tuple(int(s) for s in scalars),
     )

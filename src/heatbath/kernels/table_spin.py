@@ -31,6 +31,12 @@ that a warp's seed loads are contiguous. With fewer chains a thread's 32 chains 
 idle, so the byte layout stays. `table_block_update` and its twin read the layout from the
 state's dtype (uint8 bytes, uint32 bits).
 
+For large chain counts (BIT_LOOP_FROM words) the bit kernel adds its node's tables up in shared
+memory first: nodes of three tables (15 neighbours, as in Pegasus) into one table of the whole
+field for all 2^15 patterns (128 KB: one block of 32 warps an SM, a persistent grid), nodes of two
+tables or more into one pair table of T_0 + T_1. Each entry is the byte kernel's float sum in its
+order, so samples stay bit-identical; a chain reads one entry instead of three shares.
+
 Index tables are static numpy, built once per program structure (`table_layouts`); the tables are
 computed from the program's possibly traced weights on every call (`table_blocks`).
 """
@@ -72,6 +78,10 @@ BIT_LOOP_FROM = 1024  # words (32,768 chains) from which a warp takes BIT_LOOP_T
 BIT_LOOP_TILES = 8  # (P(14), 262,144 chains, H200: 847 / 855 / 860 flips/ns with 2 / 4 / 8, four-node blocks)
 # From BIT_LOOP_FROM words on, nodes of two tables or more take the pair-table form of the bit kernel
 # (PAIR in table_bits.cu, one node a block): P(14), 262,144 chains, H200, 8 tiles: 923 against 860 flips/ns.
+# Nodes of FULL_GROUPS tables read their whole field from one table of 2^15 entries instead (FULL, a
+# block of FULL_WARPS warps an SM): P(14), H200, the kernel alone: 978 against 911 flips/ns at 262,144
+# chains, 1,066 against 943 at 1,048,576.
+FULL_GROUPS, FULL_WARPS, FULL_TABLE_BYTES = 3, 32, 4 << 15
 SCALE = -2.0 / math.log(2.0)  # c = −2 log2 e
 
 
@@ -299,9 +309,12 @@ def table_block_update(
 def _bits_update(block: TableBlock, state: UInt32[Array, "N1 words"], seeds: UInt32[Array, "updates chains"], row: int,
                  warps: int, defines: tuple[tuple[str, int], ...]) -> UInt32[Array, "N1 words"]:
     """`table_block_update` on a bit state. From BIT_LOOP_FROM words on a warp loops over
-    BIT_LOOP_TILES tiles of 32 words, and nodes of two tables or more read their first two tables
-    as one pair table (one node a block; `("PAIR", 0)` or `("PAIR", 1)` in `defines` overrides)."""
-    from heatbath.kernels.cuda_runtime import compile_ptx, compute_capability, cuda_call
+    BIT_LOOP_TILES tiles of 32 words; nodes of three tables read their whole field from one table of
+    2^15 entries (`table_bits_full_update`, one block of FULL_WARPS warps an SM), nodes of two or more
+    their first two tables as one pair table (one node a block). `("FULL", 0/1)` and `("PAIR", 0/1)`
+    in `defines` override the choice."""
+    from heatbath.kernels.cuda_runtime import (compile_ptx, compute_capability, cuda_call, multiprocessor_count,
+                                               shared_bytes_limit)
 
     words, n, groups = state.shape[1], block.rows.shape[0], block.tables.shape[1]
     if seeds.shape[1] != BIT_CHAINS * words or state.shape[0] * words >= 2**32:
@@ -309,15 +322,29 @@ def _bits_update(block: TableBlock, state: UInt32[Array, "N1 words"], seeds: UIn
                          "and rows x words below 2^32")
     if n == 0:
         return state
-    looping = words >= BIT_LOOP_FROM
-    pair = int(dict(defines).get("PAIR", looping and groups >= 2))
-    warps = 1 if pair else warps
-    defines = (("GROUPS", groups), ("WARPS", warps), ("PAIR", pair), *(d for d in defines if d[0] != "PAIR"))
+    looping, chosen = words >= BIT_LOOP_FROM, dict(defines)
+    fits = shared_bytes_limit() >= FULL_TABLE_BYTES  # not on GPUs of 99 KB a block or less (consumer Ampere, Ada)
+    full = int(chosen.get("FULL", looping and groups == FULL_GROUPS and fits))
+    if full and (groups != FULL_GROUPS or not fits):
+        raise ValueError(f"the full-table bit kernel takes nodes of {FULL_GROUPS} tables, on a GPU whose blocks may hold "
+                         f"{FULL_TABLE_BYTES} bytes of shared memory; this block's nodes have {groups} tables and the "
+                         f"GPU allows {shared_bytes_limit()} bytes")
+    pair = 0 if full else int(chosen.get("PAIR", looping and groups >= 2))
+    warps = FULL_WARPS if full else 1 if pair else warps
+    defines = (("GROUPS", groups), ("WARPS", warps), ("PAIR", pair), ("FULL", full), ("FULL_WARPS", FULL_WARPS),
+               *(d for d in defines if d[0] not in ("PAIR", "FULL")))
     ptx = compile_ptx(_source("table_bits.cu"), "table_bits.cu", defines, compute_capability())
+    operands = [block.rows, block.neighbours, block.tables, block.hashes, seeds, state]
+    if full:  # a persistent grid: one block an SM, each taking an equal share of the (node, pass) items
+        passes = -(-words // (32 * FULL_WARPS))  # a pass: one word a thread
+        grid = (min(multiprocessor_count(), n * passes), 1, 1)
+        (out,) = cuda_call(ptx, "table_bits_full_update", operands, [(state.shape, "uint32")], grid=grid,
+                           num_warps=FULL_WARPS, scalars=(words, n, row), aliases={5: 0}, shared_bytes=FULL_TABLE_BYTES)
+        return out
     tiles = -(-words // BIT_CHAINS)  # of 32 words, one per lane of a warp
     grid = (-(-n // warps), -(-tiles // (BIT_LOOP_TILES if looping else 1)), 1)
-    (out,) = cuda_call(ptx, "table_bits_update", [block.rows, block.neighbours, block.tables, block.hashes, seeds, state],
-                       [(state.shape, "uint32")], grid=grid, num_warps=warps, scalars=(words, n, row), aliases={5: 0})
+    (out,) = cuda_call(ptx, "table_bits_update", operands, [(state.shape, "uint32")], grid=grid, num_warps=warps,
+                       scalars=(words, n, row), aliases={5: 0})
     return out
 
 
