@@ -8,7 +8,9 @@ states bit for bit (both kernels do the same float arithmetic per chain, so they
 Variants: `bytes` (the byte kernel), `bits` (the library's choice: registers capped so that an SM holds
 32 warps, 64 a thread; from `BIT_LOOP_FROM` words on the pair-table form for nodes of two tables or
 more), `bits_no_pair` / `pair` (without / always with the pair-table form; that form takes one
-node a block whatever `--warps` says),
+node a block whatever `--warps` says), `pair_plain` (the pair table indexed by the pattern itself,
+without the xor that spreads its loads over the banks), `full` (the full-field table of nodes of
+three tables, the default for them from `BIT_LOOP_FROM` words),
 `bits_no_draw` (spin = sign of the field), `bits_uncapped` (96 registers with 4 warps a block) and
 `bits_min6` / `bits_min12` / `bits_min16` (6 / 12 / 16 blocks of 4 warps an SM: 79 / 40 / 32 registers).
 `--loop-tiles` and `--loop-from` set how many tiles of 32 words a warp takes, from how many words on
@@ -42,7 +44,8 @@ from heatbath.kernels import table_spin  # noqa: E402
 
 DEFINES = {"bits": (), "bits_no_draw": (("PROBE_NO_DRAW", 1),), "bits_uncapped": (("MIN_BLOCKS", 1),),
            "bits_min6": (("MIN_BLOCKS", 6),), "bits_min12": (("MIN_BLOCKS", 12),), "bits_min16": (("MIN_BLOCKS", 16),),
-           "bits_no_pair": (("PAIR", 0), ("FULL", 0)), "pair": (("PAIR", 1), ("FULL", 0)), "full": (("FULL", 1),)}
+           "bits_no_pair": (("PAIR", 0), ("FULL", 0)), "pair": (("PAIR", 1), ("FULL", 0)), "full": (("FULL", 1),),
+           "pair_plain": (("PAIR", 1), ("FULL", 0), ("PAIR_PLAIN", 1))}
 
 
 def sweeps(blocks, variant: str, warps: int, count: int):

@@ -19,7 +19,8 @@
 // block takes one node and first adds up its pair table, T_0[p_0] + T_1[p_1] for all 32 x 32
 // patterns (the sum the byte kernel forms first, so every chain's steps stay bit-identical). Group
 // 1's first slot goes in row 7 of group 0's transpose and its other four in rows 0..3 of a second
-// one, so one prmt of the two pattern bytes gives the pair entry's byte offset 4 p_0 + 128 p_1: a
+// one, so one prmt of the two pattern bytes gives the pair entry's byte offset 4 (p_0 ^ p_1) + 128 p_1
+// (the xor, taken on the words before the transpose, spreads the loads over the banks: see FULL): a
 // permute, a load and an add fewer per flip (SASS, P(14)'s three tables: 26 instructions a chain
 // against 29), for 4 KB of shared memory a block.
 //
@@ -99,6 +100,9 @@ __device__ __forceinline__ u32 new_spins(const u32* __restrict__ seeds, int word
 #ifndef FULL
 #define FULL 0
 #endif
+#ifndef PAIR_PLAIN  // diagnostic: the pair table indexed by 32 p1 + p0 itself (its bank p0)
+#define PAIR_PLAIN 0
+#endif
 #ifndef FULL_WARPS
 #define FULL_WARPS 32
 #endif
@@ -131,12 +135,11 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) table_bits_
 #if PAIR
   // One node a block, so the tables sit at static shared addresses (the loads' uniform operand).
   static_assert(WARPS == 1 && GROUPS >= 2, "PAIR: one node a block, two groups or more");
-  __shared__ __align__(1024) float pair[32 * 32];  // [p1][p0] = T0[p0] + T1[p1], the byte kernel's first sum
-  {
-    const float t0 = mine[lane];
+  // [p1][p0 ^ p1] = T0[p0] + T1[p1], the byte kernel's first sum: row p1's entries permuted so that a
+  // load's bank, the low five bits of its index, is p0 ^ p1 (as the full table's, below)
+  __shared__ __align__(1024) float pair[32 * 32];
 #pragma unroll 8
-    for (int p1 = 0; p1 < 32; ++p1) pair[p1 * 32 + lane] = t0 + mine[32 + p1];
-  }
+  for (int p1 = 0; p1 < 32; ++p1) pair[p1 * 32 + (lane ^ (PAIR_PLAIN ? 0 : p1))] = mine[lane] + mine[32 + p1];
   __syncwarp();
   const u32 pair_base = (u32)__cvta_generic_to_shared(pair);
   const u32 singles_base = (u32)__cvta_generic_to_shared(table[0]);  // T2, T3, ... at 256, 384, ...
@@ -153,7 +156,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) table_bits_
     u32 pattern[GROUPS][8];
 #if PAIR
     // group 0 in rows 2..6 and group 1's first slot in row 7 (bit 7: 128 p1 & 1); group 1's other
-    // slots in rows 0..3 (p1 >> 1, one byte up: 256 (p1 >> 1)). So the two bytes are 4 p0 + 128 p1.
+    // slots in rows 0..3 (p1 >> 1, one byte up: 256 (p1 >> 1)). So the two bytes are 4 (p0 ^ p1) + 128 p1.
     pattern[0][0] = pattern[0][1] = 0;
 #pragma unroll
     for (int k = 0; k < 5; ++k) pattern[0][2 + k] = __ldg(state + (offset[k] + w));
@@ -161,6 +164,11 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) table_bits_
 #pragma unroll
     for (int k = 0; k < 4; ++k) pattern[1][k] = __ldg(state + (offset[6 + k] + w));
     pattern[1][4] = pattern[1][5] = pattern[1][6] = pattern[1][7] = 0;
+#if !PAIR_PLAIN
+    pattern[0][2] ^= pattern[0][7];  // rows 2..6 hold p0 ^ p1: slot 5 + k into slot k
+#pragma unroll
+    for (int k = 0; k < 4; ++k) pattern[0][3 + k] ^= pattern[1][k];
+#endif
     transpose_bytes(pattern[0]);
     transpose_bytes(pattern[1]);
 #pragma unroll
