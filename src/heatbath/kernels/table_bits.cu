@@ -85,7 +85,8 @@ __device__ __forceinline__ u32 new_spins(const u32* __restrict__ seeds, int word
       const u32 high = mix32_tail(hash ^ seed_of[r]) & 0xFFFFFF00u;
       const float u = fmaf((float)high, 2.3283064365386963e-10f, 2.98023223876953125e-08f);
       // u (1 + e) < 1, as one fused multiply-add; for a float t >= 0, t < 1 exactly where the
-      // integer bits(t) - bits(1) is negative, so bit 31 of that difference is the new spin
+      // integer bits(t) - bits(1) is negative, so bit 31 of that difference is the new spin (an IMAD
+      // by opaque_one, on the FMA pipe: table_common.cuh)
       const u32 below = __float_as_uint(fmaf(u, e, u)) * opaque_one() - 0x3F800000u;
 #endif
       result = __funnelshift_l(below, result, 1);  // (result << 1) | (below >> 31)
