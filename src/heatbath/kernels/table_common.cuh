@@ -12,7 +12,7 @@ __device__ __forceinline__ u32 mix32_tail(u32 x) {  // mix32 after its first x ^
   return x ^ (x >> 16);
 }
 
-// 1, which ptxas cannot see: the launches are one-dimensional (cuda_runtime: blocks of (32 warps, 1, 1)
+// 1, which ptxas cannot see: the launches are one-dimensional (cuda_runtime: blocks of (32 * warps, 1, 1)
 // threads). A multiply by it keeps an integer add or a scaled address an IMAD, on the FMA pipe, where
 // ptxas would emit an IADD or a LEA on the ALU pipe, the busier one in the bit kernel (half the rate).
 __device__ __forceinline__ u32 opaque_one() { return blockDim.y; }
