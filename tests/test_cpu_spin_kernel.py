@@ -1,6 +1,7 @@
-"""The compiled CPU kernel (`kernels.cpu_spin`) takes the same steps as the jax.numpy pairwise sweep, so
-it samples the same distribution; the exact-enumeration tests of `test_pairwise_kernels` run through
-it on the CPU, and the tests here check it against the jax.numpy path step for step."""
+"""The compiled CPU kernel (`kernels.cpu_spin`) takes the same steps as the pattern-table kernels'
+jax.numpy twin (`method="table-jnp"`), so it samples the same distribution; the exact-enumeration
+tests of `test_pairwise_kernels` run through it on the CPU, and the tests here check it against the
+jax.numpy path step for step, on every instruction set its table lookup has a version for."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from test_pairwise_kernels import pairwise_spin_model
 pytestmark = pytest.mark.skipif(not cpu_spin.cpu_kernel_available(), reason="numba is not installed")
 
 
-def _both_paths(program, schedule, chains: int, observed_nodes, clamp=(), seed=3):
-    """Samples of the same chains from the compiled kernel and from the jax.numpy sweep."""
+def _both_paths(program, schedule, chains: int, observed_nodes, clamp=(), seed=3, reference="table-jnp"):
+    """Samples of the same chains from the compiled kernel and from the jax.numpy path `reference`."""
     rng = np.random.default_rng(seed)
     spec = program.gibbs_spec
     free = [jnp.asarray(rng.random((chains, len(b))) < 0.5) for b in spec.free_blocks]
@@ -30,9 +31,8 @@ def _both_paths(program, schedule, chains: int, observed_nodes, clamp=(), seed=3
     words = chain_words_from_key(jax.random.key(seed), chains)
 
     def run(cpu_kernel: bool):
-        out = pairwise_sweep.run_pairwise(
-            program, schedule, words, states, observed, devices=jax.devices("cpu")[:1], cpu_kernel=cpu_kernel
-        )
+        out = pairwise_sweep.run_pairwise(program, schedule, words, states, observed, devices=jax.devices("cpu")[:1],
+                                          cpu_kernel=cpu_kernel, method="auto" if cpu_kernel else reference)
         return [np.asarray(x) for x in out]
 
     return run(True), run(False)
@@ -40,7 +40,8 @@ def _both_paths(program, schedule, chains: int, observed_nodes, clamp=(), seed=3
 
 @pytest.mark.parametrize("chains", [1, 2, 5, 13, 64, 150])
 def test_same_steps_as_jax_numpy(chains):
-    """Any chain count (one group, a partial group, several groups): identical samples."""
+    """Any chain count (one chain at a time, a partial group, full groups of MAX_GROUP, several
+    groups): identical samples."""
     spins, _, ebm = pairwise_spin_model(np.random.default_rng(5), 30)
     program = _program(ebm, color_blocks(ebm), [], 2)
     compiled, reference = _both_paths(program, SamplingSchedule(5, 7, 3), chains, [spins, spins[3:9]])
@@ -200,31 +201,69 @@ def test_every_call_runs_on_the_one_kernel_thread(monkeypatch):
 def test_without_numba_the_jax_numpy_sweep_runs(monkeypatch):
     spins, _, ebm = pairwise_spin_model(np.random.default_rng(5), 10)
     program = _program(ebm, color_blocks(ebm), [], 2)
-    compiled, reference = _both_paths(program, SamplingSchedule(2, 2, 1), 16, [spins])
+    _, reference = _both_paths(program, SamplingSchedule(2, 2, 1), 16, [spins], reference="gather")
     monkeypatch.setattr(pairwise_sweep, "cpu_kernel_runs_on", lambda devices: False)
     fallback, _ = _both_paths(program, SamplingSchedule(2, 2, 1), 16, [spins])
     np.testing.assert_array_equal(fallback[0], reference[0])
-    np.testing.assert_array_equal(compiled[0], reference[0])
 
 
-def test_exp_polynomial_matches_exp_to_float_precision():
-    """The kernel's exp(-2a) (range reduction, degree-7 polynomial, exponent bits) over the whole
-    range that decides a spin, against float64 exp: within 4 float32 ulps."""
-    from heatbath.kernels.cpu_spin_numba import update_row
+def test_exp2_polynomial_matches_exp2_to_float_precision():
+    """The kernel's 2^s (nearest-integer reduction, degree-7 polynomial, exponent bits) over the whole
+    range that decides a spin, against float64: within 4 float32 ulps."""
+    from heatbath.kernels.cpu_spin_numba import exp2_parts
 
-    a = np.linspace(-43.0, 43.0, 4001).astype(np.float32)
-    n = a.shape[0]
-    st = np.ones((n, 1), np.int8)
-    neighbours = np.zeros((n, 4), np.uint32)
-    couplings = np.zeros((n, 4), np.float32)
-    acc, scale, target = np.empty(1, np.float32), np.empty(1, np.float32), np.empty(1, np.int8)
-    got = np.empty(n)
-    for i in range(n):
-        update_row(st, i, neighbours, couplings, a, np.arange(n, dtype=np.uint32), np.zeros(1, np.uint32), acc, scale,
-                   target)
-        got[i] = float(acc[0]) * float(scale[0])
-    want = np.exp(-2.0 * a.astype(np.float64))
+    s = np.linspace(-126.0, 126.0, 40001).astype(np.float32)
+    got = np.asarray([float(p) * float(two_k) for p, two_k in map(exp2_parts, s)])
+    want = np.exp2(s.astype(np.float64))
     assert np.max(np.abs(got / want - 1)) < 4 * 2.0**-23
+
+
+_ISA_SCRIPT = """
+import sys
+import numpy as np
+from numba.core import config
+from heatbath.kernels.cpu_table_lookup import instruction_set
+from test_cpu_spin_kernel import _isa_samples
+np.save(sys.argv[1], _isa_samples())
+print(instruction_set(config.CPU_FEATURES))
+"""
+
+
+def _isa_samples():
+    """The kernel's samples of a fixed model (one chain at a time, a partial group, full groups)."""
+    spins, _, ebm = pairwise_spin_model(np.random.default_rng(21), 30)
+    program = _program(ebm, color_blocks(ebm), [], 2)
+    return np.concatenate([_both_paths(program, SamplingSchedule(4, 3, 2), chains, [spins])[0][0].reshape(-1)
+                           for chains in (1, 24, 128)])
+
+
+@pytest.mark.parametrize("isa", ["avx2", "generic"])
+def test_every_instruction_set_draws_the_same_samples(isa, tmp_path):
+    """The table lookup has a version per instruction set (`cpu_table_lookup`). Each compiles in a
+    process of its own (numba fixes its target features at import) and must give this process's
+    samples bit for bit, which `test_same_steps_as_jax_numpy` ties to the jax.numpy table path."""
+    import os
+    import subprocess
+    import sys
+
+    import llvmlite.binding as llvm
+
+    host = llvm.get_host_cpu_features()
+    if not host.get("avx2", False):
+        pytest.skip("the host is not an x86-64 CPU with AVX2")
+    off = ("avx512",) if isa == "avx2" else ("avx", "fma", "f16c", "xop", "vaes", "vpclmulqdq", "gfni")
+    features = ",".join(("-" if k.startswith(off) else "+" if on else "-") + k for k, on in host.items())
+    path = os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, NUMBA_CPU_FEATURES=features, NUMBA_CACHE_DIR=str(tmp_path), JAX_PLATFORMS="cpu",
+               PYTHONPATH=path)
+    out = tmp_path / "samples.npy"
+    done = subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(out)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == isa
+    mine = _isa_samples()
+    np.testing.assert_array_equal(np.load(out), mine)
+    assert 0.2 < mine.mean() < 0.8
 
 
 def test_wide_vector_attribute_reaches_the_machine_code():
@@ -263,12 +302,12 @@ def test_a_group_larger_than_the_stack_scratch_is_refused():
 
     def run(chains):
         i64 = lambda *v: np.asarray(v, np.int64)  # noqa: E731
-        state = np.ones((1, 2, chains), np.int8)
+        state = np.ones((1, 3, chains), np.uint8)
         out = np.empty((1, 1, 2, chains), np.bool_)
         keys = np.zeros((1, chains), np.uint32)
-        run_schedule(state, np.asarray([[1, 0, 0, 0], [0, 0, 0, 0]], np.uint32), np.full((2, 4), 0.5, np.float32),
-                     np.zeros(2, np.float32), np.arange(2, dtype=np.uint32), i64(0, 1), i64(0, 1), i64(0, 1, 2),
-                     i64(0, 1), i64(0, 1, 2), keys, keys, 2, 3, 1, 1, i64(0, 1), out)
+        neighbours = np.asarray([[1, 2, 2, 2, 2], [0, 2, 2, 2, 2]], np.uint32)
+        run_schedule(state, neighbours, np.full((2, 1, 32), 0.5, np.float32), i64(1, 1), np.arange(2, dtype=np.uint32),
+                     i64(0, 1), i64(0, 1), i64(0, 1, 2), i64(0, 1), i64(0, 1, 2), keys, keys, 2, 3, 1, 1, i64(0, 1), out)
         return out
 
     assert run(cpu_spin.MAX_GROUP).shape == (1, 1, 2, cpu_spin.MAX_GROUP)

@@ -1,23 +1,27 @@
 """The pairwise spin kernel compiled for the CPU with numba: a whole schedule in one call.
 
-On XLA:CPU the jax.numpy sweep of `pairwise_sweep` is bound by XLA's gathers and fusion choices
+On XLA:CPU the jax.numpy sweeps of `pairwise_sweep` are bound by XLA's gathers and fusion choices
 (about 0.3 flips/ns on Pegasus P(14) with 64 chains on two cores, measured). Here the same Markov
 chain runs as one compiled loop nest (`cpu_spin_numba`), called from the traced program through
 `jax.pure_callback`:
 
-- chains are split into groups of at most `MAX_GROUP`, each group one `[rows, chains]` int8 array
-  (one byte per spin), and the innermost loops run over a group's chains, which LLVM vectorises
+- chains are split into groups of at most `MAX_GROUP`, each group one `[rows, chains]` uint8 array
+  (one byte per spin, 1 up), and the innermost loops run over a group's chains, which LLVM vectorises
   (with 512-bit registers on AVX-512 CPUs: `cpu_spin_numba.prefer_wide_vectors`); one or two chains
   are updated one chain at a time instead (`PER_CHAIN_GROUP`);
 - a block update is split into tiles of (group, `cpu_spin_numba.ROWS_PER_TILE` rows) shared among the threads, so
   64 chains keep two cores busy as well as 10,000 chains do;
-- one update is the `pairwise_sweep` update: the field `bias + Σ_d J_d s_d` summed in the same
-  order, the same counter-based word `update_words(seed, node)` (the per-sweep seeds are the same
-  Threefry outputs), and s = +1 where `u · (1 + e^{-2·field}) < 1`.
+- one update is the pattern-table kernels' update (`table_spin.table_block_update_jnp`, the GPU's
+  arithmetic): a node's neighbours in groups of five, each group's up/down pattern the index of a
+  32-entry table of its share of the scaled field (`table_spin.pattern_tables`), the shares summed in
+  group order, the same counter-based word (the per-sweep seeds are the same Threefry outputs), and
+  up where `u · (1 + 2^s) < 1`. Sixteen chains' lookups are one permute instruction on AVX-512
+  (`cpu_table_lookup`), where the neighbour-by-neighbour sum took three instructions a neighbour:
+  on P(14) with 64 chains the kernel ran 1.5-1.9x faster (measured, BENCHMARKS.md).
 
-`exp` is evaluated by range reduction and a degree-7 Taylor polynomial (truncation error below
+`2^s` is evaluated by range reduction and a degree-7 Taylor polynomial (truncation error below
 1e-8 relative), written so that it vectorises; a call to libm would not. It may differ from XLA's
-`exp` in the last bit, so the two paths take the same steps except where u falls within float
+`exp2` in the last bit, so the two paths take the same steps except where u falls within float
 rounding of the threshold (about once in 10^7 updates at most; the tests see none).
 """
 
@@ -34,9 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, UInt32
 
-from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours
+from heatbath.kernels.pairwise_tables import NeighbourTables
+from heatbath.kernels.table_spin import GROUP, TableLayout, node_hashes, pattern_tables, table_layouts
 
-__all__ = ["cpu_kernel_available", "cpu_kernel_runs_on", "run_spin_on_cpu", "MAX_GROUP"]
+__all__ = ["cpu_kernel_available", "cpu_kernel_runs_on", "cpu_layouts", "run_spin_on_cpu", "MAX_GROUP"]
 
 MAX_GROUP = 64  # chains per group: the vectorised loops run over a group's chains
 PER_CHAIN_GROUP = 2  # up to this many chains the kernel updates one chain at a time (no vector)
@@ -93,30 +98,51 @@ class _KernelThread:
 _KERNEL_THREAD = _KernelThread()
 
 
+def cpu_layouts(tables: NeighbourTables) -> tuple[TableLayout | None, ...]:
+    """Every free block's pattern-table layout as the CPU kernel reads it: any number of neighbour
+    groups a node, nodes in block order (None where a block cannot take the table update)."""
+    return table_layouts(tables, max_groups=None, ordered=False)
+
+
 @functools.lru_cache(maxsize=32)
 def _static_layout(tables: NeighbourTables, order: tuple[tuple[int, ...], ...]) -> dict[str, np.ndarray]:
     """The program's structure as the kernel reads it (numpy, built once per program structure).
 
-    Rows are global (every block's nodes in block order, free blocks first). `neighbours` `[free
-    rows, D]` concatenates a row's source tables in `tables` order and pads with row 0 at zero
-    coupling, D a multiple of 4; the couplings follow the same layout (`flat_couplings`). The indices
-    are unsigned, so numba compiles no negative-index wraparound into the kernel's loops."""
+    Rows are global (every block's nodes in block order, free blocks first, then one scratch row that
+    padding slots read). `neighbours` `[free rows, 5 G]` holds each free row's neighbour rows in
+    `table_spin` layout (groups of five, G the most groups of any block, padding at the scratch row);
+    `groups[b]` is free block b's count. The indices are unsigned, so numba compiles no
+    negative-index wraparound into the kernel's loops."""
+    layouts = cpu_layouts(tables)
     starts = np.cumsum([0, *tables.block_sizes])
     n_free = len(tables.sources)
-    widths = [sum(nb.shape[1] for _, nb, _ in sources) for sources in tables.sources]
-    neighbours = np.zeros((int(starts[n_free]), -(-max(1, *widths) // 4) * 4), np.uint32)
-    for b, sources in enumerate(tables.sources):
-        if sources:
-            neighbours[starts[b] : starts[b + 1], : widths[b]] = flat_neighbours(tables, b)
+    groups = np.asarray([layout.groups for layout in layouts], np.int64)
+    neighbours = np.full((int(starts[n_free]), GROUP * int(groups.max())), starts[-1], np.uint32)
+    for b, layout in enumerate(layouts):
+        neighbours[starts[b] : starts[b + 1], : layout.neighbours.shape[1]] = layout.neighbours
     return dict(
         neighbours=neighbours,
-        node_ids=np.arange(starts[-1], dtype=np.uint32),
+        groups=groups,
+        hashes=node_hashes(np.concatenate(tables.node_ids[:n_free])),
         row_block=np.repeat(np.arange(n_free), tables.block_sizes[:n_free]).astype(np.int64),
         order_blocks=np.asarray([b for members in order for b in members], np.int64),
         order_splits=np.cumsum([0, *(len(members) for members in order)]).astype(np.int64),
         rows=np.concatenate([np.arange(starts[b], starts[b + 1]) for members in order for b in members]).astype(np.int64),
         row_splits=np.cumsum([0, *(sum(tables.block_sizes[b] for b in members) for members in order)]).astype(np.int64),
     )
+
+
+def _row_tables(tables: NeighbourTables, bias, couplings) -> Float[Array, "rows G 32"]:
+    """Every free row's pattern tables (`table_spin.pattern_tables`: scaled partial fields, the bias
+    in group 0), each block's padded with zero tables to the most groups of any block."""
+    layouts = cpu_layouts(tables)
+    width = max(layout.groups for layout in layouts)
+    out = []
+    for b, layout in enumerate(layouts):
+        parts = couplings[b] if couplings[b] else [jnp.zeros((tables.block_sizes[b], 0), jnp.float32)]
+        rows = pattern_tables(layout, jnp.asarray(bias[b], jnp.float32), jnp.concatenate(parts, axis=1).astype(jnp.float32))
+        out.append(jnp.pad(rows, ((0, 0), (0, width - layout.groups), (0, 0))))
+    return jnp.concatenate(out, axis=0)
 
 
 def _group_size(chains: int) -> int:
@@ -143,15 +169,7 @@ def run_spin_on_cpu(
     b's field terms (`block_couplings`), `block_states` every block's spins (free, then clamped)."""
     if not observed_ids:
         return []
-    layout = _static_layout(tables, order)
-    width = layout["neighbours"].shape[1]
-    rows = []
-    for b in range(len(tables.sources)):
-        parts = couplings[b] if couplings[b] else [jnp.zeros((tables.block_sizes[b], 0), jnp.float32)]
-        w = jnp.concatenate(parts, axis=1)
-        rows.append(jnp.pad(w, ((0, 0), (0, width - w.shape[1]))))
-    flat_couplings = jnp.concatenate(rows, axis=0).astype(jnp.float32)
-    flat_bias = jnp.concatenate(bias, axis=0).astype(jnp.float32)
+    row_tables = _row_tables(tables, bias, couplings)
     flat_state = jnp.concatenate(block_states, axis=1)
     observed = jnp.concatenate([jnp.asarray(ids, jnp.int32) for ids in observed_ids])
     chains = chain_words.shape[0]
@@ -159,8 +177,7 @@ def run_spin_on_cpu(
     out_types = [jax.ShapeDtypeStruct((chains, schedule.n_samples, size), jnp.bool_) for size in sizes]
 
     host = _host_call(tables, order, schedule, tuple(sizes))
-    return jax.pure_callback(host, out_types, flat_couplings, flat_bias, flat_state, chain_words, observed,
-                             vmap_method="expand_dims")
+    return jax.pure_callback(host, out_types, row_tables, flat_state, chain_words, observed, vmap_method="expand_dims")
 
 
 @functools.lru_cache(maxsize=32)  # NeighbourTables hash by identity; as many as _static_layout keeps
@@ -182,14 +199,14 @@ def _host_call(tables: NeighbourTables, order: tuple, schedule, sizes: tuple[int
     two calls, 3.5 s with the kernel's first load from numba's cache."""
     layout = _static_layout(tables, order)
 
-    def run(couplings_np, bias_np, state_np, words_np, observed_np):
+    def run(tables_np, state_np, words_np, observed_np):
         chains = state_np.shape[0]
         run_schedule = _compiled()
         group = _group_size(chains)
         groups = -(-chains // group)
         padded = groups * group
-        state = np.ones((state_np.shape[1], padded), np.int8)
-        state[:, :chains] = np.where(state_np.T, 1, -1)
+        state = np.zeros((state_np.shape[1] + 1, padded), np.uint8)  # and the scratch row
+        state[:-1, :chains] = state_np.T
         state = np.ascontiguousarray(state.reshape(-1, groups, group).transpose(1, 0, 2))
         words = np.zeros((padded, 2), np.uint32)
         words[:chains] = words_np
@@ -197,28 +214,26 @@ def _host_call(tables: NeighbourTables, order: tuple, schedule, sizes: tuple[int
         out = np.empty((groups, schedule.n_samples, len(observed_np), group), np.bool_)
         _KERNEL_THREAD.call(
             run_schedule,
-            state, layout["neighbours"], np.ascontiguousarray(couplings_np, np.float32),
-            np.ascontiguousarray(bias_np, np.float32), layout["node_ids"], layout["row_block"],
-            layout["order_blocks"], layout["order_splits"], layout["rows"], layout["row_splits"],
+            state, layout["neighbours"], np.ascontiguousarray(tables_np, np.float32), layout["groups"], layout["hashes"],
+            layout["row_block"], layout["order_blocks"], layout["order_splits"], layout["rows"], layout["row_splits"],
             key0, key1, len(tables.sources), schedule.n_warmup, schedule.n_samples, schedule.steps_per_sample,
             observed_np.astype(np.int64), out,
         )
         return out.transpose(0, 3, 1, 2).reshape(padded, schedule.n_samples, len(observed_np))[:chains]
 
     def host(*arrays):
-        couplings, bias, state, words, observed = (np.asarray(a) for a in arrays)
-        batch = np.broadcast_shapes(couplings.shape[:-2], bias.shape[:-1], state.shape[:-2], words.shape[:-2],
-                                    observed.shape[:-1])
+        row_tables, state, words, observed = (np.asarray(a) for a in arrays)
+        batch = np.broadcast_shapes(row_tables.shape[:-3], state.shape[:-2], words.shape[:-2], observed.shape[:-1])
         chains = state.shape[-2]
         if math.prod(batch) == 0:  # a map over no elements
             return [np.zeros(batch + (chains, schedule.n_samples, size), np.bool_) for size in sizes]
-        if all(math.prod(shape) == 1 for shape in (couplings.shape[:-2], bias.shape[:-1], observed.shape[:-1])):
-            samples = run(couplings.reshape(couplings.shape[-2:]), bias.reshape(-1),
+        if all(math.prod(shape) == 1 for shape in (row_tables.shape[:-3], observed.shape[:-1])):
+            samples = run(row_tables.reshape(row_tables.shape[-3:]),
                           np.broadcast_to(state, batch + state.shape[-2:]).reshape(-1, state.shape[-1]),
                           np.broadcast_to(words, batch + words.shape[-2:]).reshape(-1, 2), observed.reshape(-1))
         else:
             arrays = [np.broadcast_to(a, batch + a.shape[a.ndim - k:])
-                      for a, k in ((couplings, 2), (bias, 1), (state, 2), (words, 2), (observed, 1))]
+                      for a, k in ((row_tables, 3), (state, 2), (words, 2), (observed, 1))]
             samples = np.concatenate([run(*(a[index] for a in arrays)) for index in np.ndindex(*batch)])
         samples = samples.reshape(batch + (chains,) + samples.shape[1:])
         return [np.ascontiguousarray(part) for part in np.split(samples, np.cumsum(sizes)[:-1], axis=-1)]

@@ -1,6 +1,7 @@
 """The compiled loops of `cpu_spin` (numba; imported on first use, so that importing heatbath does not
-import numba). Every function here is one update rule of `pairwise_sweep` written for one row of
-chains at a time; see `cpu_spin` for the layout and the reasons.
+import numba). Every function here is the update rule of the pattern-table kernels
+(`table_spin.table_block_update_jnp`) written for one row of chains at a time; see `cpu_spin` for
+the layout and the reasons.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from numba import carray, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from heatbath.kernels.counter_rng import GOLDEN, KEY_PARITY, MIX_MULTIPLIERS, ROTATIONS, STREAM_TAG
+from heatbath.kernels.counter_rng import KEY_PARITY, MIX_MULTIPLIERS, ROTATIONS, STREAM_TAG
 from heatbath.kernels.cpu_spin import MAX_GROUP, PER_CHAIN_GROUP
+from heatbath.kernels.cpu_table_lookup import LANES, add_table_entries
+from heatbath.kernels.table_spin import GROUP
 
 __all__ = ["run_schedule", "ROWS_PER_TILE"]
 
@@ -21,6 +24,8 @@ _ROTATIONS = np.asarray(ROTATIONS, np.uint32)
 # No bounds checks (the tables are built in range), numpy's error model (no Python exception paths in
 # the loops) and fused multiply-adds (every product here is exact or inside the exp polynomial).
 _OPTIONS = dict(boundscheck=False, error_model="numpy", fastmath={"contract"})
+TABLE_ENTRIES = 1 << GROUP  # entries of one neighbour group's table
+u8 = np.uint8
 u32 = np.uint32
 u64 = np.uint64
 f32 = np.float32
@@ -88,10 +93,14 @@ def stream_seed(k0, k1, stream):
 
 
 @njit(inline="always", cache=True)
-def update_word(a, seed):
-    """counter_rng.update_words for one (node, chain): mix32(golden·node ^ seed)."""
-    x = u32(a ^ seed)
-    x = u32(x ^ (x >> u32(16)))
+def fold16(x):
+    """counter_rng.fold16: x ^ (x >> 16)."""
+    return u32(x ^ (x >> u32(16)))
+
+
+@njit(inline="always", cache=True)
+def mix32_tail(x):
+    """counter_rng.mix32_tail: the update word of a (node, chain) from fold16(hash) ^ fold16(seed)."""
     x = u32(x * u32(MIX_MULTIPLIERS[0]))
     x = u32(x ^ (x >> u32(15)))
     x = u32(x * u32(MIX_MULTIPLIERS[1]))
@@ -99,12 +108,14 @@ def update_word(a, seed):
 
 
 @njit(inline="always", cache=True, **_OPTIONS)
-def exp_minus_twice(a):
-    """e^{-2a} as (p, 2^k) with e^{-2a} = p · 2^k: range reduction, a degree-7 polynomial p(r), and 2^k
-    assembled from exponent bits. Written without calls, so that the chain loops vectorise."""
-    x = min(max(f32(-2.0) * a, f32(-87.0)), f32(88.0))
-    k = f32(np.floor(x * f32(1.4426950408889634) + f32(0.5)))
-    r = x - k * f32(0.693359375) - k * f32(-2.1219444005469057e-4)
+def exp2_parts(s):
+    """2^s as (p, 2^k) with 2^s = p · 2^k: k the integer nearest s, p = e^{(s - k) ln 2} by a degree-7
+    Taylor polynomial (truncation below 1e-8 relative on |s - k| <= 1/2), 2^k assembled from exponent
+    bits. Written without calls, so that the chain loops vectorise. s is clamped to ±126, where the
+    draw's decision no longer depends on it."""
+    x = min(max(s, f32(-126.0)), f32(126.0))
+    k = f32(np.floor(x + f32(0.5)))
+    r = (x - k) * f32(0.6931471805599453)
     p = f32(1.0 / 5040.0)
     p = p * r + f32(1.0 / 720.0)
     p = p * r + f32(1.0 / 120.0)
@@ -116,95 +127,111 @@ def exp_minus_twice(a):
 
 
 @njit(inline="always", cache=True, **_OPTIONS)
-def spin_up(node_hash, seed, p, two_k):
-    """The heat-bath decision: +1 where u · (1 + e^{-2·field}) < 1, u from the update word."""
-    u = (f32(update_word(node_hash, seed) >> u32(8)) + f32(0.5)) * f32(2.0**-24)
-    return 1 if u * (f32(1.0) + p * two_k) < f32(1.0) else -1
+def spin_up(hash_, seed, p, two_k):
+    """The table kernels' heat-bath decision (`table_spin.table_block_update_jnp`): up (1) where
+    u · (1 + 2^s) < 1 for the scaled field s = −2 log2(e) · field, u from the update word."""
+    u = (f32(mix32_tail(u32(hash_ ^ seed)) >> u32(8)) + f32(0.5)) * f32(2.0**-24)
+    return u8(1) if u * (f32(1.0) + p * two_k) < f32(1.0) else u8(0)
+
+
+@njit(inline="always", cache=True)
+def pattern(st, neighbours, row, g, c):
+    """The five-bit up/down pattern of group g of row `row`'s neighbours in chain c (bit k: slot 5g + k)."""
+    d = u64(GROUP) * u64(g)
+    return u8(st[neighbours[row, d], c] | (st[neighbours[row, d + u64(1)], c] << 1)
+              | (st[neighbours[row, d + u64(2)], c] << 2) | (st[neighbours[row, d + u64(3)], c] << 3)
+              | (st[neighbours[row, d + u64(4)], c] << 4))
 
 
 @njit(inline="always", cache=True, **_OPTIONS)
-def update_row_per_chain(st, i, neighbours, couplings, bias, node_ids, seeds, target):
+def update_row_per_chain(st, i, groups, neighbours, tables, hashes, seeds, target):
     """`update_row` for groups of at most `PER_CHAIN_GROUP` chains, one chain at a time: too few to
     fill a vector, and rows overlap better in the CPU than the vector loops' setup does (one chain
-    about 2.4x faster than padded to a vector of 8, measured in BENCHMARKS.md). Same operations in the same order, so the
-    same spins."""
-    node_hash = u32(node_ids[i] * u32(GOLDEN))
+    about 2.4x faster than padded to a vector of 8, measured in BENCHMARKS.md). Same table entries
+    summed in the same order, so the same spins."""
+    row = u64(i)
     for c in range(st.shape[1]):
-        a = bias[i]
-        for d in range(neighbours.shape[1]):
-            a = a + couplings[i, d] * f32(st[neighbours[i, d], c])
-        p, two_k = exp_minus_twice(a)
-        target[c] = spin_up(node_hash, seeds[c], p, two_k)
+        s = tables[row, 0, pattern(st, neighbours, row, 0, c)]
+        for g in range(1, groups):
+            s = s + tables[row, g, pattern(st, neighbours, row, g, c)]
+        p, two_k = exp2_parts(s)
+        target[c] = spin_up(hashes[row], seeds[c], p, two_k)
 
 
 @njit(inline="always", cache=True, **_OPTIONS)
-def update_row(st, i, neighbours, couplings, bias, node_ids, seeds, acc, scale, target):
-    """New spins of global row i of one group's chains (their state `st`) into `target`; `acc` and
-    `scale` are scratch of one item per chain."""
-    chains = st.shape[1]
+def update_row(st, i, groups, neighbours, tables, hashes, seeds, chains, patterns, sums, target):
+    """New spins of global row i of one group's first `chains` chains (their state `st`) into `target`.
+
+    For each group of five neighbours, every chain's pattern byte (one vector loop over the chains),
+    then sixteen chains' table entries at a time (`add_table_entries`); then the draw. `patterns` and
+    `sums` are stack scratch of MAX_GROUP items. The kernel calls this with `chains` the constant
+    MAX_GROUP for full groups, so that LLVM compiles loops of known length: with the length known
+    only at run time the byte loop (64 chains a vector, unrolled four times) fell through to its
+    16-byte remainder loop, and the row's field took 1.35x longer (measured, BENCHMARKS.md)."""
+    row = u64(i)
+    pattern_bytes = carray(patterns, MAX_GROUP)
+    base = row * u64(tables.shape[1]) * u64(TABLE_ENTRIES)
+    for g in range(groups):
+        for c in range(chains):
+            pattern_bytes[c] = pattern(st, neighbours, row, g, c)
+        for c in range(0, chains, LANES):
+            add_table_entries(tables, base + u64(g) * u64(TABLE_ENTRIES), patterns, sums, c, g == 0)
+    field = carray(sums, MAX_GROUP)
+    hash_ = hashes[row]
     for c in range(chains):
-        acc[c] = bias[i]
-    row = u64(i)  # unsigned indices (here and in the table): numba adds no negative-index wraparound
-    for n in range(neighbours.shape[1] // 4):  # four neighbours a pass, summed in table order
-        d = u64(4) * u64(n)
-        j0, j1 = neighbours[row, d], neighbours[row, d + u64(1)]
-        j2, j3 = neighbours[row, d + u64(2)], neighbours[row, d + u64(3)]
-        w0, w1 = couplings[row, d], couplings[row, d + u64(1)]
-        w2, w3 = couplings[row, d + u64(2)], couplings[row, d + u64(3)]
-        for c in range(chains):  # J·s is exact for s = ±1, so fused multiply-adds round as adds do
-            a = acc[c] + w0 * f32(st[j0, c])
-            a = a + w1 * f32(st[j1, c])
-            a = a + w2 * f32(st[j2, c])
-            acc[c] = a + w3 * f32(st[j3, c])
-    for c in range(chains):
-        acc[c], scale[c] = exp_minus_twice(acc[c])
-    node_hash = u32(node_ids[i] * u32(GOLDEN))
-    for c in range(chains):
-        target[c] = spin_up(node_hash, seeds[c], acc[c], scale[c])
+        p, two_k = exp2_parts(field[c])
+        target[c] = spin_up(hash_, seeds[c], p, two_k)
 
 
 @njit(parallel=True, nogil=True, cache=True, **_OPTIONS)
-def run_schedule(state, neighbours, couplings, bias, node_ids, row_block, order_blocks, order_splits,
+def run_schedule(state, neighbours, tables, groups, hashes, row_block, order_blocks, order_splits,
                  rows, row_splits, key0, key1, n_free, n_warmup, n_samples, steps, observed, out):
-    """Run a schedule on `state` `[groups, rows, chains]` (±1, updated in place) and write the observed
-    rows of every sample into `out` `[groups, n_samples, observed, chains]`.
+    """Run a schedule on `state` `[groups, rows, chains]` (1 up, 0 down, updated in place) and write the
+    observed rows of every sample into `out` `[groups, n_samples, observed, chains]`.
 
+    Free row i reads its neighbours `neighbours[i]` (flat-state rows, five a table; padding slots
+    read the last row, at zero coupling) through its tables `tables[i, :groups[block of i]]`, with
+    update-word hash `hashes[i]` (`table_spin.table_blocks`' layout with the nodes in block order).
     Sampling group g (the blocks `order_blocks[order_splits[g]:order_splits[g + 1]]`) updates the
     global rows `rows[row_splits[g]:row_splits[g + 1]]` in place: the blocks of one group never
     interact (the spec rejects it), so none reads a row that another writes. Sweep t of free block b
     draws its words from the stream `t · n_free + b`, as `pairwise_sweep` does."""
-    groups, _, chains = state.shape
+    n_groups, _, chains = state.shape
     if chains > MAX_GROUP:  # the scratch of `stack_buffer` holds MAX_GROUP chains
         raise ValueError("run_schedule: a group holds at most MAX_GROUP chains")
-    seeds = np.empty((groups, n_free, chains), np.uint32)
+    seeds = np.empty((n_groups, n_free, chains), np.uint32)
     sweep = 0
     for sample in range(n_samples):
         for _ in range(n_warmup if sample == 0 else steps):
             for g in range(order_splits.shape[0] - 1):
-                for h in prange(groups):
+                for h in prange(n_groups):
                     prefer_wide_vectors()
                     for m in range(order_splits[g], order_splits[g + 1]):
                         b = order_blocks[m]
                         stream = u32(u32(sweep) * u32(n_free) + u32(b))
                         for c in range(chains):
-                            seeds[h, b, c] = stream_seed(key0[h, c], key1[h, c], stream)
+                            seeds[h, b, c] = fold16(stream_seed(key0[h, c], key1[h, c], stream))
                 first, last = row_splits[g], row_splits[g + 1]
                 tiles = -(-(last - first) // ROWS_PER_TILE)
-                for t in prange(groups * tiles):
+                for t in prange(n_groups * tiles):
                     prefer_wide_vectors()
                     h, tile = t // tiles, t % tiles
                     st = state[h]
-                    acc = carray(stack_buffer(np.float32), chains)
-                    scale = carray(stack_buffer(np.float32), chains)
+                    patterns = stack_buffer(np.uint8)
+                    sums = stack_buffer(np.float32)
                     for q in range(first + tile * ROWS_PER_TILE, min(first + (tile + 1) * ROWS_PER_TILE, last)):
                         i = rows[q]
+                        b = row_block[i]
                         if chains <= PER_CHAIN_GROUP:
-                            update_row_per_chain(st, i, neighbours, couplings, bias, node_ids, seeds[h, row_block[i]], st[i])
+                            update_row_per_chain(st, i, groups[b], neighbours, tables, hashes, seeds[h, b], st[i])
+                        elif chains == MAX_GROUP:
+                            update_row(st, i, groups[b], neighbours, tables, hashes, seeds[h, b], MAX_GROUP, patterns,
+                                       sums, st[i])
                         else:
-                            update_row(st, i, neighbours, couplings, bias, node_ids, seeds[h, row_block[i]], acc, scale,
-                                       st[i])
+                            update_row(st, i, groups[b], neighbours, tables, hashes, seeds[h, b], chains, patterns,
+                                       sums, st[i])
             sweep += 1
-        for h in prange(groups):
+        for h in prange(n_groups):
             for o in range(observed.shape[0]):
                 for c in range(chains):
                     out[h, sample, o, c] = state[h, observed[o], c] > 0

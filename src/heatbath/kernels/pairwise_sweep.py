@@ -37,7 +37,7 @@ from heatbath.errors import HeatbathError, StateError
 from heatbath.kernels.categorical_draw import draw_category, draw_spin
 from heatbath.kernels.coupling_structure import CouplingForm
 from heatbath.kernels.counter_rng import signed_coupling, stream_seeds, uniform_from_words, update_words
-from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, run_spin_on_cpu
+from heatbath.kernels.cpu_spin import cpu_kernel_runs_on, cpu_layouts, run_spin_on_cpu
 from heatbath.kernels.dense_product import dense_field
 from heatbath.kernels.pairwise_tables import NeighbourTables, block_couplings, pairwise_kind, pairwise_tables
 from heatbath.kernels.pallas_backend import pallas_runs_on
@@ -547,7 +547,7 @@ def run_pairwise(
 
     Spin programs without dense layers run on CPUs through the compiled kernel of `cpu_spin` (all
     chains, every host thread) when `method="auto"`, unless `cpu_kernel=False`; it takes the same
-    steps as jax.numpy.
+    steps as the table kernels' jax.numpy twin ("table-jnp"), with the GPU table kernel's arithmetic.
 
     `method` picks the update: "auto" (on CUDA GPUs, categorical programs run the fused kernel of
     `pallas_categorical`; spin programs the pattern-table CUDA kernel of `table_spin` where NVRTC is
@@ -615,7 +615,8 @@ def runs_spin_kernel_on_cpu(program: BlockSamplingProgram, devices: Sequence[jax
 
 
 def _spin_kernel_on_cpu(tables: NeighbourTables, devices: tuple) -> bool:
-    return tables.kind == "spin" and not any(map(any, tables.dense)) and cpu_kernel_runs_on(devices)
+    return (tables.kind == "spin" and not any(map(any, tables.dense)) and cpu_kernel_runs_on(devices)
+            and all(layout is not None for layout in cpu_layouts(tables)))
 
 
 def observed_dtypes_of(program: BlockSamplingProgram, first_ids: Sequence[int | None]) -> tuple:

@@ -58,7 +58,7 @@ from heatbath.kernels.pairwise_tables import NeighbourTables, flat_neighbours, r
 from heatbath.kernels.tensor_tables import greedy_tiles
 
 __all__ = ["GROUP", "MAX_GROUPS", "UP", "WARPS", "WORDS", "BITS_FROM", "TableLayout", "TableBlock", "table_layouts",
-           "table_blocks", "table_state", "packs", "chain_multiple", "spins_up", "bit_seed_order", "side_by_side_bit_seeds",
+           "pattern_tables", "table_blocks", "node_hashes", "table_state", "packs", "chain_multiple", "spins_up", "bit_seed_order", "side_by_side_bit_seeds",
            "fold_seeds", "table_block_update",
            "table_pair_update", "table_block_update_jnp"]
 
@@ -123,9 +123,10 @@ def _neighbour_sharing_order(neighbours: np.ndarray, real: np.ndarray) -> np.nda
     return np.asarray([i for tile in greedy_tiles(lists) for i in tile], np.int64).reshape(n)
 
 
-def _layout(neighbours: np.ndarray, real: np.ndarray, scratch: int, zero_column: int) -> TableLayout | None:
+def _layout(neighbours: np.ndarray, real: np.ndarray, scratch: int, zero_column: int, max_groups: int | None,
+            ordered: bool) -> TableLayout | None:
     groups = max(1, -(-int(real.sum(1).max(initial=0)) // GROUP))
-    if groups > MAX_GROUPS:
+    if max_groups is not None and groups > max_groups:
         return None
     width = groups * GROUP
     first = np.argsort(~real, axis=1, kind="stable")  # each node's real slots first, in slot order
@@ -135,14 +136,18 @@ def _layout(neighbours: np.ndarray, real: np.ndarray, scratch: int, zero_column:
     pad = max(0, width - rows.shape[1])
     rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=scratch)[:, :width]
     picks = np.pad(picks, ((0, 0), (0, pad)), constant_values=zero_column)[:, :width]
-    order = _neighbour_sharing_order(neighbours, real)
+    order = _neighbour_sharing_order(neighbours, real) if ordered else np.arange(neighbours.shape[0], dtype=np.int64)
     return TableLayout(order, rows[order].astype(np.int32), picks[order].astype(np.int32))
 
 
 @functools.lru_cache(maxsize=32)  # NeighbourTables hash by identity: one entry per program structure
-def table_layouts(tables: NeighbourTables) -> tuple[TableLayout | None, ...]:
+def table_layouts(tables: NeighbourTables, max_groups: int | None = MAX_GROUPS,
+                  ordered: bool = True) -> tuple[TableLayout | None, ...]:
     """The layout of every free block of a spin program, None where the kernel cannot take a block
-    (dense layers, a block that reads itself, more than 5 · MAX_GROUPS neighbours)."""
+    (dense layers, a block that reads itself, more than 5 · `max_groups` neighbours: the CUDA kernels
+    hold a node's tables in registers; the CPU kernel of `cpu_spin` takes any number, `None`).
+    `ordered`: nodes in neighbour-sharing runs (what a GPU thread block's loads gain from), else in
+    block order."""
     scratch = sum(tables.block_sizes)
     out = []
     for b, sources in enumerate(tables.sources):
@@ -150,17 +155,17 @@ def table_layouts(tables: NeighbourTables) -> tuple[TableLayout | None, ...]:
         if any(tables.dense[b]) or any(src == b for src, _, _ in sources):
             out.append(None)
         elif not sources:
-            out.append(_layout(np.zeros((n, 1), np.int64), np.zeros((n, 1), bool), scratch, 0))
+            out.append(_layout(np.zeros((n, 1), np.int64), np.zeros((n, 1), bool), scratch, 0, max_groups, ordered))
         else:
             real = real_slots(tables, b)
-            out.append(_layout(flat_neighbours(tables, b), real, scratch, real.shape[1]))
+            out.append(_layout(flat_neighbours(tables, b), real, scratch, real.shape[1], max_groups, ordered))
     return tuple(out)
 
 
 _PATTERN_SIGNS = np.asarray([[2 * ((p >> k) & 1) - 1 for k in range(GROUP)] for p in range(32)], np.float32)
 
 
-def _tables(layout: TableLayout, bias: Float[Array, " n"], couplings: Float[Array, "n D"]) -> Float[Array, "n G 32"]:
+def pattern_tables(layout: TableLayout, bias: Float[Array, " n"], couplings: Float[Array, "n D"]) -> Float[Array, "n G 32"]:
     """c · (each group's share of the field) for every pattern, the bias in group 0. Each entry is an
     explicit float32 sum in slot order (no matrix product, which may round in lower precision)."""
     n = layout.order.shape[0]
@@ -184,11 +189,15 @@ def table_blocks(
     for b, (layout, (bias, couplings)) in enumerate(zip(layouts, params)):
         n = tables.block_sizes[b]
         flat = jnp.concatenate(couplings, axis=1) if couplings else jnp.zeros((n, 0), jnp.float32)
-        ids = tables.node_ids[b][layout.order].astype(np.uint32)
-        hashes = fold16((ids.astype(np.uint64) * GOLDEN % 2**32).astype(np.uint32))  # numpy: on the host
-        out.append(TableBlock(jnp.asarray((offsets[b] + layout.order).astype(np.int32)),
-                              jnp.asarray(layout.neighbours), _tables(layout, bias, flat), jnp.asarray(hashes)))
+        out.append(TableBlock(jnp.asarray((offsets[b] + layout.order).astype(np.int32)), jnp.asarray(layout.neighbours),
+                              pattern_tables(layout, bias, flat), jnp.asarray(node_hashes(tables.node_ids[b][layout.order]))))
     return out
+
+
+def node_hashes(ids: np.ndarray) -> np.ndarray:
+    """fold16(golden · id) (uint32) for spec-wide node ids: the node half of each update word, folded
+    once (`counter_rng.fold16`). Numpy, on the host."""
+    return fold16((ids.astype(np.uint64) * GOLDEN % 2**32).astype(np.uint32))
 
 
 def table_state(states: list[Array], packed: bool = False) -> UInt8[Array, "N1 chains"] | UInt32[Array, "N1 words"]:
