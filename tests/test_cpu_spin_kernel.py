@@ -295,9 +295,10 @@ def test_wide_vector_attribute_reaches_the_machine_code():
     # point; on a CPU tuned for 512-bit vectors it would use zmm either way.)
 
 
-def test_a_group_larger_than_the_stack_scratch_is_refused():
-    """The kernel's per-row scratch holds MAX_GROUP chains on the stack; a larger group must raise,
-    never write past it."""
+def test_a_group_other_than_the_compiled_widths_is_refused():
+    """The kernel's vector loops run over exactly MAX_GROUP chains (its per-row scratch on the stack
+    holds that many); any other group wider than PER_CHAIN_GROUP must raise, never read or write
+    past a row."""
     from heatbath.kernels.cpu_spin_numba import run_schedule
 
     def run(chains):
@@ -311,5 +312,7 @@ def test_a_group_larger_than_the_stack_scratch_is_refused():
         return out
 
     assert run(cpu_spin.MAX_GROUP).shape == (1, 1, 2, cpu_spin.MAX_GROUP)
-    with pytest.raises(ValueError, match="MAX_GROUP"):
-        run(cpu_spin.MAX_GROUP + 1)
+    assert run(cpu_spin.PER_CHAIN_GROUP).shape == (1, 1, 2, cpu_spin.PER_CHAIN_GROUP)
+    for chains in (cpu_spin.PER_CHAIN_GROUP + 1, cpu_spin.MAX_GROUP - 16, cpu_spin.MAX_GROUP + 1):
+        with pytest.raises(ValueError, match="MAX_GROUP"):
+            run(chains)

@@ -5,10 +5,10 @@ On XLA:CPU the jax.numpy sweeps of `pairwise_sweep` are bound by XLA's gathers a
 chain runs as one compiled loop nest (`cpu_spin_numba`), called from the traced program through
 `jax.pure_callback`:
 
-- chains are split into groups of at most `MAX_GROUP`, each group one `[rows, chains]` uint8 array
-  (one byte per spin, 1 up), and the innermost loops run over a group's chains, which LLVM vectorises
-  (with 512-bit registers on AVX-512 CPUs: `cpu_spin_numba.prefer_wide_vectors`); one or two chains
-  are updated one chain at a time instead (`PER_CHAIN_GROUP`);
+- chains are split into groups of `MAX_GROUP` (the last padded), each group one `[rows, chains]`
+  uint8 array (one byte per spin, 1 up), and the innermost loops run over a group's chains, which
+  LLVM vectorises (with 512-bit registers on AVX-512 CPUs: `cpu_spin_numba.prefer_wide_vectors`);
+  one or two chains are updated one chain at a time instead (`PER_CHAIN_GROUP`);
 - a block update is split into tiles of (group, `cpu_spin_numba.ROWS_PER_TILE` rows) shared among the threads, so
   64 chains keep two cores busy as well as 10,000 chains do;
 - one update is the pattern-table kernels' update (`table_spin.table_block_update_jnp`, the GPU's
@@ -45,6 +45,7 @@ __all__ = ["cpu_kernel_available", "cpu_kernel_runs_on", "cpu_layouts", "run_spi
 
 MAX_GROUP = 64  # chains per group: the vectorised loops run over a group's chains
 PER_CHAIN_GROUP = 2  # up to this many chains the kernel updates one chain at a time (no vector)
+LANES = 16  # chains of one table lookup (`cpu_table_lookup`): sixteen float32 lanes of an AVX-512 register
 
 
 @functools.cache
@@ -146,12 +147,12 @@ def _row_tables(tables: NeighbourTables, bias, couplings) -> Float[Array, "rows 
 
 
 def _group_size(chains: int) -> int:
-    """Chains per group: all of them up to MAX_GROUP, in a multiple of 8 (one AVX2 float register);
-    up to PER_CHAIN_GROUP stay as they are (the kernel updates them one chain at a time: padded to 8
-    they would cost more, measured)."""
-    if chains <= PER_CHAIN_GROUP:
-        return int(chains)
-    return int(min(MAX_GROUP, -(-chains // 8) * 8))
+    """Chains per group: MAX_GROUP, the padded chains thrown away, so that the kernel's loops have a
+    length known at compile time (P(14), one thread, `bench/cpu_spin_probe.py`: 16 chains padded to 64
+    ran at 0.29 flips/ns against 0.18 in loops of run-time length, 8 chains 0.15 against 0.10; 64
+    chains take 55 ns a row, about what a run-time loop took for 16). Up to PER_CHAIN_GROUP chains
+    stay as they are: the kernel updates them one chain at a time."""
+    return int(chains) if chains <= PER_CHAIN_GROUP else MAX_GROUP
 
 
 def run_spin_on_cpu(

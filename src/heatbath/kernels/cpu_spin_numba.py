@@ -159,26 +159,26 @@ def update_row_per_chain(st, i, groups, neighbours, tables, hashes, seeds, targe
 
 
 @njit(inline="always", cache=True, **_OPTIONS)
-def update_row(st, i, groups, neighbours, tables, hashes, seeds, chains, patterns, sums, target):
-    """New spins of global row i of one group's first `chains` chains (their state `st`) into `target`.
+def update_row(st, i, groups, neighbours, tables, hashes, seeds, patterns, sums, target):
+    """New spins of global row i of one group's MAX_GROUP chains (their state `st`) into `target`.
 
-    For each group of five neighbours, every chain's pattern byte (one vector loop over the chains),
-    then sixteen chains' table entries at a time (`add_table_entries`); then the draw. `patterns` and
-    `sums` are stack scratch of MAX_GROUP items. The kernel calls this with `chains` the constant
-    MAX_GROUP for full groups, so that LLVM compiles loops of known length: with the length known
-    only at run time the byte loop (64 chains a vector, unrolled four times) fell through to its
-    16-byte remainder loop, and the row's field took 1.35x longer (measured, BENCHMARKS.md)."""
+    For each group of five neighbours, every chain's pattern byte, then sixteen chains' table entries
+    at a time (`add_table_entries`); then the draw. `patterns` and `sums` are stack scratch of
+    MAX_GROUP items. Every loop has a length known at compile time (groups are padded to MAX_GROUP
+    chains, `cpu_spin._group_size`): with the length known only at run time the byte loop (64 chains
+    a vector, unrolled four times) fell through to its 16-byte remainder loop and the row's field
+    took 1.35x longer, and partial groups' loops ran scalar (measured, BENCHMARKS.md)."""
     row = u64(i)
     pattern_bytes = carray(patterns, MAX_GROUP)
     base = row * u64(tables.shape[1]) * u64(TABLE_ENTRIES)
     for g in range(groups):
-        for c in range(chains):
+        for c in range(MAX_GROUP):
             pattern_bytes[c] = pattern(st, neighbours, row, g, c)
-        for c in range(0, chains, LANES):
+        for c in range(0, MAX_GROUP, LANES):
             add_table_entries(tables, base + u64(g) * u64(TABLE_ENTRIES), patterns, sums, c, g == 0)
     field = carray(sums, MAX_GROUP)
     hash_ = hashes[row]
-    for c in range(chains):
+    for c in range(MAX_GROUP):
         p, two_k = exp2_parts(field[c])
         target[c] = spin_up(hash_, seeds[c], p, two_k)
 
@@ -197,8 +197,8 @@ def run_schedule(state, neighbours, tables, groups, hashes, row_block, order_blo
     interact (the spec rejects it), so none reads a row that another writes. Sweep t of free block b
     draws its words from the stream `t · n_free + b`, as `pairwise_sweep` does."""
     n_groups, _, chains = state.shape
-    if chains > MAX_GROUP:  # the scratch of `stack_buffer` holds MAX_GROUP chains
-        raise ValueError("run_schedule: a group holds at most MAX_GROUP chains")
+    if chains > PER_CHAIN_GROUP and chains != MAX_GROUP:  # update_row's loops (and its stack scratch)
+        raise ValueError("run_schedule: a group holds at most PER_CHAIN_GROUP chains, or MAX_GROUP")
     seeds = np.empty((n_groups, n_free, chains), np.uint32)
     sweep = 0
     for sample in range(n_samples):
@@ -224,12 +224,8 @@ def run_schedule(state, neighbours, tables, groups, hashes, row_block, order_blo
                         b = row_block[i]
                         if chains <= PER_CHAIN_GROUP:
                             update_row_per_chain(st, i, groups[b], neighbours, tables, hashes, seeds[h, b], st[i])
-                        elif chains == MAX_GROUP:
-                            update_row(st, i, groups[b], neighbours, tables, hashes, seeds[h, b], MAX_GROUP, patterns,
-                                       sums, st[i])
                         else:
-                            update_row(st, i, groups[b], neighbours, tables, hashes, seeds[h, b], chains, patterns,
-                                       sums, st[i])
+                            update_row(st, i, groups[b], neighbours, tables, hashes, seeds[h, b], patterns, sums, st[i])
             sweep += 1
         for h in prange(n_groups):
             for o in range(observed.shape[0]):

@@ -22,9 +22,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from heatbath.kernels.cpu_spin import LANES
+
 __all__ = ["LANES", "add_table_entries", "instruction_set"]
 
-LANES = 16  # chains a call of `add_table_entries` takes
 _ENTRIES = 32
 
 _f32, _i32, _i8, _i64 = ir.FloatType(), ir.IntType(32), ir.IntType(8), ir.IntType(64)
