@@ -230,11 +230,11 @@ print(instruction_set(config.CPU_FEATURES))
 
 
 def _isa_samples():
-    """The kernel's samples of a fixed model (one chain at a time, a partial group, full groups)."""
+    """The kernel's samples of a fixed model (one chain at a time, groups of every width)."""
     spins, _, ebm = pairwise_spin_model(np.random.default_rng(21), 30)
     program = _program(ebm, color_blocks(ebm), [], 2)
     return np.concatenate([_both_paths(program, SamplingSchedule(4, 3, 2), chains, [spins])[0][0].reshape(-1)
-                           for chains in (1, 24, 128)])
+                           for chains in (1, 24, 40, 128)])
 
 
 @pytest.mark.parametrize("isa", ["avx2", "generic"])
@@ -296,9 +296,9 @@ def test_wide_vector_attribute_reaches_the_machine_code():
 
 
 def test_a_group_other_than_the_compiled_widths_is_refused():
-    """The kernel's vector loops run over exactly MAX_GROUP chains (its per-row scratch on the stack
-    holds that many); any other group wider than PER_CHAIN_GROUP must raise, never read or write
-    past a row."""
+    """The kernel's vector loops run over one of GROUP_WIDTHS chains (its per-row scratch on the
+    stack holds the widest); any other group wider than PER_CHAIN_GROUP must raise, never read or
+    write past a row."""
     from heatbath.kernels.cpu_spin_numba import run_schedule
 
     def run(chains):
@@ -311,8 +311,8 @@ def test_a_group_other_than_the_compiled_widths_is_refused():
                      i64(0, 1), i64(0, 1), i64(0, 1, 2), i64(0, 1), i64(0, 1, 2), keys, keys, 2, 3, 1, 1, i64(0, 1), out)
         return out
 
-    assert run(cpu_spin.MAX_GROUP).shape == (1, 1, 2, cpu_spin.MAX_GROUP)
-    assert run(cpu_spin.PER_CHAIN_GROUP).shape == (1, 1, 2, cpu_spin.PER_CHAIN_GROUP)
-    for chains in (cpu_spin.PER_CHAIN_GROUP + 1, cpu_spin.MAX_GROUP - 16, cpu_spin.MAX_GROUP + 1):
-        with pytest.raises(ValueError, match="MAX_GROUP"):
+    for chains in (cpu_spin.PER_CHAIN_GROUP, *cpu_spin.GROUP_WIDTHS):
+        assert run(chains).shape == (1, 1, 2, chains)
+    for chains in (cpu_spin.PER_CHAIN_GROUP + 1, 16, 48, cpu_spin.MAX_GROUP + 1):
+        with pytest.raises(ValueError, match="GROUP_WIDTHS"):
             run(chains)

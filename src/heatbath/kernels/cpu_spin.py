@@ -5,10 +5,11 @@ On XLA:CPU the jax.numpy sweeps of `pairwise_sweep` are bound by XLA's gathers a
 chain runs as one compiled loop nest (`cpu_spin_numba`), called from the traced program through
 `jax.pure_callback`:
 
-- chains are split into groups of `MAX_GROUP` (the last padded), each group one `[rows, chains]`
-  uint8 array (one byte per spin, 1 up), and the innermost loops run over a group's chains, which
-  LLVM vectorises (with 512-bit registers on AVX-512 CPUs: `cpu_spin_numba.prefer_wide_vectors`);
-  one or two chains are updated one chain at a time instead (`PER_CHAIN_GROUP`);
+- chains are split into groups of `MAX_GROUP` (the last padded; 32 chains or fewer are padded to
+  32, `GROUP_WIDTHS`), each group one `[rows, chains]` uint8 array (one byte per spin, 1 up), and
+  the innermost loops run over a group's chains, which LLVM vectorises (with 512-bit registers on
+  AVX-512 CPUs: `cpu_spin_numba.prefer_wide_vectors`); one or two chains are updated one chain at a
+  time instead (`PER_CHAIN_GROUP`);
 - a block update is split into tiles of (group, `cpu_spin_numba.ROWS_PER_TILE` rows) shared among the threads, so
   64 chains keep two cores busy as well as 10,000 chains do;
 - one update is the pattern-table kernels' update (`table_spin.table_block_update_jnp`, the GPU's
@@ -17,7 +18,7 @@ chain runs as one compiled loop nest (`cpu_spin_numba`), called from the traced 
   group order, the same counter-based word (the per-sweep seeds are the same Threefry outputs), and
   up where `u · (1 + 2^s) < 1`. Sixteen chains' lookups are one permute instruction on AVX-512
   (`cpu_table_lookup`), where the neighbour-by-neighbour sum took three instructions a neighbour:
-  on P(14) with 64 chains the kernel ran 1.5-1.9x faster (measured, BENCHMARKS.md).
+  on P(14) with 64 chains the kernel ran 1.3-2.0x faster on an AVX-512 CPU (measured, BENCHMARKS.md).
 
 `2^s` is evaluated by range reduction and a degree-7 Taylor polynomial (truncation error below
 1e-8 relative), written so that it vectorises; a call to libm would not. It may differ from XLA's
@@ -44,6 +45,10 @@ from heatbath.kernels.table_spin import GROUP, TableLayout, node_hashes, pattern
 __all__ = ["cpu_kernel_available", "cpu_kernel_runs_on", "cpu_layouts", "run_spin_on_cpu", "MAX_GROUP"]
 
 MAX_GROUP = 64  # chains per group: the vectorised loops run over a group's chains
+# What groups of more than PER_CHAIN_GROUP chains are padded to. P(14), one thread: 32 chains in a
+# group of 32 ran at 0.91-0.93 flips/ns against 0.55-0.67 padded to 64; a width of 16 gained nothing
+# over 64 (0.23 against 0.25-0.30 flips/ns: LLVM unrolled its loops into scalar code).
+GROUP_WIDTHS = (32, MAX_GROUP)
 PER_CHAIN_GROUP = 2  # up to this many chains the kernel updates one chain at a time (no vector)
 LANES = 16  # chains of one table lookup (`cpu_table_lookup`): sixteen float32 lanes of an AVX-512 register
 
@@ -147,12 +152,14 @@ def _row_tables(tables: NeighbourTables, bias, couplings) -> Float[Array, "rows 
 
 
 def _group_size(chains: int) -> int:
-    """Chains per group: MAX_GROUP, the padded chains thrown away, so that the kernel's loops have a
-    length known at compile time (P(14), one thread, `bench/cpu_spin_probe.py`: 16 chains padded to 64
-    ran at 0.29 flips/ns against 0.18 in loops of run-time length, 8 chains 0.15 against 0.10; 64
-    chains take 55 ns a row, about what a run-time loop took for 16). Up to PER_CHAIN_GROUP chains
-    stay as they are: the kernel updates them one chain at a time."""
-    return int(chains) if chains <= PER_CHAIN_GROUP else MAX_GROUP
+    """Chains per group: the narrowest of GROUP_WIDTHS that holds them all, else MAX_GROUP (the padded
+    chains thrown away), so that the kernel's loops have lengths known at compile time. P(14), one
+    thread, `bench/cpu_spin_probe.py`: with loops of run-time length 16 chains ran at 0.18 flips/ns and
+    64 chains took 1.75x longer for their field (BENCHMARKS.md). Up to PER_CHAIN_GROUP chains stay
+    as they are: the kernel updates them one chain at a time."""
+    if chains <= PER_CHAIN_GROUP:
+        return int(chains)
+    return next(width for width in GROUP_WIDTHS if chains <= width or width == MAX_GROUP)
 
 
 def run_spin_on_cpu(

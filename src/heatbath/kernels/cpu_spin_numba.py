@@ -13,7 +13,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from heatbath.kernels.counter_rng import KEY_PARITY, MIX_MULTIPLIERS, ROTATIONS, STREAM_TAG
-from heatbath.kernels.cpu_spin import MAX_GROUP, PER_CHAIN_GROUP
+from heatbath.kernels.cpu_spin import GROUP_WIDTHS, MAX_GROUP, PER_CHAIN_GROUP
 from heatbath.kernels.cpu_table_lookup import LANES, add_table_entries
 from heatbath.kernels.table_spin import GROUP
 
@@ -159,26 +159,27 @@ def update_row_per_chain(st, i, groups, neighbours, tables, hashes, seeds, targe
 
 
 @njit(inline="always", cache=True, **_OPTIONS)
-def update_row(st, i, groups, neighbours, tables, hashes, seeds, patterns, sums, target):
-    """New spins of global row i of one group's MAX_GROUP chains (their state `st`) into `target`.
+def update_row(st, i, groups, neighbours, tables, hashes, seeds, width, patterns, sums, target):
+    """New spins of global row i of one group's `width` chains (their state `st`) into `target`.
 
     For each group of five neighbours, every chain's pattern byte, then sixteen chains' table entries
     at a time (`add_table_entries`); then the draw. `patterns` and `sums` are stack scratch of
-    MAX_GROUP items. Every loop has a length known at compile time (groups are padded to MAX_GROUP
-    chains, `cpu_spin._group_size`): with the length known only at run time the byte loop (64 chains
-    a vector, unrolled four times) fell through to its 16-byte remainder loop and the row's field
-    took 1.35x longer, and partial groups' loops ran scalar (measured, BENCHMARKS.md)."""
+    MAX_GROUP items. The kernel passes `width` as a constant (one of GROUP_WIDTHS: groups are padded
+    to one, `cpu_spin._group_size`), so every loop has a length known at compile time: with the
+    length known only at run time the byte loop (64 chains a vector, unrolled four times) fell
+    through to its 16-byte remainder loop and the row's field took 1.75x longer, and loops over
+    blocks of 16 chains ran scalar (measured, BENCHMARKS.md)."""
     row = u64(i)
     pattern_bytes = carray(patterns, MAX_GROUP)
     base = row * u64(tables.shape[1]) * u64(TABLE_ENTRIES)
     for g in range(groups):
-        for c in range(MAX_GROUP):
+        for c in range(width):
             pattern_bytes[c] = pattern(st, neighbours, row, g, c)
-        for c in range(0, MAX_GROUP, LANES):
+        for c in range(0, width, LANES):
             add_table_entries(tables, base + u64(g) * u64(TABLE_ENTRIES), patterns, sums, c, g == 0)
     field = carray(sums, MAX_GROUP)
     hash_ = hashes[row]
-    for c in range(MAX_GROUP):
+    for c in range(width):
         p, two_k = exp2_parts(field[c])
         target[c] = spin_up(hash_, seeds[c], p, two_k)
 
@@ -197,8 +198,8 @@ def run_schedule(state, neighbours, tables, groups, hashes, row_block, order_blo
     interact (the spec rejects it), so none reads a row that another writes. Sweep t of free block b
     draws its words from the stream `t · n_free + b`, as `pairwise_sweep` does."""
     n_groups, _, chains = state.shape
-    if chains > PER_CHAIN_GROUP and chains != MAX_GROUP:  # update_row's loops (and its stack scratch)
-        raise ValueError("run_schedule: a group holds at most PER_CHAIN_GROUP chains, or MAX_GROUP")
+    if chains > PER_CHAIN_GROUP and chains not in GROUP_WIDTHS:  # update_row's loops (and its stack scratch)
+        raise ValueError("run_schedule: a group holds at most PER_CHAIN_GROUP chains, or one of GROUP_WIDTHS")
     seeds = np.empty((n_groups, n_free, chains), np.uint32)
     sweep = 0
     for sample in range(n_samples):
@@ -224,8 +225,12 @@ def run_schedule(state, neighbours, tables, groups, hashes, row_block, order_blo
                         b = row_block[i]
                         if chains <= PER_CHAIN_GROUP:
                             update_row_per_chain(st, i, groups[b], neighbours, tables, hashes, seeds[h, b], st[i])
+                        elif chains == GROUP_WIDTHS[0]:  # each width a constant: loops of known length
+                            update_row(st, i, groups[b], neighbours, tables, hashes, seeds[h, b], GROUP_WIDTHS[0],
+                                       patterns, sums, st[i])
                         else:
-                            update_row(st, i, groups[b], neighbours, tables, hashes, seeds[h, b], patterns, sums, st[i])
+                            update_row(st, i, groups[b], neighbours, tables, hashes, seeds[h, b], GROUP_WIDTHS[1],
+                                       patterns, sums, st[i])
             sweep += 1
         for h in prange(n_groups):
             for o in range(observed.shape[0]):
