@@ -134,6 +134,15 @@ def test_bit_state_packs_chain_32w_plus_c_into_bit_c_of_word_w():
     np.testing.assert_array_equal(np.asarray(table_spin.spins_up(table_spin.table_state(states), ids)), up[[4, 0, 8]])
 
 
+def test_packed_samples_unpack_chain_major():
+    """`chain_major_spins`: sample s of row r of chain 32 w + c is bit c of word w of that row."""
+    words = np.random.default_rng(11).integers(0, 2**32, (3, 5, 2), dtype=np.uint32)  # [samples, rows, words]
+    out = np.asarray(table_spin.chain_major_spins(jnp.asarray(words)))
+    assert out.shape == (64, 3, 5) and out.dtype == np.bool_
+    for c in range(64):
+        np.testing.assert_array_equal(out[c], (words[:, :, c // 32] >> (c % 32)) & 1)
+
+
 def test_bit_state_from_bits_from_chains_in_whole_words():
     assert not table_spin.packs(table_spin.BITS_FROM - 32, 100) and table_spin.packs(table_spin.BITS_FROM, 100)
     assert not table_spin.packs(table_spin.BITS_FROM + 16, 100)  # not whole words

@@ -48,7 +48,7 @@ from heatbath.kernels.pallas_spin import TILE_CHAINS, pallas_block_update
 from heatbath.kernels.tensor_spin import TILE_CHAINS as TENSOR_TILE_CHAINS
 from heatbath.kernels.tensor_spin import TensorBlock, tensor_block_update, tensor_block_update_jnp, tensor_blocks
 from heatbath.kernels.tensor_tables import TILED_ROWS_LIMIT, tensor_tiles
-from heatbath.kernels.table_spin import (bit_seed_order, chain_multiple, fold_seeds, packs, side_by_side_bit_seeds, spins_up,
+from heatbath.kernels.table_spin import (bit_seed_order, chain_major_spins, chain_multiple, fold_seeds, packs, side_by_side_bit_seeds, spins_up,
                                          table_block_update, table_block_update_jnp, table_blocks, table_layouts, table_state)
 from heatbath.kernels.cuda_runtime import nvrtc_available
 
@@ -328,6 +328,10 @@ def _run_local(program, schedule, tables, chain_words, states, observed, method=
 
     backend = "pallas" if method in NATIVE_GPU_METHODS else "jnp"
     sweeps = seeded_sweeps(sweep, seeds_of, backend)
+    if packed:  # the samples stay packed in the loop (a byte per 8 spins) and are unpacked chain-major once
+        words = run_schedule((state, seeds_of(jnp.uint32(0))), schedule, sweeps,
+                             lambda carry: [carry[0][ids] for ids in observed], backend)
+        return [chain_major_spins(w) for w in words]
     samples = run_schedule((state, seeds_of(jnp.uint32(0))), schedule, sweeps, lambda carry: observe(carry[0]), backend)
     return [jnp.transpose(s, (2, 0, 1)) for s in samples]  # [samples, nodes, chains] -> [chains, samples, nodes]
 
