@@ -69,6 +69,26 @@ def test_same_steps_with_clamped_nodes_and_superblocks():
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the default devices are not CPUs")
+def test_blocks_of_different_widths_take_the_same_steps():
+    """Hubs of 12 or 23 neighbours (three and five tables) beside leaves of one or two (one table):
+    each block reads its own number of tables, flat, and the chains step as on the jax.numpy path."""
+    from heatbath import SpinNode
+    from heatbath.models import IsingEBM, IsingSamplingProgram
+
+    rng = np.random.default_rng(17)
+    hubs, leaves = [SpinNode() for _ in range(3)], [SpinNode() for _ in range(100)]  # sparse: no dense layer
+    edges = [(hubs[0], leaf) for leaf in leaves[:12]] + [(hubs[1], leaf) for leaf in leaves[10:33]]
+    edges += [(hubs[2], leaf) for leaf in leaves[30:40]]
+    ebm = IsingEBM(hubs + leaves, edges, jnp.asarray(rng.normal(0, 0.5, 103), jnp.float32),
+                   jnp.asarray(rng.normal(0, 0.6, len(edges)), jnp.float32), jnp.asarray(1.0))
+    program = IsingSamplingProgram(ebm, [Block(hubs), Block(leaves)], [])
+    groups = [layout.groups for layout in cpu_spin.cpu_layouts(pairwise_sweep.pairwise_tables(program))]
+    assert groups == [5, 1]
+    compiled, reference = _both_paths(program, SamplingSchedule(3, 6, 2), 40, [hubs + leaves])
+    np.testing.assert_array_equal(compiled[0], reference[0])
+    assert 0.2 < compiled[0].mean() < 0.8
+
+
 def test_thrml_style_call_uses_the_compiled_kernel_on_cpu(monkeypatch):
     """`jit(vmap(sample_states))` on the CPU reaches the compiled kernel (and gives what it gives)."""
     from heatbath import sample_states
@@ -307,8 +327,9 @@ def test_a_group_other_than_the_compiled_widths_is_refused():
         out = np.empty((1, 1, 2, chains), np.bool_)
         keys = np.zeros((1, chains), np.uint32)
         neighbours = np.asarray([[1, 2, 2, 2, 2], [0, 2, 2, 2, 2]], np.uint32)
-        run_schedule(state, neighbours, np.full((2, 1, 32), 0.5, np.float32), i64(1, 1), np.arange(2, dtype=np.uint32),
-                     i64(0, 1), i64(0, 1), i64(0, 1, 2), i64(0, 1), i64(0, 1, 2), keys, keys, 2, 3, 1, 1, i64(0, 1), out)
+        run_schedule(state, neighbours, np.full(64, 0.5, np.float32), np.asarray([0, 32], np.uint64), i64(1, 1),
+                     np.arange(2, dtype=np.uint32), i64(0, 1), i64(0, 1), i64(0, 1, 2), i64(0, 1), i64(0, 1, 2), keys, keys,
+                     2, 3, 1, 1, i64(0, 1), out)
         return out
 
     for chains in (cpu_spin.PER_CHAIN_GROUP, *cpu_spin.GROUP_WIDTHS):

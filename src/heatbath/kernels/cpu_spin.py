@@ -50,6 +50,7 @@ MAX_GROUP = 64  # chains per group: the vectorised loops run over a group's chai
 # over 64 (0.23 against 0.25-0.30 flips/ns: LLVM unrolled its loops into scalar code).
 GROUP_WIDTHS = (32, MAX_GROUP)
 PER_CHAIN_GROUP = 2  # up to this many chains the kernel updates one chain at a time (no vector)
+TABLE_ENTRIES = 1 << GROUP  # entries of one neighbour group's table (a pattern of GROUP = 5 spins)
 LANES = 16  # chains of one table lookup (`cpu_table_lookup`): sixteen float32 lanes of an AVX-512 register
 
 
@@ -117,8 +118,9 @@ def _static_layout(tables: NeighbourTables, order: tuple[tuple[int, ...], ...]) 
     Rows are global (every block's nodes in block order, free blocks first, then one scratch row that
     padding slots read). `neighbours` `[free rows, 5 G]` holds each free row's neighbour rows in
     `table_spin` layout (groups of five, G the most groups of any block, padding at the scratch row);
-    `groups[b]` is free block b's count. The indices are unsigned, so numba compiles no
-    negative-index wraparound into the kernel's loops."""
+    `groups[b]` is free block b's count, and `table_starts[i]` where row i's tables begin in
+    `_row_tables`. The indices are unsigned, so numba compiles no negative-index wraparound into the
+    kernel's loops."""
     layouts = cpu_layouts(tables)
     starts = np.cumsum([0, *tables.block_sizes])
     n_free = len(tables.sources)
@@ -126,9 +128,11 @@ def _static_layout(tables: NeighbourTables, order: tuple[tuple[int, ...], ...]) 
     neighbours = np.full((int(starts[n_free]), GROUP * int(groups.max())), starts[-1], np.uint32)
     for b, layout in enumerate(layouts):
         neighbours[starts[b] : starts[b + 1], : layout.neighbours.shape[1]] = layout.neighbours
+    per_row = np.repeat(groups * TABLE_ENTRIES, tables.block_sizes[:n_free])
     return dict(
         neighbours=neighbours,
         groups=groups,
+        table_starts=(np.cumsum(per_row) - per_row).astype(np.uint64),
         hashes=node_hashes(np.concatenate(tables.node_ids[:n_free])),
         row_block=np.repeat(np.arange(n_free), tables.block_sizes[:n_free]).astype(np.int64),
         order_blocks=np.asarray([b for members in order for b in members], np.int64),
@@ -138,17 +142,15 @@ def _static_layout(tables: NeighbourTables, order: tuple[tuple[int, ...], ...]) 
     )
 
 
-def _row_tables(tables: NeighbourTables, bias, couplings) -> Float[Array, "rows G 32"]:
+def _row_tables(tables: NeighbourTables, bias, couplings) -> Float[Array, " entries"]:
     """Every free row's pattern tables (`table_spin.pattern_tables`: scaled partial fields, the bias
-    in group 0), each block's padded with zero tables to the most groups of any block."""
-    layouts = cpu_layouts(tables)
-    width = max(layout.groups for layout in layouts)
+    in group 0), row after row, each with its block's number of groups (`table_starts`)."""
     out = []
-    for b, layout in enumerate(layouts):
+    for b, layout in enumerate(cpu_layouts(tables)):
         parts = couplings[b] if couplings[b] else [jnp.zeros((tables.block_sizes[b], 0), jnp.float32)]
-        rows = pattern_tables(layout, jnp.asarray(bias[b], jnp.float32), jnp.concatenate(parts, axis=1).astype(jnp.float32))
-        out.append(jnp.pad(rows, ((0, 0), (0, width - layout.groups), (0, 0))))
-    return jnp.concatenate(out, axis=0)
+        flat = jnp.concatenate(parts, axis=1).astype(jnp.float32)
+        out.append(pattern_tables(layout, jnp.asarray(bias[b], jnp.float32), flat).reshape(-1))
+    return jnp.concatenate(out)
 
 
 def _group_size(chains: int) -> int:
@@ -222,8 +224,8 @@ def _host_call(tables: NeighbourTables, order: tuple, schedule, sizes: tuple[int
         out = np.empty((groups, schedule.n_samples, len(observed_np), group), np.bool_)
         _KERNEL_THREAD.call(
             run_schedule,
-            state, layout["neighbours"], np.ascontiguousarray(tables_np, np.float32), layout["groups"], layout["hashes"],
-            layout["row_block"], layout["order_blocks"], layout["order_splits"], layout["rows"], layout["row_splits"],
+            state, layout["neighbours"], np.ascontiguousarray(tables_np, np.float32), layout["table_starts"],
+            layout["groups"], layout["hashes"], layout["row_block"], layout["order_blocks"], layout["order_splits"], layout["rows"], layout["row_splits"],
             key0, key1, len(tables.sources), schedule.n_warmup, schedule.n_samples, schedule.steps_per_sample,
             observed_np.astype(np.int64), out,
         )
@@ -231,17 +233,17 @@ def _host_call(tables: NeighbourTables, order: tuple, schedule, sizes: tuple[int
 
     def host(*arrays):
         row_tables, state, words, observed = (np.asarray(a) for a in arrays)
-        batch = np.broadcast_shapes(row_tables.shape[:-3], state.shape[:-2], words.shape[:-2], observed.shape[:-1])
+        batch = np.broadcast_shapes(row_tables.shape[:-1], state.shape[:-2], words.shape[:-2], observed.shape[:-1])
         chains = state.shape[-2]
         if math.prod(batch) == 0:  # a map over no elements
             return [np.zeros(batch + (chains, schedule.n_samples, size), np.bool_) for size in sizes]
-        if all(math.prod(shape) == 1 for shape in (row_tables.shape[:-3], observed.shape[:-1])):
-            samples = run(row_tables.reshape(row_tables.shape[-3:]),
+        if all(math.prod(shape) == 1 for shape in (row_tables.shape[:-1], observed.shape[:-1])):
+            samples = run(row_tables.reshape(-1),
                           np.broadcast_to(state, batch + state.shape[-2:]).reshape(-1, state.shape[-1]),
                           np.broadcast_to(words, batch + words.shape[-2:]).reshape(-1, 2), observed.reshape(-1))
         else:
             arrays = [np.broadcast_to(a, batch + a.shape[a.ndim - k:])
-                      for a, k in ((row_tables, 3), (state, 2), (words, 2), (observed, 1))]
+                      for a, k in ((row_tables, 1), (state, 2), (words, 2), (observed, 1))]
             samples = np.concatenate([run(*(a[index] for a in arrays)) for index in np.ndindex(*batch)])
         samples = samples.reshape(batch + (chains,) + samples.shape[1:])
         return [np.ascontiguousarray(part) for part in np.split(samples, np.cumsum(sizes)[:-1], axis=-1)]

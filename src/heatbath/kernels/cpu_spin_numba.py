@@ -13,7 +13,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from heatbath.kernels.counter_rng import KEY_PARITY, MIX_MULTIPLIERS, ROTATIONS, STREAM_TAG
-from heatbath.kernels.cpu_spin import GROUP_WIDTHS, MAX_GROUP, PER_CHAIN_GROUP
+from heatbath.kernels.cpu_spin import GROUP_WIDTHS, MAX_GROUP, PER_CHAIN_GROUP, TABLE_ENTRIES
 from heatbath.kernels.cpu_table_lookup import LANES, add_table_entries
 from heatbath.kernels.table_spin import GROUP
 
@@ -24,7 +24,6 @@ _ROTATIONS = np.asarray(ROTATIONS, np.uint32)
 # No bounds checks (the tables are built in range), numpy's error model (no Python exception paths in
 # the loops) and fused multiply-adds (every product here is exact or inside the exp polynomial).
 _OPTIONS = dict(boundscheck=False, error_model="numpy", fastmath={"contract"})
-TABLE_ENTRIES = 1 << GROUP  # entries of one neighbour group's table
 u8 = np.uint8
 u32 = np.uint32
 u64 = np.uint64
@@ -144,22 +143,23 @@ def pattern(st, neighbours, row, g, c):
 
 
 @njit(inline="always", cache=True, **_OPTIONS)
-def update_row_per_chain(st, i, groups, neighbours, tables, hashes, seeds, target):
+def update_row_per_chain(st, i, groups, neighbours, tables, table_starts, hashes, seeds, target):
     """`update_row` for groups of at most `PER_CHAIN_GROUP` chains, one chain at a time: too few to
     fill a vector, and rows overlap better in the CPU than the vector loops' setup does (one chain
     about 2.4x faster than padded to a vector of 8, measured in BENCHMARKS.md). Same table entries
     summed in the same order, so the same spins."""
     row = u64(i)
     for c in range(st.shape[1]):
-        s = tables[row, 0, pattern(st, neighbours, row, 0, c)]
+        base = table_starts[row]
+        s = tables[base + u64(pattern(st, neighbours, row, 0, c))]
         for g in range(1, groups):
-            s = s + tables[row, g, pattern(st, neighbours, row, g, c)]
+            s = s + tables[base + u64(g) * u64(TABLE_ENTRIES) + u64(pattern(st, neighbours, row, g, c))]
         p, two_k = exp2_parts(s)
         target[c] = spin_up(hashes[row], seeds[c], p, two_k)
 
 
 @njit(inline="always", cache=True, **_OPTIONS)
-def update_row(st, i, groups, neighbours, tables, hashes, seeds, width, patterns, sums, target):
+def update_row(st, i, groups, neighbours, tables, table_starts, hashes, seeds, width, patterns, sums, target):
     """New spins of global row i of one group's `width` chains (their state `st`) into `target`.
 
     For each group of five neighbours, every chain's pattern byte, then sixteen chains' table entries
@@ -171,7 +171,7 @@ def update_row(st, i, groups, neighbours, tables, hashes, seeds, width, patterns
     blocks of 16 chains ran scalar (measured, BENCHMARKS.md)."""
     row = u64(i)
     pattern_bytes = carray(patterns, MAX_GROUP)
-    base = row * u64(tables.shape[1]) * u64(TABLE_ENTRIES)
+    base = table_starts[row]
     for g in range(groups):
         for c in range(width):
             pattern_bytes[c] = pattern(st, neighbours, row, g, c)
@@ -185,14 +185,15 @@ def update_row(st, i, groups, neighbours, tables, hashes, seeds, width, patterns
 
 
 @njit(parallel=True, nogil=True, cache=True, **_OPTIONS)
-def run_schedule(state, neighbours, tables, groups, hashes, row_block, order_blocks, order_splits,
+def run_schedule(state, neighbours, tables, table_starts, groups, hashes, row_block, order_blocks, order_splits,
                  rows, row_splits, key0, key1, n_free, n_warmup, n_samples, steps, observed, out):
     """Run a schedule on `state` `[groups, rows, chains]` (1 up, 0 down, updated in place) and write the
     observed rows of every sample into `out` `[groups, n_samples, observed, chains]`.
 
     Free row i reads its neighbours `neighbours[i]` (flat-state rows, five a table; padding slots
-    read the last row, at zero coupling) through its tables `tables[i, :groups[block of i]]`, with
-    update-word hash `hashes[i]` (`table_spin.table_blocks`' layout with the nodes in block order).
+    read the last row, at zero coupling) through its `groups[block of i]` tables of 32 entries from
+    `tables[table_starts[i]]` (float32, flat), with update-word hash `hashes[i]`
+    (`table_spin.table_blocks`' layout with the nodes in block order).
     Sampling group g (the blocks `order_blocks[order_splits[g]:order_splits[g + 1]]`) updates the
     global rows `rows[row_splits[g]:row_splits[g + 1]]` in place: the blocks of one group never
     interact (the spec rejects it), so none reads a row that another writes. Sweep t of free block b
@@ -224,13 +225,13 @@ def run_schedule(state, neighbours, tables, groups, hashes, row_block, order_blo
                         i = rows[q]
                         b = row_block[i]
                         if chains <= PER_CHAIN_GROUP:
-                            update_row_per_chain(st, i, groups[b], neighbours, tables, hashes, seeds[h, b], st[i])
+                            update_row_per_chain(st, i, groups[b], neighbours, tables, table_starts, hashes, seeds[h, b], st[i])
                         elif chains == GROUP_WIDTHS[0]:  # each width a constant: loops of known length
-                            update_row(st, i, groups[b], neighbours, tables, hashes, seeds[h, b], GROUP_WIDTHS[0],
-                                       patterns, sums, st[i])
+                            update_row(st, i, groups[b], neighbours, tables, table_starts, hashes, seeds[h, b],
+                                       GROUP_WIDTHS[0], patterns, sums, st[i])
                         else:
-                            update_row(st, i, groups[b], neighbours, tables, hashes, seeds[h, b], GROUP_WIDTHS[1],
-                                       patterns, sums, st[i])
+                            update_row(st, i, groups[b], neighbours, tables, table_starts, hashes, seeds[h, b],
+                                       GROUP_WIDTHS[1], patterns, sums, st[i])
             sweep += 1
         for h in prange(n_groups):
             for o in range(observed.shape[0]):

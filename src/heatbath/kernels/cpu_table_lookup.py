@@ -8,7 +8,7 @@ turn a loop of table reads into it (it emits a gather, several times slower), so
 writes the permute into the kernel's LLVM IR, with a version for each instruction set:
 
 - AVX-512F: one `vpermi2ps` for sixteen chains;
-- AVX2: four eight-entry `vpermps` and two blends a half, for eight chains;
+- AVX2: four eight-entry `vpermps` and three blends for eight chains;
 - anything else: sixteen scalar loads (correct everywhere; LLVM may vectorise what it can).
 
 A lookup is a load of a float, so every version gives the same bits, and the sums that follow are
@@ -22,11 +22,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from heatbath.kernels.cpu_spin import LANES
+from heatbath.kernels.cpu_spin import LANES, TABLE_ENTRIES
 
 __all__ = ["LANES", "add_table_entries", "instruction_set"]
-
-_ENTRIES = 32
 
 _f32, _i32, _i8, _i64 = ir.FloatType(), ir.IntType(32), ir.IntType(8), ir.IntType(64)
 
@@ -73,11 +71,11 @@ def _lookup_avx2(builder, table, index):
 
 
 def _lookup_generic(builder, table, index):
-    """table[index & 31] for 16 lanes by scalar loads (the mask keeps a lane past the chains, whose
-    pattern byte is scratch, inside the table)."""
+    """table[index & 31] for 16 lanes by scalar loads (patterns have five bits; the mask makes the
+    bound plain to LLVM and to a reader)."""
     value = ir.Constant(_vector(_f32, 16), None)
     for lane in range(16):
-        k = builder.and_(builder.extract_element(index, ir.Constant(_i32, lane)), ir.Constant(_i32, _ENTRIES - 1))
+        k = builder.and_(builder.extract_element(index, ir.Constant(_i32, lane)), ir.Constant(_i32, TABLE_ENTRIES - 1))
         value = builder.insert_element(value, builder.load(builder.gep(table, [k]), align=4), ir.Constant(_i32, lane))
     return value
 
@@ -103,8 +101,7 @@ def add_table_entries(typingctx, tables, base, patterns, sums, chain, first):
 
     `tables` a C-contiguous float32 array (a row's group tables of 32 entries each, `base` the first
     entry of one), `patterns` a pointer to uint8 five-bit patterns and `sums` one to float32 field
-    sums (the kernel's stack scratch, at least `chain + LANES` items: lanes past the group's chains
-    read and write scratch that nothing else reads)."""
+    sums (the kernel's stack scratch, at least `chain + LANES` items)."""
 
     def codegen(context, builder, signature, args):
         table_array, base, patterns, sums, chain, first = args
