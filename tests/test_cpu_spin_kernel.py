@@ -69,6 +69,21 @@ def test_same_steps_with_clamped_nodes_and_superblocks():
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the default devices are not CPUs")
+def test_groups_apart_or_sharing_each_update_give_the_same_samples(monkeypatch):
+    """Each thread running whole groups (`run_groups_apart`) or all threads sharing every block update
+    (`run_schedule`): the same arithmetic per chain, so the same samples, for either group width."""
+    spins, _, ebm = pairwise_spin_model(np.random.default_rng(8), 30)
+    program = _program(ebm, color_blocks(ebm), [], 2)
+    for chains, threads in ((64, 2), (256, 1)):
+        monkeypatch.setattr(cpu_spin, "_kernel_threads", lambda threads=threads: threads)
+        runs = []
+        for apart in (False, True):
+            monkeypatch.setattr(cpu_spin, "_groups_apart", lambda groups, threads, apart=apart: apart)
+            runs.append(_both_paths(program, SamplingSchedule(3, 4, 2), chains, [spins]))
+        np.testing.assert_array_equal(runs[0][0][0], runs[1][0][0])
+        np.testing.assert_array_equal(runs[0][0][0], runs[0][1][0])
+
+
 def test_blocks_of_different_widths_take_the_same_steps():
     """Hubs of 12 or 23 neighbours (three and five tables) beside leaves of one or two (one table):
     each block reads its own number of tables, flat, and the chains step as on the jax.numpy path."""

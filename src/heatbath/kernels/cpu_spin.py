@@ -72,10 +72,23 @@ def cpu_kernel_runs_on(devices) -> bool:
 
 
 def _compiled():
-    """The kernel; numba compiles it on first use and keeps the machine code on disk for later processes."""
-    from heatbath.kernels.cpu_spin_numba import run_schedule
+    """The kernel, `run(*arguments, apart)`: `cpu_spin_numba.run_groups_apart` where `apart`, else
+    `run_schedule` (same arguments, same samples). numba compiles both on first use and keeps the
+    machine code on disk for later processes."""
+    from heatbath.kernels.cpu_spin_numba import run_groups_apart, run_schedule
 
-    return run_schedule
+    def run(*arguments):
+        *arguments, apart = arguments
+        return (run_groups_apart if apart else run_schedule)(*arguments)
+
+    return run
+
+
+def _kernel_threads() -> int:
+    """numba's thread count on the kernel thread (a per-thread setting)."""
+    import numba
+
+    return _KERNEL_THREAD.call(numba.get_num_threads)
 
 
 class _KernelThread:
@@ -153,15 +166,26 @@ def _row_tables(tables: NeighbourTables, bias, couplings) -> Float[Array, " entr
     return jnp.concatenate(out)
 
 
-def _group_size(chains: int) -> int:
+def _group_size(chains: int, threads: int = 1) -> int:
     """Chains per group: the narrowest of GROUP_WIDTHS that holds them all, else MAX_GROUP (the padded
-    chains thrown away), so that the kernel's loops have lengths known at compile time. P(14), one
-    thread, `bench/cpu_spin_probe.py`: with loops of run-time length 16 chains ran at 0.18 flips/ns and
-    64 chains took 1.75x longer for their field (BENCHMARKS.md). Up to PER_CHAIN_GROUP chains stay
-    as they are: the kernel updates them one chain at a time."""
+    chains thrown away), so that the kernel's loops have lengths known at compile time (P(14), one
+    thread, `bench/cpu_spin_probe.py`: with loops of run-time length 16 chains ran at 0.18 flips/ns
+    and 64 chains took 1.75x longer for their field, BENCHMARKS.md); but with several threads, up
+    to MAX_GROUP chains take the narrowest width, so that each thread can take whole groups
+    (`_groups_apart`). Up to PER_CHAIN_GROUP chains stay as they are: the kernel updates them one
+    chain at a time."""
     if chains <= PER_CHAIN_GROUP:
         return int(chains)
+    if threads > 1 and chains <= MAX_GROUP:
+        return GROUP_WIDTHS[0]
     return next(width for width in GROUP_WIDTHS if chains <= width or width == MAX_GROUP)
+
+
+def _groups_apart(groups: int, threads: int) -> bool:
+    """Whether each thread runs whole groups' schedules (`run_groups_apart`, no barriers) rather than
+    sharing every block update: where the groups spread evenly over the threads, or there are so
+    many that an uneven last round costs little."""
+    return threads > 1 and (groups % threads == 0 or groups >= 4 * threads)
 
 
 def run_spin_on_cpu(
@@ -211,8 +235,9 @@ def _host_call(tables: NeighbourTables, order: tuple, schedule, sizes: tuple[int
 
     def run(tables_np, state_np, words_np, observed_np):
         chains = state_np.shape[0]
-        run_schedule = _compiled()
-        group = _group_size(chains)
+        kernel = _compiled()
+        threads = _kernel_threads()
+        group = _group_size(chains, threads)
         groups = -(-chains // group)
         padded = groups * group
         state = np.zeros((state_np.shape[1] + 1, padded), np.uint8)  # and the scratch row
@@ -223,11 +248,12 @@ def _host_call(tables: NeighbourTables, order: tuple, schedule, sizes: tuple[int
         key0, key1 = (np.ascontiguousarray(words[:, k].reshape(groups, group)) for k in (0, 1))
         out = np.empty((groups, schedule.n_samples, len(observed_np), group), np.bool_)
         _KERNEL_THREAD.call(
-            run_schedule,
+            kernel,
             state, layout["neighbours"], np.ascontiguousarray(tables_np, np.float32), layout["table_starts"],
-            layout["groups"], layout["hashes"], layout["row_block"], layout["order_blocks"], layout["order_splits"], layout["rows"], layout["row_splits"],
+            layout["groups"], layout["hashes"], layout["row_block"], layout["order_blocks"], layout["order_splits"],
+            layout["rows"], layout["row_splits"],
             key0, key1, len(tables.sources), schedule.n_warmup, schedule.n_samples, schedule.steps_per_sample,
-            observed_np.astype(np.int64), out,
+            observed_np.astype(np.int64), out, _groups_apart(groups, threads),
         )
         return out.transpose(0, 3, 1, 2).reshape(padded, schedule.n_samples, len(observed_np))[:chains]
 

@@ -17,7 +17,7 @@ from heatbath.kernels.cpu_spin import GROUP_WIDTHS, MAX_GROUP, PER_CHAIN_GROUP, 
 from heatbath.kernels.cpu_table_lookup import LANES, add_table_entries
 from heatbath.kernels.table_spin import GROUP
 
-__all__ = ["run_schedule", "ROWS_PER_TILE"]
+__all__ = ["run_schedule", "run_groups_apart", "ROWS_PER_TILE"]
 
 ROWS_PER_TILE = 32  # rows one thread updates before taking the next tile
 _ROTATIONS = np.asarray(ROTATIONS, np.uint32)
@@ -184,6 +184,37 @@ def update_row(st, i, groups, neighbours, tables, table_starts, hashes, seeds, w
         target[c] = spin_up(hash_, seeds[c], p, two_k)
 
 
+@njit(inline="always", cache=True, **_OPTIONS)
+def update_any_row(st, i, b, groups, neighbours, tables, table_starts, hashes, seeds, patterns, sums):
+    """Row i (of free block b) of one group, by its width: one chain at a time up to PER_CHAIN_GROUP
+    chains, else `update_row` with the width as a constant (loops of known length)."""
+    chains = st.shape[1]
+    if chains <= PER_CHAIN_GROUP:
+        update_row_per_chain(st, i, groups[b], neighbours, tables, table_starts, hashes, seeds, st[i])
+    elif chains == GROUP_WIDTHS[0]:
+        update_row(st, i, groups[b], neighbours, tables, table_starts, hashes, seeds, GROUP_WIDTHS[0], patterns, sums,
+                   st[i])
+    else:
+        update_row(st, i, groups[b], neighbours, tables, table_starts, hashes, seeds, GROUP_WIDTHS[1], patterns, sums,
+                   st[i])
+
+
+@njit(inline="always", cache=True)
+def sweep_seeds(seeds, key0, key1, order_blocks, first, last, sweep, n_free):
+    """One group's seeds `[n_free, chains]` for the blocks `order_blocks[first:last]` of sweep `sweep`."""
+    for m in range(first, last):
+        b = order_blocks[m]
+        stream = u32(u32(sweep) * u32(n_free) + u32(b))
+        for c in range(seeds.shape[1]):
+            seeds[b, c] = fold16(stream_seed(key0[c], key1[c], stream))
+
+
+@njit(inline="always", cache=True)
+def check_width(chains):
+    if chains > PER_CHAIN_GROUP and chains not in GROUP_WIDTHS:  # update_row's loops (and its stack scratch)
+        raise ValueError("run_schedule: a group holds at most PER_CHAIN_GROUP chains, or one of GROUP_WIDTHS")
+
+
 @njit(parallel=True, nogil=True, cache=True, **_OPTIONS)
 def run_schedule(state, neighbours, tables, table_starts, groups, hashes, row_block, order_blocks, order_splits,
                  rows, row_splits, key0, key1, n_free, n_warmup, n_samples, steps, observed, out):
@@ -197,10 +228,12 @@ def run_schedule(state, neighbours, tables, table_starts, groups, hashes, row_bl
     Sampling group g (the blocks `order_blocks[order_splits[g]:order_splits[g + 1]]`) updates the
     global rows `rows[row_splits[g]:row_splits[g + 1]]` in place: the blocks of one group never
     interact (the spec rejects it), so none reads a row that another writes. Sweep t of free block b
-    draws its words from the stream `t · n_free + b`, as `pairwise_sweep` does."""
+    draws its words from the stream `t · n_free + b`, as `pairwise_sweep` does.
+
+    Every block update is shared among the threads in tiles of ROWS_PER_TILE rows, two parallel
+    regions an update: for fewer groups than threads (`run_groups_apart` otherwise)."""
     n_groups, _, chains = state.shape
-    if chains > PER_CHAIN_GROUP and chains not in GROUP_WIDTHS:  # update_row's loops (and its stack scratch)
-        raise ValueError("run_schedule: a group holds at most PER_CHAIN_GROUP chains, or one of GROUP_WIDTHS")
+    check_width(chains)
     seeds = np.empty((n_groups, n_free, chains), np.uint32)
     sweep = 0
     for sample in range(n_samples):
@@ -208,32 +241,54 @@ def run_schedule(state, neighbours, tables, table_starts, groups, hashes, row_bl
             for g in range(order_splits.shape[0] - 1):
                 for h in prange(n_groups):
                     prefer_wide_vectors()
-                    for m in range(order_splits[g], order_splits[g + 1]):
-                        b = order_blocks[m]
-                        stream = u32(u32(sweep) * u32(n_free) + u32(b))
-                        for c in range(chains):
-                            seeds[h, b, c] = fold16(stream_seed(key0[h, c], key1[h, c], stream))
+                    sweep_seeds(seeds[h], key0[h], key1[h], order_blocks, order_splits[g], order_splits[g + 1], sweep,
+                                n_free)
                 first, last = row_splits[g], row_splits[g + 1]
                 tiles = -(-(last - first) // ROWS_PER_TILE)
                 for t in prange(n_groups * tiles):
                     prefer_wide_vectors()
                     h, tile = t // tiles, t % tiles
-                    st = state[h]
                     patterns = stack_buffer(np.uint8)
                     sums = stack_buffer(np.float32)
                     for q in range(first + tile * ROWS_PER_TILE, min(first + (tile + 1) * ROWS_PER_TILE, last)):
                         i = rows[q]
                         b = row_block[i]
-                        if chains <= PER_CHAIN_GROUP:
-                            update_row_per_chain(st, i, groups[b], neighbours, tables, table_starts, hashes, seeds[h, b], st[i])
-                        elif chains == GROUP_WIDTHS[0]:  # each width a constant: loops of known length
-                            update_row(st, i, groups[b], neighbours, tables, table_starts, hashes, seeds[h, b],
-                                       GROUP_WIDTHS[0], patterns, sums, st[i])
-                        else:
-                            update_row(st, i, groups[b], neighbours, tables, table_starts, hashes, seeds[h, b],
-                                       GROUP_WIDTHS[1], patterns, sums, st[i])
+                        update_any_row(state[h], i, b, groups, neighbours, tables, table_starts, hashes, seeds[h, b],
+                                       patterns, sums)
             sweep += 1
         for h in prange(n_groups):
             for o in range(observed.shape[0]):
                 for c in range(chains):
                     out[h, sample, o, c] = state[h, observed[o], c] > 0
+
+
+@njit(parallel=True, nogil=True, cache=True, **_OPTIONS)
+def run_groups_apart(state, neighbours, tables, table_starts, groups, hashes, row_block, order_blocks, order_splits,
+                     rows, row_splits, key0, key1, n_free, n_warmup, n_samples, steps, observed, out):
+    """`run_schedule` with each group's whole schedule on one thread: no parallel region, so no thread
+    waits for another between block updates. The groups' chains are independent, so this is the
+    same arithmetic in another order of groups, and the same samples. On the 2-core CI VM, 64 chains
+    as two groups of 32 ran without the slow phases of the shared updates (a thread of another
+    process or of XLA that takes a core stalls every barrier; measured, BENCHMARKS.md)."""
+    n_groups, _, chains = state.shape
+    check_width(chains)
+    for h in prange(n_groups):
+        prefer_wide_vectors()
+        st = state[h]
+        seeds = np.empty((n_free, chains), np.uint32)
+        patterns = stack_buffer(np.uint8)
+        sums = stack_buffer(np.float32)
+        sweep = 0
+        for sample in range(n_samples):
+            for _ in range(n_warmup if sample == 0 else steps):
+                for g in range(order_splits.shape[0] - 1):
+                    sweep_seeds(seeds, key0[h], key1[h], order_blocks, order_splits[g], order_splits[g + 1], sweep, n_free)
+                    for q in range(row_splits[g], row_splits[g + 1]):
+                        i = rows[q]
+                        b = row_block[i]
+                        update_any_row(st, i, b, groups, neighbours, tables, table_starts, hashes, seeds[b], patterns,
+                                       sums)
+                sweep += 1
+            for o in range(observed.shape[0]):
+                for c in range(chains):
+                    out[h, sample, o, c] = st[observed[o], c] > 0
