@@ -85,10 +85,10 @@ def _compiled():
 
 
 def _kernel_threads() -> int:
-    """numba's thread count on the kernel thread (a per-thread setting)."""
+    """numba's thread count, a per-thread setting: called on the kernel thread."""
     import numba
 
-    return _KERNEL_THREAD.call(numba.get_num_threads)
+    return numba.get_num_threads()
 
 
 class _KernelThread:
@@ -176,9 +176,8 @@ def _group_size(chains: int, threads: int = 1) -> int:
     chain at a time."""
     if chains <= PER_CHAIN_GROUP:
         return int(chains)
-    if threads > 1 and chains <= MAX_GROUP:
-        return GROUP_WIDTHS[0]
-    return next(width for width in GROUP_WIDTHS if chains <= width or width == MAX_GROUP)
+    narrow, wide = GROUP_WIDTHS
+    return narrow if chains <= (wide if threads > 1 else narrow) else wide
 
 
 def _groups_apart(groups: int, threads: int) -> bool:
@@ -233,7 +232,7 @@ def _host_call(tables: NeighbourTables, order: tuple, schedule, sizes: tuple[int
     two calls, 3.5 s with the kernel's first load from numba's cache."""
     layout = _static_layout(tables, order)
 
-    def run(tables_np, state_np, words_np, observed_np):
+    def run_on_kernel_thread(tables_np, state_np, words_np, observed_np):
         chains = state_np.shape[0]
         kernel = _compiled()
         threads = _kernel_threads()
@@ -247,8 +246,7 @@ def _host_call(tables: NeighbourTables, order: tuple, schedule, sizes: tuple[int
         words[:chains] = words_np
         key0, key1 = (np.ascontiguousarray(words[:, k].reshape(groups, group)) for k in (0, 1))
         out = np.empty((groups, schedule.n_samples, len(observed_np), group), np.bool_)
-        _KERNEL_THREAD.call(
-            kernel,
+        kernel(
             state, layout["neighbours"], np.ascontiguousarray(tables_np, np.float32), layout["table_starts"],
             layout["groups"], layout["hashes"], layout["row_block"], layout["order_blocks"], layout["order_splits"],
             layout["rows"], layout["row_splits"],
@@ -256,6 +254,9 @@ def _host_call(tables: NeighbourTables, order: tuple, schedule, sizes: tuple[int
             observed_np.astype(np.int64), out, _groups_apart(groups, threads),
         )
         return out.transpose(0, 3, 1, 2).reshape(padded, schedule.n_samples, len(observed_np))[:chains]
+
+    def run(*arrays):  # the layout, the thread count and the kernel all on the kernel thread: one hop a call
+        return _KERNEL_THREAD.call(run_on_kernel_thread, *arrays)
 
     def host(*arrays):
         row_tables, state, words, observed = (np.asarray(a) for a in arrays)

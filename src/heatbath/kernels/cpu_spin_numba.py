@@ -149,8 +149,8 @@ def update_row_per_chain(st, i, groups, neighbours, tables, table_starts, hashes
     chains in a group of 32 0.055, about 55 ns a row, what two chains one at a time cost). Same table
     entries summed in the same order, so the same spins."""
     row = u64(i)
+    base = table_starts[row]
     for c in range(st.shape[1]):
-        base = table_starts[row]
         s = tables[base + u64(pattern(st, neighbours, row, 0, c))]
         for g in range(1, groups):
             s = s + tables[base + u64(g) * u64(TABLE_ENTRIES) + u64(pattern(st, neighbours, row, g, c))]
