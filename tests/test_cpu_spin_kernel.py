@@ -105,6 +105,7 @@ def test_blocks_of_different_widths_take_the_same_steps():
     assert 0.2 < compiled[0].mean() < 0.8
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the default devices are not CPUs")
 def test_thrml_style_call_uses_the_compiled_kernel_on_cpu(monkeypatch):
     """`jit(vmap(sample_states))` on the CPU reaches the compiled kernel (and gives what it gives)."""
     from heatbath import sample_states
