@@ -291,8 +291,10 @@ def test_every_instruction_set_draws_the_same_samples(isa, tmp_path):
     off = ("avx512",) if isa == "avx2" else ("avx", "fma", "f16c", "xop", "vaes", "vpclmulqdq", "gfni")
     features = ",".join(("-" if k.startswith(off) else "+" if on else "-") + k for k, on in host.items())
     path = os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")]))
+    # One kernel thread: only `run_schedule` compiles there (both runners hold the same lookup, and the
+    # samples do not depend on the runner), about 8 s less of the subprocess's compiling.
     env = dict(os.environ, NUMBA_CPU_FEATURES=features, NUMBA_CACHE_DIR=str(tmp_path), JAX_PLATFORMS="cpu",
-               PYTHONPATH=path)
+               PYTHONPATH=path, NUMBA_NUM_THREADS="1")
     out = tmp_path / "samples.npy"
     done = subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(out)], env=env, capture_output=True, text=True,
                           timeout=600)
