@@ -210,9 +210,17 @@ def sweep_seeds(seeds, key0, key1, order_blocks, first, last, sweep, n_free):
 
 
 @njit(inline="always", cache=True)
+def write_sample(out, st, observed):
+    """One group's sample: `out[o, c]` whether observed row `observed[o]` of chain c is up."""
+    for o in range(observed.shape[0]):
+        for c in range(st.shape[1]):
+            out[o, c] = st[observed[o], c] > 0
+
+
+@njit(inline="always", cache=True)
 def check_width(chains):
     if chains > PER_CHAIN_GROUP and chains not in GROUP_WIDTHS:  # update_row's loops (and its stack scratch)
-        raise ValueError("run_schedule: a group holds at most PER_CHAIN_GROUP chains, or one of GROUP_WIDTHS")
+        raise ValueError("the CPU spin kernel: a group holds at most PER_CHAIN_GROUP chains, or one of GROUP_WIDTHS")
 
 
 @njit(parallel=True, nogil=True, cache=True, **_OPTIONS)
@@ -257,9 +265,7 @@ def run_schedule(state, neighbours, tables, table_starts, groups, hashes, row_bl
                                        patterns, sums)
             sweep += 1
         for h in prange(n_groups):
-            for o in range(observed.shape[0]):
-                for c in range(chains):
-                    out[h, sample, o, c] = state[h, observed[o], c] > 0
+            write_sample(out[h, sample], state[h], observed)
 
 
 @njit(parallel=True, nogil=True, cache=True, **_OPTIONS)
@@ -289,6 +295,4 @@ def run_groups_apart(state, neighbours, tables, table_starts, groups, hashes, ro
                         update_any_row(st, i, b, groups, neighbours, tables, table_starts, hashes, seeds[b], patterns,
                                        sums)
                 sweep += 1
-            for o in range(observed.shape[0]):
-                for c in range(chains):
-                    out[h, sample, o, c] = st[observed[o], c] > 0
+            write_sample(out[h, sample], st, observed)
