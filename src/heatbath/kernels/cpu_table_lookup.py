@@ -81,8 +81,9 @@ def _lookup_generic(builder, table, index):
 
 
 def _bit_set(builder, vector, bit: int):
-    """Whether `bit` of each lane is set, as the sign of the lane shifted left (what `vblendvps` reads:
-    one shift instead of an and and a compare)."""
+    """Whether `bit` of each lane is set, as the sign of the lane shifted left: the form `vblendvps`
+    reads, one shift where an and and a compare would be two (LLVM keeps it for one of the two
+    selects' masks and turns the other back into an and and a compare)."""
     shift = ir.Constant(vector.type, [ir.Constant(_i32, 31 - bit)] * vector.type.count)
     return builder.icmp_signed("<", builder.shl(vector, shift), ir.Constant(vector.type, None))
 
